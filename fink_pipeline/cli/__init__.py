@@ -1,0 +1,1 @@
+"""Command-line entry points: `fink-pipeline` and `fink_datatransfer`."""

@@ -1,0 +1,58 @@
+"""Building the SparkSession: local by default, any master and conf by configuration."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+# Defaults for the embedded (single machine) stack: small shuffles, no UI port to collide on,
+# loopback only, Arrow for Python workers.
+LOCAL_DEFAULT_CONF: dict[str, str] = {
+    "spark.ui.enabled": "false",
+    "spark.ui.showConsoleProgress": "false",
+    "spark.driver.bindAddress": "127.0.0.1",
+    "spark.driver.host": "127.0.0.1",
+    "spark.sql.shuffle.partitions": "8",
+    "spark.sql.session.timeZone": "UTC",
+    "spark.sql.execution.arrow.pyspark.enabled": "true",
+    "spark.sql.parquet.enableNestedColumnVectorizedReader": "true",
+    "spark.driver.memory": "2g",
+    # A failed task is retried (exactly-once publishing relies on it, see kafka.publish)
+    "spark.task.maxFailures": "4",
+    "spark.sql.sources.partitionColumnTypeInference.enabled": "true",
+    "spark.log.level": "WARN",
+}
+
+
+def build_spark_session(
+    master: str = "local[*]",
+    app_name: str = "fink-pipeline",
+    conf: Mapping[str, str] | None = None,
+) -> "SparkSession":
+    """Create (or reuse) a SparkSession.
+
+    Python workers must run the interpreter that has pyarrow and this package, so
+    PYSPARK_PYTHON defaults to the running one. `conf` overrides the local defaults;
+    on a cluster pass its master URL and whatever conf it needs (s3a credentials, ...).
+    """
+    from pyspark.sql import SparkSession
+
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder.master(master).appName(app_name)
+    settings = dict(LOCAL_DEFAULT_CONF) if master.startswith("local") else {}
+    settings.update(conf or {})
+    if master.startswith("local") and "spark.task.maxFailures" in settings:
+        # local[N] never retries a task unless the master says so: local[N,maxFailures]
+        if "," not in master and master.startswith("local["):
+            master = f"{master[:-1]},{settings['spark.task.maxFailures']}]"
+            builder = builder.master(master)
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    session = builder.getOrCreate()
+    session.sparkContext.setLogLevel(settings.get("spark.log.level", "WARN"))
+    return session

@@ -1,0 +1,33 @@
+"""Shared fixtures: one Spark session per test run, a private embedded broker, data paths."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FINK_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The read-only sample alerts of ../shared/data (skip when absent)."""
+    if not SHARED_DATA.exists():
+        pytest.skip(f"shared sample data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """The one local SparkSession of this test run (2 cores, retries enabled)."""
+    from fink_pipeline.spark import build_spark_session
+
+    session = build_spark_session(
+        master="local[2]",
+        app_name="fink-pipeline-tests",
+        conf={"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
+    )
+    yield session
+    session.stop()
