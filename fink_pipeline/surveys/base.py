@@ -47,6 +47,10 @@ class Survey:
     default_partitionby: str
     topic_prefix: str
     first_night: dt.date
+    # Light packet: these nested fields flattened to root names, plus every root column
+    # except `light_excludes` (Fink's "all but cutouts and history").
+    light_fields: tuple[str, ...] = ()
+    light_excludes: tuple[str, ...] = ()
     # Adds the class columns (native Spark expressions, no Python UDF).
     classify: Callable[["DataFrame"], "DataFrame"] | None = None
     # The same classification in pure Arrow, for tests and the consumer side.

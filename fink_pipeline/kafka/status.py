@@ -1,0 +1,470 @@
+"""The `<topic>_status` companion topic: how the transfer job tells consumers where it stands.
+
+Records are JSON (pydantic models below), keyed by their type (`start`, `progress`, `end`,
+`failed`), on a 1-partition topic so their order is total:
+
+* `start`    the job begins (or resumes) publishing request `request_id` to `<topic>`;
+* `progress` one Spark partition's messages are all delivered (per Kafka partition: count and
+             last offset); a task retry writes another record with a higher `attempt`;
+* `end`      every message is delivered: totals and final offsets per Kafka partition. A
+             consumer that has read up to these offsets has everything, whatever the broker's
+             high watermark says (Tansu under-reports it for batched produce requests);
+* `failed`   the job gave up, with the error message.
+
+Reading strategy (chosen for exactness and speed): the writer sends every status record in a
+produce request of its own (`linger.ms=0`, `batch.num.messages=1`, flushed before `append`
+returns), which keeps the high watermark of the status topic exact on Tansu too. The reader
+then `assign()`s partition 0 from the beginning, reads until it has the record at
+`high watermark - 1` (or an end-of-partition event at the watermark), re-reads the watermark
+once to catch records appended meanwhile, and stops: no consumer group, no idle-poll timeout,
+typically a few tens of milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping, Union
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import TopicPartition
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
+
+from fink_pipeline.kafka.topics import DEFAULT_RETENTION_MS, TopicMismatch, ensure_topic
+
+if TYPE_CHECKING:
+    from fink_pipeline.kafka.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+STATUS_SUFFIX = "_status"
+MAX_ERROR_CHARS = 20_000  # keeps a failed record far below Kafka's 1 MB message limit
+
+TransferState = Literal["unknown", "running", "finished", "failed"]
+
+
+def status_topic(topic: str) -> str:
+    """Name of the status companion topic of data topic `topic`."""
+    return f"{topic}{STATUS_SUFFIX}"
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+# --------------------------------------------------------------------------------------------
+# records
+
+
+class PartitionOffsets(BaseModel):
+    """Messages written to one Kafka partition: how many, and the offset of the last one
+    (-1 when none)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    count: int = Field(ge=0)
+    last_offset: int = Field(ge=-1)
+
+
+def _offsets(value: Mapping[Any, Any] | None) -> dict[int, PartitionOffsets]:
+    """Accept {partition: PartitionOffsets | {"count", "last_offset"} | (count, last_offset)}."""
+    out: dict[int, PartitionOffsets] = {}
+    for key, item in (value or {}).items():
+        if isinstance(item, (tuple, list)):
+            item = {"count": item[0], "last_offset": item[1]}
+        out[int(key)] = PartitionOffsets.model_validate(item)
+    return out
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="ignore")  # newer writers may add fields
+
+
+class StartRecord(_Record):
+    """The job starts (or restarts) publishing a request to `topic`."""
+
+    type: Literal["start"] = "start"
+    request_id: str
+    topic: str
+    partitions: int = Field(ge=1, description="Kafka partitions of the data topic")
+    expected_total: int | None = Field(default=None, ge=0)
+    schema_fingerprint: str
+    started_at: dt.datetime = Field(default_factory=_now)
+
+
+class ProgressRecord(_Record):
+    """All messages of one Spark partition (one task attempt) are delivered."""
+
+    type: Literal["progress"] = "progress"
+    spark_partition: int = Field(ge=0)
+    attempt: int = Field(default=0, ge=0)
+    produced: int = Field(ge=0)
+    partitions: dict[int, PartitionOffsets] = Field(default_factory=dict)
+    request_id: str | None = None
+    at: dt.datetime = Field(default_factory=_now)
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _coerce_offsets(cls, value: Any) -> Any:
+        return _offsets(value) if isinstance(value, Mapping) else value
+
+
+class EndRecord(_Record):
+    """Every message is delivered; `partitions` holds the final offsets per Kafka partition."""
+
+    type: Literal["end"] = "end"
+    state: Literal["finished"] = "finished"
+    total: int = Field(ge=0)
+    partitions: dict[int, PartitionOffsets] = Field(default_factory=dict)
+    request_id: str
+    schema_fingerprint: str
+    finished_at: dt.datetime = Field(default_factory=_now)
+
+    @field_validator("partitions", mode="before")
+    @classmethod
+    def _coerce_offsets(cls, value: Any) -> Any:
+        return _offsets(value) if isinstance(value, Mapping) else value
+
+
+class FailedRecord(_Record):
+    """The job failed; `error` is the (truncated) error message."""
+
+    type: Literal["failed"] = "failed"
+    error: str
+    request_id: str | None = None
+    failed_at: dt.datetime = Field(default_factory=_now)
+
+    @field_validator("error", mode="before")
+    @classmethod
+    def _truncate(cls, value: Any) -> Any:
+        text = str(value)
+        return text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 3] + "..."
+
+
+StatusRecord = Annotated[
+    Union[StartRecord, ProgressRecord, EndRecord, FailedRecord], Field(discriminator="type")
+]
+_RECORD_ADAPTER: TypeAdapter[StatusRecord] = TypeAdapter(StatusRecord)
+
+
+def parse_record(value: bytes | str) -> StartRecord | ProgressRecord | EndRecord | FailedRecord:
+    """Decode one status message value."""
+    return _RECORD_ADAPTER.validate_json(value)
+
+
+# --------------------------------------------------------------------------------------------
+# summary
+
+
+class TransferStatus(BaseModel):
+    """What the status topic says about the current run of a transfer."""
+
+    topic: str
+    state: TransferState = "unknown"
+    request_id: str | None = None
+    schema_fingerprint: str | None = None
+    partitions: int | None = None
+    expected_total: int | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+    total: int | None = Field(default=None, description="delivered messages (end record)")
+    final_offsets: dict[int, PartitionOffsets] = Field(default_factory=dict)
+    completed_spark_partitions: set[int] = Field(default_factory=set)
+    produced: int = Field(default=0, description="sum over completed Spark partitions")
+    error: str | None = None
+    records: int = Field(default=0, description="status records read")
+    ignored_records: int = Field(default=0, description="records of another request")
+    _progress: dict[int, ProgressRecord] = PrivateAttr(default_factory=dict)
+
+    def apply(self, record: StartRecord | ProgressRecord | EndRecord | FailedRecord) -> None:
+        """Fold one record into the summary (records must be applied in topic order)."""
+        self.records += 1
+        if isinstance(record, StartRecord):
+            same_run = (
+                record.request_id == self.request_id
+                and record.schema_fingerprint == self.schema_fingerprint
+            )
+            if not same_run:
+                # A new request (or new content) on this topic: nothing before it counts.
+                self.completed_spark_partitions = set()
+                self._progress = {}
+                self.produced = 0
+            self.state = "running"
+            self.request_id = record.request_id
+            self.schema_fingerprint = record.schema_fingerprint
+            self.partitions = record.partitions
+            self.expected_total = record.expected_total
+            self.started_at = record.started_at
+            self.finished_at = None
+            self.total = None
+            self.final_offsets = {}
+            self.error = None
+            return
+        if (
+            record.request_id is not None
+            and self.request_id is not None
+            and record.request_id != self.request_id
+        ):
+            self.ignored_records += 1  # a late writer of a previous request
+            return
+        if isinstance(record, ProgressRecord):
+            previous = self._progress.get(record.spark_partition)
+            # A retried task reports again: the latest attempt replaces the earlier one.
+            if previous is None or record.attempt >= previous.attempt:
+                self._progress[record.spark_partition] = record
+            self.completed_spark_partitions.add(record.spark_partition)
+            self.produced = sum(p.produced for p in self._progress.values())
+            if self.state == "unknown":
+                self.state = "running"
+        elif isinstance(record, EndRecord):
+            self.state = "finished"
+            self.request_id = self.request_id or record.request_id
+            self.schema_fingerprint = self.schema_fingerprint or record.schema_fingerprint
+            self.total = record.total
+            self.final_offsets = dict(record.partitions)
+            self.finished_at = record.finished_at
+            self.error = None
+        elif isinstance(record, FailedRecord):
+            self.state = "failed"
+            self.error = record.error
+
+    @property
+    def progress_by_spark_partition(self) -> dict[int, ProgressRecord]:
+        """Latest progress record of every completed Spark partition."""
+        return dict(self._progress)
+
+
+# --------------------------------------------------------------------------------------------
+# writing
+
+
+class StatusWriteError(RuntimeError):
+    """A status record could not be delivered."""
+
+
+class StatusWriter:
+    """Appends status records for data topic `topic` to `<topic>_status`.
+
+    Each `append` is one produce request, flushed before returning (exact watermarks on any
+    broker, total order on the 1-partition topic). Use `create=False` in Spark tasks once the
+    driver has created the topic.
+    """
+
+    def __init__(
+        self,
+        settings: "KafkaSettings",
+        topic: str,
+        *,
+        create: bool = True,
+        retention_ms: int | None = DEFAULT_RETENTION_MS,
+        timeout_s: float = 10.0,
+    ):
+        self.settings = settings
+        self.topic = topic
+        self.status_topic = status_topic(topic)
+        self.timeout_s = timeout_s
+        if create:
+            ensure_topic(
+                settings, self.status_topic, partitions=1, retention_ms=retention_ms,
+                compression=None, timeout_s=timeout_s,
+            )
+        config: dict[str, Any] = dict(settings.librdkafka_config())
+        config.update(
+            {
+                "linger.ms": 0,
+                "batch.num.messages": 1,  # one record per produce request: exact watermarks
+                "acks": "all",
+                "message.timeout.ms": max(1000, int(timeout_s * 1000)),
+                "max.in.flight.requests.per.connection": 1,
+            }
+        )
+        self._producer: Producer | None = Producer(config)
+
+    def append(self, record: StartRecord | ProgressRecord | EndRecord | FailedRecord) -> int:
+        """Write `record` and wait for its delivery; return its offset."""
+        if self._producer is None:
+            raise StatusWriteError("this StatusWriter is closed")
+        outcome: dict[str, Any] = {}
+
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
+            outcome["error"] = err
+            outcome["offset"] = None if err else msg.offset()
+
+        self._producer.produce(
+            self.status_topic,
+            key=record.type.encode(),
+            value=record.model_dump_json().encode(),
+            partition=0,
+            on_delivery=on_delivery,
+        )
+        remaining = self._producer.flush(self.timeout_s)
+        if remaining or "error" not in outcome:
+            raise StatusWriteError(
+                f"status record {record.type!r} to {self.status_topic} not delivered within "
+                f"{self.timeout_s} s"
+            )
+        if outcome["error"] is not None:
+            raise StatusWriteError(
+                f"status record {record.type!r} to {self.status_topic} failed: {outcome['error']}"
+            )
+        return int(outcome["offset"])
+
+    def start(
+        self,
+        request_id: str,
+        partitions: int,
+        schema_fingerprint: str,
+        expected_total: int | None = None,
+    ) -> int:
+        """Append a StartRecord for this writer's topic."""
+        return self.append(
+            StartRecord(
+                request_id=request_id,
+                topic=self.topic,
+                partitions=partitions,
+                expected_total=expected_total,
+                schema_fingerprint=schema_fingerprint,
+            )
+        )
+
+    def progress(
+        self,
+        spark_partition: int,
+        produced: int,
+        partitions: Mapping[int, Any],
+        attempt: int = 0,
+        request_id: str | None = None,
+    ) -> int:
+        """Append a ProgressRecord (`partitions`: {kafka partition: (count, last_offset)})."""
+        return self.append(
+            ProgressRecord(
+                spark_partition=spark_partition,
+                attempt=attempt,
+                produced=produced,
+                partitions=partitions,
+                request_id=request_id,
+            )
+        )
+
+    def end(
+        self,
+        request_id: str,
+        total: int,
+        partitions: Mapping[int, Any],
+        schema_fingerprint: str,
+    ) -> int:
+        """Append the EndRecord with the final offsets per Kafka partition."""
+        return self.append(
+            EndRecord(
+                request_id=request_id,
+                total=total,
+                partitions=partitions,
+                schema_fingerprint=schema_fingerprint,
+            )
+        )
+
+    def failed(self, error: str | BaseException, request_id: str | None = None) -> int:
+        """Append a FailedRecord."""
+        message = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+        return self.append(FailedRecord(error=message, request_id=request_id))
+
+    def close(self) -> None:
+        """Flush and release the producer; idempotent."""
+        if self._producer is not None:
+            self._producer.flush(self.timeout_s)
+            self._producer = None
+
+    def __enter__(self) -> "StatusWriter":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+# --------------------------------------------------------------------------------------------
+# reading
+
+
+def read_records(
+    settings: "KafkaSettings", topic: str, timeout_s: float = 5.0
+) -> list[StartRecord | ProgressRecord | EndRecord | FailedRecord] | None:
+    """Every status record of data topic `topic`, in order; None when there is no status topic.
+
+    Raises TimeoutError when the records up to the high watermark cannot be read in time.
+    """
+    name = status_topic(topic)
+    deadline = time.monotonic() + timeout_s
+    consumer = Consumer(
+        settings.consumer_config(
+            # Never committed and never used to join a group (assign() only): a throwaway id.
+            group_id=f"fink-status-reader-{uuid.uuid4().hex}",
+            enable_auto_commit=False,
+            enable_partition_eof=True,
+            fetch_wait_max_ms=50,
+        )
+    )
+    try:
+        metadata = consumer.list_topics(topic=name, timeout=timeout_s)
+        meta = metadata.topics.get(name)
+        if meta is None or meta.error is not None:
+            if meta is not None and meta.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise KafkaException(meta.error)
+            return None
+        if len(meta.partitions) != 1:
+            raise TopicMismatch(f"status topic {name} must have 1 partition, has {len(meta.partitions)}")
+        tp = TopicPartition(name, 0)
+
+        def high_watermark() -> int:
+            left = max(0.1, deadline - time.monotonic())
+            return consumer.get_watermark_offsets(tp, timeout=left, cached=False)[1]
+
+        high = high_watermark()
+        records: list[StartRecord | ProgressRecord | EndRecord | FailedRecord] = []
+        if high <= 0:
+            return records
+        consumer.assign([TopicPartition(name, 0, OFFSET_BEGINNING)])
+        position = 0  # next offset to read
+        eof_at = -1  # position at which the broker last reported the end of the partition
+        while True:
+            while position < high:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(
+                        f"read {len(records)} status records of {name} up to offset {position}, "
+                        f"expected up to {high}, within {timeout_s} s"
+                    )
+                for msg in consumer.consume(num_messages=500, timeout=min(left, 0.5)):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == KafkaError._PARTITION_EOF:
+                            # The fetch says the log ends at msg.offset(): never wait past it.
+                            position = eof_at = max(position, msg.offset())
+                            high = min(high, position)
+                            continue
+                        raise KafkaException(err)
+                    try:
+                        records.append(parse_record(msg.value()))
+                    except ValueError as exc:  # a foreign or corrupt record: skip, say so
+                        log.warning(
+                            "skipping undecodable status record %s@%s: %s", name, msg.offset(), exc
+                        )
+                    position = msg.offset() + 1
+            # Records appended while we read: one more look at the watermark.
+            newer = high_watermark()
+            if newer <= position or eof_at == position:
+                return records
+            high = newer
+    finally:
+        consumer.close()
+
+
+def read_status(settings: "KafkaSettings", topic: str, timeout_s: float = 5.0) -> TransferStatus:
+    """Summary of data topic `topic`'s status records: state "unknown" (no status topic or no
+    record), "running", "finished" or "failed", expected totals, final offsets per Kafka
+    partition and the Spark partitions already completed."""
+    status = TransferStatus(topic=topic)
+    for record in read_records(settings, topic, timeout_s) or []:
+        status.apply(record)
+    return status

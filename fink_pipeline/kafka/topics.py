@@ -1,0 +1,166 @@
+"""Topic administration: create-or-verify, existence, listing, deletion, config read-back.
+
+Every function keeps its `AdminClient` referenced until the futures it returned are resolved:
+a client garbage-collected early fails them with `_DESTROY` ("Broker handle destroyed").
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import TYPE_CHECKING
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+if TYPE_CHECKING:
+    from fink_pipeline.kafka.settings import KafkaSettings
+
+DEFAULT_PARTITIONS = 10  # as on the Fink Kafka cluster (fink-client assumes 10)
+DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000  # "available for download for 7 days"
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+class TopicMismatch(ValueError):
+    """An existing topic does not have the requested layout (partition count)."""
+
+
+def validate_topic_name(name: str) -> str:
+    """Return `name` if Kafka accepts it as a topic name, else raise ValueError."""
+    if not isinstance(name, str) or not _TOPIC_RE.match(name) or name in {".", ".."}:
+        raise ValueError(
+            f"invalid Kafka topic name {name!r}: 1-249 characters among letters, digits, . _ -"
+        )
+    return name
+
+
+def admin_client(settings: "KafkaSettings") -> AdminClient:
+    """An AdminClient for `settings` (keep it referenced while using its futures)."""
+    return AdminClient(settings.librdkafka_config())
+
+
+def _partition_count(admin: AdminClient, name: str, timeout_s: float) -> int | None:
+    metadata = admin.list_topics(topic=name, timeout=timeout_s)
+    topic = metadata.topics.get(name)
+    if topic is None or topic.error is not None:
+        if topic is not None and topic.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
+            raise KafkaException(topic.error)
+        return None
+    return len(topic.partitions)
+
+
+def topic_partitions(settings: "KafkaSettings", name: str, timeout_s: float = 10.0) -> int | None:
+    """Number of partitions of topic `name`, or None when it does not exist."""
+    admin = admin_client(settings)
+    return _partition_count(admin, validate_topic_name(name), timeout_s)
+
+
+def topic_exists(settings: "KafkaSettings", name: str, timeout_s: float = 10.0) -> bool:
+    """True when topic `name` exists."""
+    return topic_partitions(settings, name, timeout_s) is not None
+
+
+def list_topics(
+    settings: "KafkaSettings",
+    prefix: str | None = None,
+    timeout_s: float = 10.0,
+    include_internal: bool = False,
+) -> list[str]:
+    """Sorted topic names, optionally only those starting with `prefix`; internal topics
+    (`__consumer_offsets`, ...) are left out unless `include_internal`."""
+    admin = admin_client(settings)
+    names = admin.list_topics(timeout=timeout_s).topics.keys()
+    return sorted(
+        n
+        for n in names
+        if (include_internal or not n.startswith("__")) and (prefix is None or n.startswith(prefix))
+    )
+
+
+def ensure_topic(
+    settings: "KafkaSettings",
+    name: str,
+    partitions: int = DEFAULT_PARTITIONS,
+    retention_ms: int | None = DEFAULT_RETENTION_MS,
+    compression: str | None = "lz4",
+    replication: int | None = None,
+    *,
+    config: dict[str, str] | None = None,
+    timeout_s: float = 15.0,
+) -> bool:
+    """Create topic `name` or verify the existing one; True when this call created it.
+
+    `replication=None` takes the broker default. An existing topic must have `partitions`
+    partitions (TopicMismatch otherwise: the job spreads messages over exactly that many);
+    its configs are left as they are. A concurrent creation by someone else counts as
+    "existing".
+    """
+    validate_topic_name(name)
+    if partitions < 1:
+        raise ValueError(f"partitions must be >= 1, got {partitions}")
+    topic_config: dict[str, str] = {}
+    if retention_ms is not None:
+        topic_config["retention.ms"] = str(int(retention_ms))
+    if compression is not None:
+        topic_config["compression.type"] = compression
+    topic_config.update(config or {})
+
+    admin = admin_client(settings)
+    deadline = time.monotonic() + timeout_s
+    existing = _partition_count(admin, name, timeout_s)
+    created = False
+    if existing is None:
+        new = NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=-1 if replication is None else replication,
+            config=topic_config,
+        )
+        futures = admin.create_topics([new], operation_timeout=timeout_s, request_timeout=timeout_s)
+        try:
+            futures[name].result(timeout=timeout_s)
+            created = True
+        except KafkaException as exc:
+            if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                raise
+    # Wait (bounded) until metadata shows the topic, so a producer right after us finds it;
+    # on a real cluster creation propagates asynchronously.
+    while True:
+        existing = _partition_count(admin, name, max(0.5, deadline - time.monotonic()))
+        if existing is not None or time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+    if existing is None:
+        raise KafkaException(
+            KafkaError(KafkaError._TIMED_OUT, f"topic {name} not visible after {timeout_s} s")
+        )
+    if existing != partitions:
+        raise TopicMismatch(
+            f"topic {name} exists with {existing} partitions, expected {partitions}; "
+            "delete it or use another topic name"
+        )
+    return created
+
+
+def delete_topic(settings: "KafkaSettings", name: str, timeout_s: float = 15.0) -> bool:
+    """Delete topic `name`; True when it existed, False when there was nothing to delete."""
+    admin = admin_client(settings)
+    futures = admin.delete_topics(
+        [validate_topic_name(name)], operation_timeout=timeout_s, request_timeout=timeout_s
+    )
+    try:
+        futures[name].result(timeout=timeout_s)
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return False
+        raise
+    return True
+
+
+def topic_config(settings: "KafkaSettings", name: str, timeout_s: float = 10.0) -> dict[str, str]:
+    """The topic's configuration as the broker describes it (name -> value)."""
+    admin = admin_client(settings)
+    resource = ConfigResource(ConfigResource.Type.TOPIC, validate_topic_name(name))
+    futures = admin.describe_configs([resource], request_timeout=timeout_s)
+    entries = futures[resource].result(timeout=timeout_s)
+    return {key: entry.value for key, entry in entries.items() if entry.value is not None}

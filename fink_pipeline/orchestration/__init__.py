@@ -1,0 +1,1 @@
+"""Dagster wiring (assets, resources, partitions, checks, sensors, schedules), kept thin."""

@@ -1,0 +1,266 @@
+"""The transfer request: what a user asks of the Data Transfer form, validated before Spark runs.
+
+`TransferRequestFields` holds only plain types so that the Dagster launchpad can show it as a
+form (the orchestration layer mixes it into a `dg.Config`); `TransferRequest` adds the request
+id. Loading accepts Fink's portal YAML export (`dates: {startdate, stopdate}`, `filters`,
+`content`, `extra_cond`) as well as our own flat keys.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+import secrets
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fink_pipeline.surveys import available_surveys, get_survey
+
+PACKETS = ("light", "medium", "full")
+ALL_CLASSES = "allclasses"
+MAX_NIGHTS = 3660  # ten years: beyond this a typo in a year is far more likely than intent
+
+
+class RequestError(ValueError):
+    """A request that cannot run: the message names the field and how to fix it."""
+
+
+def parse_night(value: str | dt.date, field: str = "night") -> dt.date:
+    """Parse YYYY-MM-DD or YYYYMMDD; the error names `field` and the expected format."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    text = str(value).strip()
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return dt.datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+    raise RequestError(f"{field}: {value!r} is not a date; write it as YYYY-MM-DD (e.g. 2024-03-01)")
+
+
+def _closest(value: str, choices: Iterable[str]) -> str:
+    match = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+class TransferRequestFields(BaseModel):
+    """The fields of a transfer request (plain types: usable as a Dagster launchpad form)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    survey: str = Field(default="ztf", description="Survey: ztf, lsst or elasticc.")
+    start: str = Field(description="First night, inclusive (YYYY-MM-DD).")
+    stop: str = Field(description="Last night, inclusive (YYYY-MM-DD).")
+    classes: list[str] = Field(
+        default_factory=list,
+        description="Fink labels, '(TNS) <type>' or '(SIMBAD) <otype>'; empty = all classes.",
+    )
+    livestream_filter: str | None = Field(
+        default=None, description="A Fink live-stream filter to replay (e.g. sn_candidates)."
+    )
+    conditions: list[str] = Field(
+        default_factory=list,
+        description="Extra SQL conditions, ANDed (e.g. 'candidate.magpsf > 19.5').",
+    )
+    content: list[str] = Field(
+        default_factory=lambda: ["light"],
+        description="'light', 'medium', 'full', or a list of fields (e.g. candidate.magpsf).",
+    )
+    limit: int | None = Field(default=None, description="Publish at most this many alerts (test job).")
+
+    @field_validator("survey")
+    @classmethod
+    def _known_survey(cls, value: str) -> str:
+        name = value.strip().lower()
+        if name not in available_surveys():
+            raise ValueError(
+                f"survey {value!r} is unknown; choose one of {', '.join(available_surveys())}"
+                + _closest(name, available_surveys())
+            )
+        return name
+
+    @field_validator("start", "stop")
+    @classmethod
+    def _iso_night(cls, value: str) -> str:
+        try:
+            return parse_night(value).isoformat()
+        except RequestError:
+            raise ValueError(f"{value!r} is not a date; write it as YYYY-MM-DD (e.g. 2024-03-01)") from None
+
+    @field_validator("classes")
+    @classmethod
+    def _clean_classes(cls, values: list[str]) -> list[str]:
+        cleaned = [v.strip() for v in values if v and v.strip()]
+        return [] if ALL_CLASSES in cleaned else list(dict.fromkeys(cleaned))
+
+    @field_validator("conditions")
+    @classmethod
+    def _strip_conditions(cls, values: list[str]) -> list[str]:
+        return [v.strip() for v in values if v and v.strip()]
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _content_list(cls, value: Any) -> list[str]:
+        if value is None:
+            return ["light"]
+        if isinstance(value, str):
+            value = [part for part in re.split(r"[,\s]+", value) if part]
+        items = [str(v).strip() for v in value if str(v).strip()]
+        if not items:
+            raise ValueError("content is empty; use light, medium, full or a list of fields")
+        return items
+
+    @field_validator("limit")
+    @classmethod
+    def _positive_limit(cls, value: int | None) -> int | None:
+        if value is not None and value <= 0:
+            raise ValueError(f"limit must be a positive number of alerts, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self):
+        start, stop = dt.date.fromisoformat(self.start), dt.date.fromisoformat(self.stop)
+        if stop < start:
+            raise ValueError(f"stop ({self.stop}) is before start ({self.start}); swap them")
+        if (stop - start).days + 1 > MAX_NIGHTS:
+            raise ValueError(
+                f"the range {self.start}..{self.stop} spans {(stop - start).days + 1} nights, "
+                f"more than {MAX_NIGHTS}; check the years"
+            )
+        first = get_survey(self.survey).first_night
+        if stop < first:
+            raise ValueError(f"stop ({self.stop}) is before the first {self.survey} night ({first})")
+        packets = [c for c in self.content if c.lower() in PACKETS]
+        if packets and len(self.content) > 1:
+            raise ValueError(
+                f"content {self.content}: a packet ({packets[0]}) cannot be combined with other "
+                "fields; use either one packet or a list of fields"
+            )
+        if packets:
+            self.content = [packets[0].lower()]
+        return self
+
+    # -- derived values -------------------------------------------------------------------
+    @property
+    def start_night(self) -> dt.date:
+        return dt.date.fromisoformat(self.start)
+
+    @property
+    def stop_night(self) -> dt.date:
+        return dt.date.fromisoformat(self.stop)
+
+    @property
+    def nights(self) -> list[dt.date]:
+        """Every night of the inclusive range."""
+        days = (self.stop_night - self.start_night).days + 1
+        return [self.start_night + dt.timedelta(days=i) for i in range(days)]
+
+    @property
+    def packet(self) -> str | None:
+        """'light', 'medium' or 'full' when a pre-defined packet was chosen, else None."""
+        return self.content[0] if self.content[0] in PACKETS else None
+
+
+class TransferRequest(TransferRequestFields):
+    """A validated transfer request with its identity (request id and topic)."""
+
+    request_id: str | None = Field(default=None, description="Set when the request is submitted.")
+    topic: str | None = Field(default=None, description="Kafka topic, set when submitted.")
+
+    def with_identity(self, existing_topics: Iterable[str] = (), now: dt.datetime | None = None):
+        """Return a copy carrying a fresh request id and a topic name unused in `existing_topics`."""
+        taken = set(existing_topics)
+        now = now or dt.datetime.now(dt.timezone.utc)
+        prefix = get_survey(self.survey).topic_prefix
+        for _ in range(100):
+            # Fink uses the microsecond field; we keep that shape but draw it at random and
+            # check it against existing topics, so two submissions never share a topic.
+            suffix = secrets.randbelow(1_000_000)
+            topic = f"{prefix}_{now.date().isoformat()}_{suffix}"
+            if topic not in taken and f"{topic}_schema" not in taken:
+                return self.model_copy(update={"request_id": f"{now:%Y%m%dT%H%M%S}-{suffix}", "topic": topic})
+        raise RequestError("could not find an unused topic name after 100 draws")
+
+
+_PORTAL_KEYS = {"dates", "filters", "extra_cond", "fclass", "classes", "blocks", "catalog_filename"}
+
+
+def request_from_mapping(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TransferRequest:
+    """Build a request from a mapping in Fink's portal export shape or in our flat shape.
+
+    `overrides` (e.g. CLI flags) win over the file's values; None values are ignored.
+    """
+    flat: dict[str, Any] = {}
+    data = dict(data or {})
+    if "dates" in data:
+        dates = data.pop("dates") or {}
+        if not isinstance(dates, Mapping):
+            raise RequestError("dates: expected a mapping with startdate and stopdate")
+        flat["start"] = dates.get("startdate")
+        flat["stop"] = dates.get("stopdate")
+    if "extra_cond" in data:
+        cond = data.pop("extra_cond")
+        flat["conditions"] = [cond] if isinstance(cond, str) else list(cond or [])
+    if "filters" in data:
+        filters = data.pop("filters")
+        if isinstance(filters, str):
+            filters = [filters]
+        filters = [f for f in (filters or []) if f]
+        if len(filters) > 1:
+            raise RequestError(f"filters: only one live-stream filter can be replayed, got {filters}")
+        flat["livestream_filter"] = filters[0] if filters else None
+    for key in ("fclass", "classes"):
+        if key in data:
+            value = data.pop(key)
+            flat["classes"] = [value] if isinstance(value, str) else list(value or [])
+    for key in ("blocks", "catalog_filename"):
+        if data.get(key):
+            raise RequestError(f"{key}: Rubin blocks and catalogue cross-match are not supported yet")
+        data.pop(key, None)
+    flat.update(data)
+    for key, value in (overrides or {}).items():
+        if value is not None and value != [] and value != ():
+            flat[key] = value
+    # Conditions may arrive as one textarea: split on ';' and newlines like the portal does
+    # (the conditions module re-splits safely, respecting quoted strings).
+    try:
+        return TransferRequest(**flat)
+    except ValidationError as exc:
+        raise RequestError(_format_validation_error(exc)) from None
+
+
+def load_request_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TransferRequest:
+    """Load a request YAML (Fink portal export or flat keys); `overrides` win."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise RequestError(f"request file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise RequestError(f"request file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise RequestError(f"request file {path}: expected a mapping of keys, got {type(data).__name__}")
+    return request_from_mapping(data, overrides)
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field: pydantic's own text is too noisy for users."""
+    lines = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "request"
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "missing":
+            message = "is required"
+        elif err["type"] == "extra_forbidden":
+            known = list(TransferRequest.model_fields) + sorted(_PORTAL_KEYS)
+            message = "is not a request key" + _closest(str(err["loc"][-1]), known)
+        lines.append(f"{field}: {message}")
+    return "; ".join(lines)
