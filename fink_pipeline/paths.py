@@ -9,7 +9,7 @@ HOME_ENV = "FINK_PIPELINE_HOME"
 
 
 def state_dir() -> Path:
-    """The local state folder: `$FINK_PIPELINE_HOME`, or `<cwd>/.fink_pipeline`; created on demand."""
+    """The local state folder: `$FINK_PIPELINE_HOME`, else `<cwd>/.fink_pipeline` (created)."""
     value = os.environ.get(HOME_ENV, "").strip()
     path = Path(value).expanduser() if value else Path.cwd() / ".fink_pipeline"
     path.mkdir(parents=True, exist_ok=True)

@@ -31,3 +31,27 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker():
+    """`host:port` of a private embedded Kafka broker (Tansu) on a free loopback port.
+
+    Memory storage: topics live until the end of the test session. Use unique topic names.
+    """
+    from fink_pipeline.kafka.broker import EmbeddedBroker
+
+    broker = EmbeddedBroker()
+    address = broker.start()
+    try:
+        yield address
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def kafka_settings(kafka_broker):
+    """`KafkaSettings` (PLAINTEXT) for the session's embedded broker."""
+    from fink_pipeline.kafka.settings import KafkaSettings
+
+    return KafkaSettings(bootstrap_servers=kafka_broker)

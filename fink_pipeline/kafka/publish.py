@@ -25,7 +25,7 @@ import pyarrow as pa
 
 from fink_pipeline.avro import avro_schema_from_arrow, encode_batch, schema_fingerprint, schema_json
 from fink_pipeline.kafka.settings import KafkaSettings
-from fink_pipeline.kafka.status import EndRecord, FailedRecord, ProgressRecord, StartRecord, StatusWriter, read_status
+from fink_pipeline.kafka.status import ProgressRecord, StatusWriter, TransferStatus, read_status
 from fink_pipeline.kafka.topics import ensure_topic
 
 if TYPE_CHECKING:
@@ -98,6 +98,7 @@ class _TaskConfig:
     key_column: str
     kafka_partitions: int
     completed: frozenset[int]
+    request_id: str
     options: PublishOptions
     class_column: str | None
     night_column: str | None
@@ -111,8 +112,10 @@ def _kafka_partition_of(ids: np.ndarray, n: int) -> np.ndarray:
 
 
 def _committed_partitions(kafka_config: dict, topic: str) -> frozenset[int]:
-    settings = KafkaSettings.from_librdkafka_config(kafka_config)
-    return frozenset(read_status(settings, topic).completed_spark_partitions)
+    servers = kafka_config["bootstrap.servers"]
+    extra = {k: v for k, v in kafka_config.items() if k != "bootstrap.servers"}
+    settings = KafkaSettings(bootstrap_servers=servers, extra=extra)
+    return frozenset(read_status(settings, topic, timeout_s=30).completed_spark_partitions)
 
 
 def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Iterator[pa.RecordBatch]:
@@ -123,11 +126,7 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
     context = TaskContext.get()
     spark_partition, attempt = context.partitionId(), context.attemptNumber()
     summary = {"spark_partition": spark_partition, "attempt": attempt, "skipped": False}
-    completed = config.completed
-    if attempt > 0:
-        # An earlier attempt may have committed just before failing: ask the status topic.
-        completed = completed | _committed_partitions(config.kafka_config, config.topic)
-    if spark_partition in completed:
+    if spark_partition in config.completed:
         summary["skipped"] = True
         yield pa.RecordBatch.from_pydict({"summary": [json.dumps(summary)]})
         return
@@ -146,7 +145,14 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
             "transaction.timeout.ms": config.options.transaction_timeout_ms,
         }
     )
-    producer.init_transactions(60)  # fences any earlier attempt of this partition
+    # Fences any earlier attempt of this partition and aborts its open transaction; only then
+    # can the status topic be read up to its end (an open transaction holds read_committed back).
+    producer.init_transactions(60)
+    if attempt > 0 and spark_partition in _committed_partitions(config.kafka_config, config.topic):
+        # the earlier attempt committed just before it failed: publishing again would duplicate
+        summary["skipped"] = True
+        yield pa.RecordBatch.from_pydict({"summary": [json.dumps(summary)]})
+        return
     producer.begin_transaction()
     n_parts = config.kafka_partitions
     counts = np.zeros(n_parts, dtype=np.int64)
@@ -191,7 +197,8 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
         progress = ProgressRecord(
             spark_partition=spark_partition,
             attempt=attempt,
-            count=produced,
+            produced=produced,
+            request_id=config.request_id,
             partitions={
                 int(p): {"count": int(counts[p]), "last_offset": int(last_offsets[p])}
                 for p in range(n_parts)
@@ -279,16 +286,15 @@ def publish_dataframe(
     for name, partitions in ((topic, options.partitions), (schema_topic(topic), 1), (status_topic(topic), 1)):
         ensure_topic(settings, name, partitions=partitions, retention_ms=options.retention_ms,
                      compression=options.compression)
-    status = StatusWriter(settings, topic)
     previous = read_status(settings, topic)
     if previous.state == "finished":
         log.info(f"Topic {topic} was already published completely ({previous.total} alerts): nothing to do")
         return _report_from_status(topic, previous, avro_schema, fingerprint, time.monotonic() - started, 0)
 
+    status = StatusWriter(settings, topic, create=False)
     log.info("Sending the schema to Kafka...")
     _publish_schema(settings, topic, avro_schema, options.schema_copies)
-    status.write(StartRecord(request_id=request_id, topic=topic, partitions=options.partitions,
-                             expected_total=None, schema_fingerprint=fingerprint))
+    status.start(request_id=request_id, partitions=options.partitions, schema_fingerprint=fingerprint)
     night_column = survey_time_column.rsplit(".", 1)[-1] if survey_time_column.rsplit(".", 1)[-1] in arrow_schema.names else None
     config = _TaskConfig(
         topic=topic,
@@ -297,6 +303,7 @@ def publish_dataframe(
         key_column=key_column,
         kafka_partitions=options.partitions,
         completed=frozenset(previous.completed_spark_partitions),
+        request_id=request_id,
         options=options,
         class_column=class_column if class_column in arrow_schema.names else None,
         night_column=night_column,
@@ -312,10 +319,10 @@ def publish_dataframe(
         )
         report.skipped_spark_partitions = sum(1 for s in summaries if s["skipped"])
         report.retried_tasks = sum(1 for s in summaries if s["attempt"] > 0)
-        status.write(EndRecord(request_id=request_id, total=report.total, schema_fingerprint=fingerprint,
-                               partitions=report.per_partition))
+        status.end(request_id=request_id, total=report.total, schema_fingerprint=fingerprint,
+                   partitions=report.per_partition)
     except Exception as exc:
-        status.write(FailedRecord(request_id=request_id, error=f"{type(exc).__name__}: {exc}"[:2000]))
+        status.failed(exc, request_id=request_id)
         raise
     finally:
         status.close()
@@ -343,15 +350,32 @@ def _publish_schema(settings: KafkaSettings, topic: str, avro_schema: dict, copi
         raise RuntimeError(f"could not write the schema to {schema_topic(topic)}")
 
 
-def _report_from_status(topic, status, avro_schema, fingerprint, seconds, spark_partitions) -> PublishReport:
+def _report_from_status(topic: str, status: TransferStatus, avro_schema: dict, fingerprint: str,
+                        seconds: float, spark_partitions: int) -> PublishReport:
+    """Totals from the committed progress records (one per Spark partition, retries included)."""
+    per_partition: dict[int, dict[str, int]] = {}
+    per_class_night: dict[str, dict[str, int]] = {}
+    payload = 0
+    for progress in status.progress_by_spark_partition.values():
+        payload += progress.bytes
+        for p, offsets in progress.partitions.items():
+            entry = per_partition.setdefault(p, {"count": 0, "last_offset": -1})
+            entry["count"] += offsets.count
+            entry["last_offset"] = max(entry["last_offset"], offsets.last_offset)
+        for label, nights in progress.class_night.items():
+            bucket = per_class_night.setdefault(label, {})
+            for night, n in nights.items():
+                bucket[night] = bucket.get(night, 0) + n
+    if status.state == "finished":
+        per_partition = {p: {"count": o.count, "last_offset": o.last_offset} for p, o in status.final_offsets.items()}
     return PublishReport(
         topic=topic,
-        total=status.total,
-        per_partition=status.partitions,
-        per_class_night=status.class_night,
+        total=sum(entry["count"] for entry in per_partition.values()),
+        per_partition=per_partition,
+        per_class_night=per_class_night,
         schema_fingerprint=fingerprint,
         avro_schema=avro_schema,
         seconds=seconds,
         spark_partitions=spark_partitions,
-        bytes_published=status.bytes,
+        bytes_published=payload,
     )

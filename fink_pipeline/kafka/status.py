@@ -11,13 +11,17 @@ Records are JSON (pydantic models below), keyed by their type (`start`, `progres
              high watermark says (Tansu under-reports it for batched produce requests);
 * `failed`   the job gave up, with the error message.
 
-Reading strategy (chosen for exactness and speed): the writer sends every status record in a
-produce request of its own (`linger.ms=0`, `batch.num.messages=1`, flushed before `append`
-returns), which keeps the high watermark of the status topic exact on Tansu too. The reader
-then `assign()`s partition 0 from the beginning, reads until it has the record at
-`high watermark - 1` (or an end-of-partition event at the watermark), re-reads the watermark
-once to catch records appended meanwhile, and stops: no consumer group, no idle-poll timeout,
-typically a few tens of milliseconds.
+Reading strategy (chosen for exactness and speed, no idle-poll timeout):
+
+* the writer sends every status record in a produce request of its own (`linger.ms=0`,
+  `batch.num.messages=1`, flushed before `append` returns), which keeps the status topic's
+  offsets and high watermark exact on Tansu too, and orders records totally;
+* the reader `assign()`s partition 0 from the beginning (no consumer group, no join) with
+  `enable.partition.eof`, and stops at the end-of-partition event reported by a fetch at its
+  position. That event comes from a fetch issued after the call started, so every record
+  written before the call is included; the high watermark (`get_watermark_offsets`) is only
+  used to detect an empty topic and to size the reads, never to decide completeness.
+  Typical cost: a few tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -103,6 +107,10 @@ class ProgressRecord(_Record):
     produced: int = Field(ge=0)
     partitions: dict[int, PartitionOffsets] = Field(default_factory=dict)
     request_id: str | None = None
+    bytes: int = Field(default=0, ge=0, description="Avro payload bytes produced")
+    class_night: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="alerts per class label and night (YYYY-MM-DD)"
+    )
     at: dt.datetime = Field(default_factory=_now)
 
     @field_validator("partitions", mode="before")
@@ -278,6 +286,8 @@ class StatusWriter:
                 "acks": "all",
                 "message.timeout.ms": max(1000, int(timeout_s * 1000)),
                 "max.in.flight.requests.per.connection": 1,
+                # A missing status topic is an error, not a 4-partition auto-created topic.
+                "allow.auto.create.topics": False,
             }
         )
         self._producer: Producer | None = Producer(config)
@@ -392,7 +402,7 @@ def read_records(
 ) -> list[StartRecord | ProgressRecord | EndRecord | FailedRecord] | None:
     """Every status record of data topic `topic`, in order; None when there is no status topic.
 
-    Raises TimeoutError when the records up to the high watermark cannot be read in time.
+    Raises TimeoutError when the end of the status partition cannot be reached in time.
     """
     name = status_topic(topic)
     deadline = time.monotonic() + timeout_s
@@ -402,7 +412,8 @@ def read_records(
             group_id=f"fink-status-reader-{uuid.uuid4().hex}",
             enable_auto_commit=False,
             enable_partition_eof=True,
-            fetch_wait_max_ms=50,
+            fetch_wait_max_ms=10,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
         )
     )
     try:
@@ -413,7 +424,9 @@ def read_records(
                 raise KafkaException(meta.error)
             return None
         if len(meta.partitions) != 1:
-            raise TopicMismatch(f"status topic {name} must have 1 partition, has {len(meta.partitions)}")
+            raise TopicMismatch(
+                f"status topic {name} must have 1 partition, has {len(meta.partitions)}"
+            )
         tp = TopicPartition(name, 0)
 
         def high_watermark() -> int:
@@ -426,36 +439,39 @@ def read_records(
             return records
         consumer.assign([TopicPartition(name, 0, OFFSET_BEGINNING)])
         position = 0  # next offset to read
-        eof_at = -1  # position at which the broker last reported the end of the partition
-        while True:
-            while position < high:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"read {len(records)} status records of {name} up to offset {position}, "
-                        f"expected up to {high}, within {timeout_s} s"
+        eof_at = -1  # offset at which the broker last reported the end of the partition
+        # Done when a fetch (issued after the watermark query above, so covering every record
+        # written before this call) reports the end of the partition at our position. The
+        # watermark only sizes the reads: on Tansu it can be too low for batched records.
+        while eof_at != position:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"read {len(records)} status records of {name} up to offset {position} "
+                    f"(high watermark {high}) without reaching its end within {timeout_s} s"
+                )
+            # Block for the first message or event, then drain what is already queued without
+            # waiting (consume() with a timeout would sit it out for a full batch).
+            first = consumer.poll(timeout=min(left, 0.5))
+            batch = [first] if first is not None else []
+            if first is not None:
+                batch.extend(consumer.consume(num_messages=10_000, timeout=0))
+            for msg in batch:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        eof_at = msg.offset()
+                        position = max(position, eof_at)
+                        continue
+                    raise KafkaException(err)
+                try:
+                    records.append(parse_record(msg.value()))
+                except ValueError as exc:  # a foreign or corrupt record: skip, say so
+                    log.warning(
+                        "skipping undecodable status record %s@%s: %s", name, msg.offset(), exc
                     )
-                for msg in consumer.consume(num_messages=500, timeout=min(left, 0.5)):
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == KafkaError._PARTITION_EOF:
-                            # The fetch says the log ends at msg.offset(): never wait past it.
-                            position = eof_at = max(position, msg.offset())
-                            high = min(high, position)
-                            continue
-                        raise KafkaException(err)
-                    try:
-                        records.append(parse_record(msg.value()))
-                    except ValueError as exc:  # a foreign or corrupt record: skip, say so
-                        log.warning(
-                            "skipping undecodable status record %s@%s: %s", name, msg.offset(), exc
-                        )
-                    position = msg.offset() + 1
-            # Records appended while we read: one more look at the watermark.
-            newer = high_watermark()
-            if newer <= position or eof_at == position:
-                return records
-            high = newer
+                position = msg.offset() + 1
+        return records
     finally:
         consumer.close()
 

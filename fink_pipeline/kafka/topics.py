@@ -1,5 +1,9 @@
 """Topic administration: create-or-verify, existence, listing, deletion, config read-back.
 
+Tansu (and a Kafka cluster with `auto.create.topics.enable`) creates a missing topic, with its
+default partition count, when a producer's metadata request names it: create topics with
+`ensure_topic` before producing.
+
 Every function keeps its `AdminClient` referenced until the futures it returned are resolved:
 a client garbage-collected early fails them with `_DESTROY` ("Broker handle destroyed").
 """
@@ -35,8 +39,15 @@ def validate_topic_name(name: str) -> str:
 
 
 def admin_client(settings: "KafkaSettings") -> AdminClient:
-    """An AdminClient for `settings` (keep it referenced while using its futures)."""
-    return AdminClient(settings.librdkafka_config())
+    """An AdminClient for `settings` (keep it referenced while using its futures).
+
+    Metadata requests of this client never auto-create topics: librdkafka's admin and producer
+    handles ask for auto-creation by default, and Tansu honours it (with 4 partitions), so a
+    mere existence check would otherwise create the topic it looks for.
+    """
+    config = dict(settings.librdkafka_config())
+    config.setdefault("allow.auto.create.topics", False)
+    return AdminClient(config)
 
 
 def _partition_count(admin: AdminClient, name: str, timeout_s: float) -> int | None:
