@@ -37,8 +37,10 @@ STRINGS = ["objectId", "schemavsn", "publisher", "ssnamenr", "brokerIngestTimest
            "spicy_class", "gcvs", "x3hsp", "x4lac", "brokerEndProcessTimestamp", "tracklet", "timestamp",
            "finkclass", "tnsclass"]  # fmt: skip
 DOUBLES = ["jd", "ra", "dec", "rf_snia_vs_nonia", "snn_snia_vs_nonia", "snn_sn_vs_all", "mulens", "rf_kn_vs_nonkn",
-           "anomaly_score", "jd_first_real_det", "jdstarthist_dt", "mag_rate", "sigma_rate", "lower_rate",
-           "upper_rate", "delta_time", "slsn_score"]  # fmt: skip
+           "anomaly_score", "anomaly_score_beta", "anomaly_score_anais", "anomaly_score_emille",
+           "anomaly_score_julien", "anomaly_score_maria", "anomaly_score_emille_30days", "anomaly_score_varvara",
+           "jd_first_real_det", "jdstarthist_dt", "mag_rate", "sigma_rate", "lower_rate", "upper_rate",
+           "delta_time", "slsn_score"]  # fmt: skip
 FLOATS = ["magpsf", "sigmapsf", "Plx", "e_Plx"]
 INTS = ["fid", "gaiaVarFlag", "spicy_id", "roid", "nalerthist"]
 LONGS = ["candid"]
@@ -77,11 +79,15 @@ def light_packet_batch(n: int, seed: int = 0) -> pa.RecordBatch:
 
 
 def _python_rows(batch: pa.RecordBatch) -> list[dict]:
-    """Rows as fastavro wants them (Arrow maps come back as lists of pairs: make them dicts)."""
+    """Rows as fastavro wants them: maps as dicts, a null struct as a record of nulls (what
+    Spark's struct(X.*) writes, and what encode_batch writes)."""
     rows = batch.to_pylist()
     for row in rows:
         if row["mangrove"] is not None:
             row["mangrove"] = dict(row["mangrove"])
+        for band in "gr":
+            if row[f"lc_features_{band}"] is None:
+                row[f"lc_features_{band}"] = dict.fromkeys(LC_FEATURES)
     return rows
 
 

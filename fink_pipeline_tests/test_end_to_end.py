@@ -49,7 +49,7 @@ def independent_selection(root: str, nights: list[dt.date], classes: list[str]) 
 def run_request(request: TransferRequest, broker: str, small_archive: str, tmp_path: Path):
     import dagster as dg
 
-    from fink_pipeline.cli.demo import run_transfer
+    from fink_pipeline.orchestration.launch import run_transfer
 
     with dg.instance_for_test() as instance:
         result = run_transfer(

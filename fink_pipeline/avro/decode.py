@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from fink_pipeline.avro.encode import _Mat, _materialize, _offsets, _varint_mat, _zigzag
+from fink_pipeline.avro.encode import _materialize, _offsets, _varint_slot, _zigzag
 from fink_pipeline.avro.schema import AvroType, arrow_schema_for_avro, memoized, parse_schema, resolve
 
 _FRAME_FIELD = "__fink_frame"
@@ -121,8 +121,7 @@ def _byte_chunks(arr: pa.LargeBinaryArray) -> list[tuple[int, int]]:
 
 
 def _varint(value: int) -> bytes:
-    mat = _varint_mat(_zigzag(np.array([value], np.int64)))
-    return mat.mat[0, : mat.lengths[0]].tobytes()
+    return _materialize([_varint_slot(_zigzag(np.array([value], np.int64)))], 1)[0].as_py()
 
 
 def _to_arrow(df: pl.DataFrame, schema: pa.Schema) -> pa.Table:
@@ -160,7 +159,7 @@ def _fast_decode(arr: pa.LargeBinaryArray, framing: _Framing) -> tuple[pa.Table 
     if n == 0:
         return framing.arrow_schema.empty_table(), None, 0
     sentinels = _FRAME_BASE + np.arange(n, dtype=np.int64)
-    body = _materialize([arr, _varint_mat(_zigzag(sentinels))], n)
+    body = _materialize([arr, _varint_slot(_zigzag(sentinels))], n)
     data = body.buffers()[2]
     block = b"".join((framing.header, _varint(n), _varint(len(data)), memoryview(data), framing.sync))
     try:

@@ -63,59 +63,13 @@ def ensure_demo_archive(root: str, nights: int, alerts_per_night: int, console) 
     console.print(f"archive: {report.total_alerts:,} alerts written")
 
 
-def run_transfer(
-    request,
-    *,
-    bootstrap: str,
-    archive_root: str,
-    table_root: str,
-    request_root: str,
-    instance=None,
-):
-    """Store `request`, add its partition and materialize the transfer assets in one run."""
-    import dagster as dg
-
-    from fink_pipeline.orchestration.assets import transfer
-    from fink_pipeline.orchestration.partitions import transfer_partitions
-    from fink_pipeline.orchestration.resources import (
-        ArchiveResource,
-        KafkaResource,
-        RequestStoreResource,
-        SparkResource,
-        TableResource,
-    )
-    from fink_pipeline.transfer.store import RequestStore
-
-    RequestStore(request_root).save(request)
-    own_instance = instance is None
-    instance = instance or (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral())
-    try:
-        instance.add_dynamic_partitions(transfer_partitions.name, [request.topic])
-        result = dg.materialize(
-            [transfer.transfer_request, transfer.published_alerts, transfer.alert_table],
-            partition_key=request.topic,
-            instance=instance,
-            resources={
-                "spark": SparkResource(master="local[*]"),
-                "kafka": KafkaResource(bootstrap_servers=bootstrap),
-                "archive": ArchiveResource(root=archive_root),
-                "tables": TableResource(root=table_root),
-                "requests": RequestStoreResource(root=request_root),
-            },
-            raise_on_error=False,
-        )
-    finally:
-        if own_instance:
-            instance.dispose()
-    return result
-
-
 def run_demo(args: argparse.Namespace) -> int:
     """Run the demo and print topic, counts, table path and how to read it."""
     from rich.console import Console
 
-    from fink_pipeline.kafka.topics import list_topics
     from fink_pipeline.kafka.settings import KafkaSettings
+    from fink_pipeline.kafka.topics import list_topics
+    from fink_pipeline.orchestration.launch import run_transfer
     from fink_pipeline.transfer.request import TransferRequest
 
     console = Console()

@@ -48,7 +48,6 @@ _EG_GALAXIES = (
     "Possible_ClG", "Possible_SClG", "GravLens_Candidate",
 )  # fmt: skip
 EXTRAGALACTIC_HOSTS: frozenset[str] = frozenset(_EG_NON_GALAXY + _EG_GALAXIES)
-assert len(EXTRAGALACTIC_HOSTS) == 34
 
 # cdsxmatch values meaning "no SIMBAD counterpart" (filter_simbad_candidates); in addition any
 # value starting with "Fail" or "Galaxy" is not treated as a SIMBAD counterpart.
@@ -102,7 +101,7 @@ _TNS_CELL = "_tns_cell"
 # --------------------------------------------------------------------------------------------
 
 
-def _num(name_or_col: "str | Column") -> "Column":
+def as_number(name_or_col: "str | Column") -> "Column":
     """Column as double with NaN turned into null (pandas sees both as NaN)."""
     from pyspark.sql import functions as F
 
@@ -111,7 +110,7 @@ def _num(name_or_col: "str | Column") -> "Column":
     return F.nanvl(c, F.lit(None).cast("double"))
 
 
-def _true_or_false(cond: "Column", when_null: bool = False) -> "Column":
+def fill_null(cond: "Column", when_null: bool = False) -> "Column":
     """Null-free boolean: pandas comparisons with NaN are False (True for `!=`)."""
     from pyspark.sql import functions as F
 
@@ -129,24 +128,25 @@ def finkclass_flag_columns(tracklet: "Column | None" = None) -> dict[str, "Colum
     from pyspark.sql import functions as F
 
     cds = F.col("cdsxmatch")
-    roid = _num("roid")
-    ndethist = _num("candidate.ndethist")
-    drb = _num("candidate.drb")
-    classtar = _num("candidate.classtar")
-    age = F.nanvl(_num("candidate.jd") - _num("candidate.jdstarthist"), F.lit(None).cast("double"))
-    snn1 = _true_or_false(_num("snn_snia_vs_nonia") > 0.5)
-    snn2 = _true_or_false(_num("snn_sn_vs_all") > 0.5)
-    high_drb = _true_or_false(drb > 0.5)
-    high_classtar = _true_or_false(classtar > 0.4)
-    eg_host = _true_or_false(cds.isin(*sorted(EXTRAGALACTIC_HOSTS)))
-    not_mpc = _true_or_false(roid != 3, when_null=True)  # NaN != 3 is True in pandas
-    tracklet_col = F.col("tracklet") if tracklet is None else tracklet
+    roid = as_number("roid")
+    ndethist = as_number("candidate.ndethist")
+    drb = as_number("candidate.drb")
+    classtar = as_number("candidate.classtar")
+    age = F.nanvl(as_number("candidate.jd") - as_number("candidate.jdstarthist"), F.lit(None).cast("double"))
+    snn1 = fill_null(as_number("snn_snia_vs_nonia") > 0.5)
+    snn2 = fill_null(as_number("snn_sn_vs_all") > 0.5)
+    high_drb = fill_null(drb > 0.5)
+    high_classtar = fill_null(classtar > 0.4)
+    eg_host = fill_null(cds.isin(*sorted(EXTRAGALACTIC_HOSTS)))
+    not_mpc = fill_null(roid != 3, when_null=True)  # NaN != 3 is True in pandas
+    # an all-null tracklet column may be read back as another type: compare as a string
+    tracklet_col = (F.col("tracklet") if tracklet is None else tracklet).cast("string")
 
     return {
         # str(x).startswith("TRCK_"): a null tracklet is "None", so False
-        "tracklet": _true_or_false(tracklet_col.startswith("TRCK_")),
+        "tracklet": fill_null(tracklet_col.startswith("TRCK_")),
         # cdsxmatch not in the no-counterpart list, not "Fail*" and not "Galaxy*"
-        "simbad": _true_or_false(
+        "simbad": fill_null(
             ~cds.isin(*SIMBAD_NO_COUNTERPART) & ~cds.startswith("Fail") & ~cds.startswith("Galaxy")
         ),
         # filter_early_sn_candidates
@@ -154,40 +154,46 @@ def finkclass_flag_columns(tracklet: "Column | None" = None) -> dict[str, "Colum
         & eg_host
         & high_drb
         & high_classtar
-        & _true_or_false(ndethist <= 20)
-        & _true_or_false(_num("rf_snia_vs_nonia") > 0.5),
+        & fill_null(ndethist <= 20)
+        & fill_null(as_number("rf_snia_vs_nonia") > 0.5),
         # filter_sn_candidates
         "sn": (snn1 | snn2)
         & eg_host
-        & _true_or_false(age <= 90)
+        & fill_null(age <= 90)
         & high_drb
         & high_classtar
-        & _true_or_false(ndethist > 1)
+        & fill_null(ndethist > 1)
         & not_mpc,
         # filter_microlensing_candidates
-        "mulens": _true_or_false(_num("mulens") > 0.0),
+        "mulens": fill_null(as_number("mulens") > 0.0),
         # filter_kn_candidates.kn_candidates_
-        "kn": _true_or_false(_num("rf_kn_vs_nonkn") > 0.5)
+        "kn": fill_null(as_number("rf_kn_vs_nonkn") > 0.5)
         & high_drb
         & high_classtar
-        & _true_or_false(age < 5)
+        & fill_null(age < 5)
         & not_mpc
-        & _true_or_false(ndethist < 20)
+        & fill_null(ndethist < 20)
         & eg_host,
         # filter_sso_ztf_candidates / filter_sso_fink_candidates
-        "roid_3": _true_or_false(roid == 3),
-        "roid_2": _true_or_false(roid == 2),
+        "roid_3": fill_null(roid == 3),
+        "roid_2": fill_null(roid == 2),
     }
 
 
-def _finkclass_from_flags(flags: Mapping[str, "Column"]) -> "Column":
-    """Combine the flags as extract_fink_classification_ does (Spark)."""
+def finkclass_from_flags(flags: Mapping[str, "Column"]) -> "Column":
+    """Combine the flags of `finkclass_flag_columns` as extract_fink_classification_ does.
+
+    Labels in Fink's writing order (later wins), "Ambiguous" when more than one of
+    microlensing / SN / Solar System flags is up, and the raw `cdsxmatch` wherever the SIMBAD
+    flag is up.
+    """
     from pyspark.sql import functions as F
 
     # "later wins" == the first true flag when the writing order is reversed
     label = None
     for flag, name in reversed(_LABEL_ORDER):
-        label = F.when(flags[flag], F.lit(name)) if label is None else label.when(flags[flag], F.lit(name))
+        branch = (F.when if label is None else label.when)
+        label = branch(flags[flag], F.lit(name))
     label = label.otherwise(F.lit(UNKNOWN))
     ambiguity = sum(flags[flag].cast("int") for flag in _AMBIGUITY_FLAGS)
     return (
@@ -202,7 +208,7 @@ def finkclass_column() -> "Column":
 
     Reads the 13 columns of `FINKCLASS_INPUT_COLUMNS`.
     """
-    return _finkclass_from_flags(finkclass_flag_columns())
+    return finkclass_from_flags(finkclass_flag_columns())
 
 
 # --------------------------------------------------------------------------------------------
@@ -250,7 +256,9 @@ def finkclass_flags_arrow(table: pa.Table, tracklet: pa.Array | None = None) -> 
     # a float32 array with 0.4 in float32)
     drb = _np_num(arrow_field(table, "candidate.drb"))
     classtar = _np_num(arrow_field(table, "candidate.classtar"))
-    age = _np_num(arrow_field(table, "candidate.jd")) - _np_num(arrow_field(table, "candidate.jdstarthist"))
+    age = _np_num(arrow_field(table, "candidate.jd")) - _np_num(
+        arrow_field(table, "candidate.jdstarthist")
+    )
     with np.errstate(invalid="ignore"):
         snn = (_np_num(arrow_field(table, "snn_snia_vs_nonia")) > 0.5) | (
             _np_num(arrow_field(table, "snn_sn_vs_all")) > 0.5
@@ -358,6 +366,17 @@ def _haversine_deg(ra1, dec1, ra2, dec2):
     return np.degrees(2.0 * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0))))
 
 
+def _coordinates(values) -> np.ndarray:
+    """Arrow (chunked) array, numpy array or sequence -> float64 numpy with NaN for nulls."""
+    if isinstance(values, np.ndarray):
+        return values.astype(np.float64)
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    if not isinstance(values, pa.Array):
+        values = pa.array(values, type=pa.float64())
+    return _np_num(values)
+
+
 def tnsclass_arrow(
     ra: "pa.Array | np.ndarray",
     dec: "pa.Array | np.ndarray",
@@ -370,8 +389,7 @@ def tnsclass_arrow(
     prepared on the fly) or None (every alert "Unknown"). Ties in distance go to the source
     that comes first in the catalogue. Alerts with null coordinates are "Unknown".
     """
-    ra_a = _np_num(pa.array(ra)) if not isinstance(ra, np.ndarray) else np.asarray(ra, float)
-    dec_a = _np_num(pa.array(dec)) if not isinstance(dec, np.ndarray) else np.asarray(dec, float)
+    ra_a, dec_a = _coordinates(ra), _coordinates(dec)
     n = len(ra_a)
     out = np.full(n, UNKNOWN, dtype=object)
     if catalog is None or n == 0:
@@ -478,7 +496,8 @@ def _tns_catalog_to_spark(spark, catalog: "pa.Table | DataFrame") -> "DataFrame"
         )
     table = catalog if "_tns_index" in catalog.column_names else prepare_tns_catalog(catalog)
     schema = "ra double, declination double, type string, _tns_index long"
-    return spark.createDataFrame(table.select(["ra", "declination", "type", "_tns_index"]).to_pandas(), schema)
+    columns = table.select(["ra", "declination", "type", "_tns_index"])
+    return spark.createDataFrame(columns.to_pandas(), schema)
 
 
 def _explode_catalog(cat: "DataFrame", radius_arcsec: float) -> "DataFrame":
@@ -522,6 +541,10 @@ def tnsclass_column(
     it: the haversine separation to each candidate, the nearest one with separation < 1.5"
     (ties: first in the catalogue), else "Unknown". Drop the helper after use, or call
     `with_tnsclass` which does both. With no catalogue: `(df, lit("Unknown"))`.
+
+    Fink's UDF matches per Arrow batch and then looks the label up by `objectId`, so two alerts
+    of the same object in one batch both get the first one's label; we match every alert on
+    its own position (the two differ only if an object moves by more than 1.5").
     """
     from pyspark.sql import functions as F
 
@@ -531,7 +554,7 @@ def tnsclass_column(
     cells = _explode_catalog(cat, radius_arcsec)
     height, nzones = _grid(radius_arcsec)
 
-    ra, dec = _num("candidate.ra"), _num("candidate.dec")
+    ra, dec = as_number("candidate.ra"), as_number("candidate.dec")
     zone = _zone_of(dec, height, nzones)
     keyed = df.withColumn(_TNS_ZONE + "_a", zone).withColumn(
         _TNS_CELL + "_a", _cell_of(ra, _ncells_of(zone, height))
@@ -578,7 +601,11 @@ def with_tnsclass(
 
 
 def classify(df: "DataFrame", tns_catalog_df: "DataFrame | pa.Table | None" = None) -> "DataFrame":
-    """Add `finkclass` and `tnsclass` to an archive DataFrame, as the ZTF transfer job does."""
+    """Add `finkclass` and `tnsclass` to an archive DataFrame, as the ZTF transfer job does.
+
+    `tns_catalog_df`: TNS catalogue (Spark DataFrame, Arrow table from `load_tns_catalog`, or
+    None for `tnsclass` = "Unknown" everywhere).
+    """
     return with_tnsclass(df.withColumn("finkclass", finkclass_column()), tns_catalog_df)
 
 
@@ -587,5 +614,6 @@ def classify_arrow(table: pa.Table, tns_catalog: pa.Table | None = None) -> dict
     if tns_catalog is None:
         tns = pa.array([UNKNOWN] * table.num_rows, type=pa.string())
     else:
-        tns = tnsclass_arrow(arrow_field(table, "candidate.ra"), arrow_field(table, "candidate.dec"), tns_catalog)
+        ra, dec = arrow_field(table, "candidate.ra"), arrow_field(table, "candidate.dec")
+        tns = tnsclass_arrow(ra, dec, tns_catalog)
     return {"finkclass": finkclass_arrow(table), "tnsclass": tns}

@@ -26,19 +26,19 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Callable
 
 from fink_pipeline.surveys.ztf.classification import (
-    FINKCLASS_INPUT_COLUMNS,
-    UNKNOWN,
     EARLY_SN_IA,
+    FINKCLASS_INPUT_COLUMNS,
     KILONOVA,
     MICROLENSING,
     SN_CANDIDATE,
     SSO_CANDIDATE,
     SSO_MPC,
     TRACKLET,
-    _finkclass_from_flags,
-    _num,
-    _true_or_false,
+    UNKNOWN,
+    as_number,
+    fill_null,
     finkclass_flag_columns,
+    finkclass_from_flags,
 )
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ def history(name: str) -> "Column":
 def _isin(column: str, values: tuple[str, ...]) -> "Column":
     from pyspark.sql import functions as F
 
-    return _true_or_false(F.col(column).isin(*values))
+    return fill_null(F.col(column).isin(*values))
 
 
 def _flag(key: str) -> Callable[[], "Column"]:
@@ -120,16 +120,16 @@ def _unknowns() -> "Column":
     from pyspark.sql import functions as F
 
     flags = finkclass_flag_columns(tracklet=F.lit(""))
-    return _true_or_false(_finkclass_from_flags(flags) == F.lit(UNKNOWN))
+    return fill_null(finkclass_from_flags(flags) == F.lit(UNKNOWN))
 
 
 def _tns_match() -> "Column":
     """tns != "" (None != "" is True in pandas) and jd - jdstarthist <= 30."""
     from pyspark.sql import functions as F
 
-    in_tns = _true_or_false(F.col("tns") != F.lit(""), when_null=True)
-    age = _num("candidate.jd") - _num("candidate.jdstarthist")
-    return in_tns & _true_or_false(age <= 30)
+    in_tns = fill_null(F.col("tns") != F.lit(""), when_null=True)
+    age = as_number("candidate.jd") - as_number("candidate.jdstarthist")
+    return in_tns & fill_null(age <= 30)
 
 
 def _vra() -> "Column":
@@ -137,10 +137,10 @@ def _vra() -> "Column":
     from pyspark.sql import functions as F
 
     return (
-        _true_or_false(F.col("cdsxmatch") == F.lit("Unknown"))
-        & _true_or_false(_num("roid") != 3, when_null=True)
-        & _true_or_false(_num("candidate.magpsf") > 19.5)
-        & _true_or_false(_num("candidate.drb") > 0.5)
+        fill_null(F.col("cdsxmatch") == F.lit("Unknown"))
+        & fill_null(as_number("roid") != 3, when_null=True)
+        & fill_null(as_number("candidate.magpsf") > 19.5)
+        & fill_null(as_number("candidate.drb") > 0.5)
     )
 
 
@@ -158,7 +158,9 @@ def r_band_r2() -> "Column":
         pts, history("fid"), lambda p, f: F.struct(p["x"].alias("x"), p["y"].alias("y"), f.alias("fid"))
     )
     pts = F.filter(pts, lambda p: p["y"].isNotNull() & ~F.isnan(p["y"]) & (p["fid"] == 2))
-    pts = F.transform(pts, lambda p: F.struct(p["x"].cast("double").alias("x"), p["y"].cast("double").alias("y")))
+    pts = F.transform(
+        pts, lambda p: F.struct(p["x"].cast("double").alias("x"), p["y"].cast("double").alias("y"))
+    )
     n = F.size(pts).cast("double")
 
     def total(fn) -> "Column":
@@ -181,9 +183,9 @@ def _yso_spicy() -> "Column":
     """SPICY match, |r-band linear_fit_slope| > 0.025 and r-band R^2 > 0.6."""
     from pyspark.sql import functions as F
 
-    spicy = F.col("spicy_class").isNotNull() & _true_or_false(F.col("spicy_class") != F.lit("Unknown"))
-    slope = _true_or_false(F.abs(_num("lc_features_r.linear_fit_slope")) > SPICY_SLOPE_MIN)
-    return spicy & slope & _true_or_false(r_band_r2() > SPICY_R2_MIN)
+    spicy = F.col("spicy_class").isNotNull() & fill_null(F.col("spicy_class") != F.lit("Unknown"))
+    slope = fill_null(F.abs(as_number("lc_features_r.linear_fit_slope")) > SPICY_SLOPE_MIN)
+    return spicy & slope & fill_null(r_band_r2() > SPICY_R2_MIN)
 
 
 # --------------------------------------------------------------------------------------------
@@ -421,4 +423,6 @@ def resolve_filter(name_or_module_path: str) -> LivestreamFilter:
     choices = sorted(LIVESTREAM_FILTERS)
     close = difflib.get_close_matches(key, choices, n=3, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
-    raise ValueError(f"unknown livestream filter {name_or_module_path!r}: {hint}valid names: {', '.join(choices)}")
+    raise ValueError(
+        f"unknown livestream filter {name_or_module_path!r}: {hint}valid names: {', '.join(choices)}"
+    )

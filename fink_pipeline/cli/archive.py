@@ -1,0 +1,62 @@
+"""`fink-pipeline archive generate|nights`: build and inspect the alert archive."""
+
+from __future__ import annotations
+
+import argparse
+
+from fink_pipeline import paths
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("archive", help="generate or inspect the night-partitioned alert archive")
+    commands = parser.add_subparsers(dest="archive_command", required=True, metavar="ACTION")
+
+    generate = commands.add_parser(
+        "generate", help="write realistic synthetic alerts, one Parquet folder per night",
+    )
+    generate.add_argument("--survey", default="ztf", help="ztf, lsst or elasticc")
+    generate.add_argument("--start", required=True, help="first night, YYYY-MM-DD")
+    generate.add_argument("--nights", type=int, default=1)
+    generate.add_argument("--alerts-per-night", type=int, default=10_000)
+    generate.add_argument("--root", default=None, help="archive root (default: state dir / archive)")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--no-cutouts", action="store_true",
+                          help="leave cutout stamps empty (much faster; light transfers never read them)")
+    generate.set_defaults(func=run_generate)
+
+    nights = commands.add_parser("nights", help="list the nights present in the archive")
+    nights.add_argument("--survey", default="ztf")
+    nights.add_argument("--root", default=None)
+    nights.set_defaults(func=run_nights)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    """Generate the archive with a progress bar and print what was written."""
+    from tqdm import tqdm
+
+    from fink_pipeline.archive.generate import generate_archive
+    from fink_pipeline.surveys import get_survey
+    from fink_pipeline.transfer.request import parse_night
+
+    if args.nights <= 0 or args.alerts_per_night <= 0:
+        raise ValueError("--nights and --alerts-per-night must be positive")
+    survey = get_survey(args.survey)
+    root = args.root or str(paths.default_archive_root())
+    start = parse_night(args.start, "--start")
+    with tqdm(total=args.nights * args.alerts_per_night, unit="alert", unit_scale=True,
+              desc=f"{survey.name} archive") as bar:
+        report = generate_archive(survey, root, start, args.nights, args.alerts_per_night, seed=args.seed,
+                                  with_cutouts=not args.no_cutouts, progress=bar.update)
+    print(f"{report.total_alerts:,} alerts in {args.nights} nights written under {root}")
+    return 0
+
+
+def run_nights(args: argparse.Namespace) -> int:
+    """Print one night per line."""
+    from fink_pipeline.archive.layout import list_nights
+    from fink_pipeline.surveys import get_survey
+
+    survey = get_survey(args.survey)
+    for night in list_nights(args.root or str(paths.default_archive_root()), survey.name):
+        print(night.isoformat())
+    return 0

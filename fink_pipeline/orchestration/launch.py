@@ -1,0 +1,54 @@
+"""Launching a transfer as one Dagster run from Python (demo, CLI `request submit`, tests)."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from fink_pipeline.orchestration.assets import transfer
+from fink_pipeline.orchestration.partitions import transfer_partitions
+from fink_pipeline.orchestration.resources import (
+    ArchiveResource,
+    KafkaResource,
+    RequestStoreResource,
+    SparkResource,
+    TableResource,
+)
+from fink_pipeline.transfer.store import RequestStore
+
+TRANSFER_ASSETS = [transfer.transfer_request, transfer.published_alerts, transfer.alert_table]
+
+
+def run_transfer(
+    request,
+    *,
+    bootstrap: str,
+    archive_root: str,
+    table_root: str,
+    request_root: str,
+    instance=None,
+):
+    """Store `request`, add its partition and materialize the transfer assets in one run."""
+    RequestStore(request_root).save(request)
+    own_instance = instance is None
+    instance = instance or (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral())
+    try:
+        instance.add_dynamic_partitions(transfer_partitions.name, [request.topic])
+        result = dg.materialize(
+            TRANSFER_ASSETS,
+            partition_key=request.topic,
+            instance=instance,
+            resources={
+                "spark": SparkResource(master="local[*]"),
+                "kafka": KafkaResource(bootstrap_servers=bootstrap),
+                "archive": ArchiveResource(root=archive_root),
+                "tables": TableResource(root=table_root),
+                "requests": RequestStoreResource(root=request_root),
+            },
+            raise_on_error=False,
+        )
+    finally:
+        if own_instance:
+            instance.dispose()
+    return result
