@@ -14,8 +14,9 @@ columnar speed. Two changes to the writer schema make up the framing schema:
   every record started and ended at its message's boundaries.
 
 When the fast path fails (polars raises or a sentinel is misplaced), `decode_batch_safe`
-isolates the undecodable messages by bisection and validates small groups message by message
-with `fastavro.schemaless_reader` (requiring it to consume every byte).
+isolates the undecodable messages by bisection with polars reads and checks small groups
+message by message with `fastavro.schemaless_reader` (which must consume every byte), then
+decodes the good messages in one more read.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class _Framing:
     sync: bytes
     writer: dict  # the parsed writer schema, for fastavro
     arrow_schema: pa.Schema
+    columns: list[tuple[str, pa.DataType, pa.DataType]]  # name, type polars gives (cast), final type
 
 
 def _framing_type(avro_type: AvroType, named: dict, state: dict) -> AvroType:
@@ -68,7 +70,9 @@ def _framing_type(avro_type: AvroType, named: dict, state: dict) -> AvroType:
     kind = avro_type["type"]
     if kind == "record":
         state["seen"].add(avro_type["name"])
-        fields = [{"name": f["name"], "type": _framing_type(f["type"], named, state)} for f in avro_type["fields"]]
+        fields = [
+            {"name": f["name"], "type": _framing_type(f["type"], named, state)} for f in avro_type["fields"]
+        ]
         return {"type": "record", "name": avro_type["name"], "fields": fields}
     if kind == "array":
         return {"type": "array", "items": _framing_type(avro_type["items"], named, state)}
@@ -93,7 +97,9 @@ def _build_framing(avro_schema: dict) -> _Framing:
     buf = io.BytesIO()
     fastavro.writer(buf, fastavro.parse_schema(framing), [], codec="null")
     header = buf.getvalue()
-    return _Framing(header, header[-16:], writer, arrow_schema_for_avro(writer))
+    schema = arrow_schema_for_avro(writer)
+    columns = [(f.name, _storage_type(f.type), f.type) for f in schema]
+    return _Framing(header, header[-16:], writer, schema, columns)
 
 
 def _messages(values: Sequence[bytes] | pa.Array) -> pa.LargeBinaryArray:
@@ -121,19 +127,24 @@ def _byte_chunks(arr: pa.LargeBinaryArray) -> list[tuple[int, int]]:
 
 
 def _varint(value: int) -> bytes:
-    return _materialize([_varint_slot(_zigzag(np.array([value], np.int64)))], 1)[0].as_py()
+    """Avro long of one (non-negative) int: the block count and size of the framing."""
+    z, out = value << 1, bytearray()
+    while z >= 0x80:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
 
 
-def _to_arrow(df: pl.DataFrame, schema: pa.Schema) -> pa.Table:
-    """polars output -> `schema` (32-bit offsets, declared nullability, maps from key/value lists)."""
+def _to_arrow(df: pl.DataFrame, framing: _Framing) -> pa.Table:
+    """polars output -> the declared schema (32-bit offsets, nullability, maps from key/value
+    lists), dropping the sentinel column."""
     table = df.to_arrow(compat_level=pl.CompatLevel.oldest())
     columns = []
-    for field in schema:
-        column = table.column(field.name)
-        storage = _storage_type(field.type)
-        chunks = [chunk.cast(storage).view(field.type) for chunk in column.chunks]
-        columns.append(pa.chunked_array(chunks, field.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    for name, storage, dtype in framing.columns:
+        chunks = [c if c.type == dtype else c.cast(storage).view(dtype) for c in table.column(name).chunks]
+        columns.append(pa.chunked_array(chunks, dtype))
+    return pa.Table.from_arrays(columns, schema=framing.arrow_schema)
 
 
 def _storage_type(dtype: pa.DataType) -> pa.DataType:
@@ -148,16 +159,14 @@ def _storage_type(dtype: pa.DataType) -> pa.DataType:
     return dtype
 
 
-def _fast_decode(arr: pa.LargeBinaryArray, framing: _Framing) -> tuple[pa.Table | None, str | None, int]:
-    """Decode `arr` in one polars call.
+def _read(arr: pa.LargeBinaryArray, framing: _Framing) -> tuple[pl.DataFrame | None, str | None, int]:
+    """Decode `arr` with one polars call and check the sentinels.
 
-    Returns (table, None, n) on success, else (partial, error, k): when polars returned rows but
-    a sentinel is misplaced, k is the first misframed row and `partial` its k correct rows;
-    when polars raised, partial is None and k is -1.
+    Returns (df, None, n) when every record was framed exactly; otherwise (df, error, k) with
+    k the first misframed message (rows before it are exact) when polars returned rows, or
+    (None, error, -1) when polars raised.
     """
     n = len(arr)
-    if n == 0:
-        return framing.arrow_schema.empty_table(), None, 0
     sentinels = _FRAME_BASE + np.arange(n, dtype=np.int64)
     body = _materialize([arr, _varint_slot(_zigzag(sentinels))], n)
     data = body.buffers()[2]
@@ -171,21 +180,68 @@ def _fast_decode(arr: pa.LargeBinaryArray, framing: _Framing) -> tuple[pa.Table 
     wrong = np.flatnonzero(got[:m] != sentinels[:m])
     if len(wrong) or len(got) != n:
         k = int(wrong[0]) if len(wrong) else m
-        partial = _to_arrow(df.head(k).drop(_FRAME_FIELD), framing.arrow_schema)
-        return partial, f"record framing lost at message {k} of {n}", k
-    return _to_arrow(df.drop(_FRAME_FIELD), framing.arrow_schema), None, n
+        return df, f"record framing lost at message {k} of {n}", k
+    return df, None, n
 
 
-def _decode_one(message: bytes, framing: _Framing) -> tuple[pa.Table | None, str | None]:
-    """fastavro decode of one message; it must consume the message exactly."""
+def _check_one(message: bytes, framing: _Framing) -> str | None:
+    """Why fastavro cannot decode `message` exactly (consuming every byte), or None."""
+    if not message:
+        return "empty message"
     buf = io.BytesIO(message)
     try:
-        record = fastavro.schemaless_reader(buf, framing.writer, None)
+        fastavro.schemaless_reader(buf, framing.writer, None)
     except Exception as exc:  # noqa: BLE001 - any decoding failure marks the message bad
-        return None, f"{type(exc).__name__}: {exc}".strip() if str(exc) else type(exc).__name__
+        return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     if buf.tell() != len(message):
-        return None, f"{len(message) - buf.tell()} trailing bytes after the record"
-    return pa.Table.from_pylist([record], schema=framing.arrow_schema), None
+        return f"{len(message) - buf.tell()} trailing bytes after the record"
+    return None
+
+
+def _isolate(arr: pa.LargeBinaryArray, framing: _Framing, k: int) -> dict[int, str]:
+    """Positions (in `arr`) and reasons of the undecodable messages, given that reading the
+    whole of `arr` failed with first misframed message k (-1: polars raised). Failing groups
+    are bisected with polars reads (or resumed after a misframed message) down to small
+    groups, which fastavro checks message by message."""
+    bad: dict[int, str] = {}
+    pending: list[tuple[int, int]] = []  # groups still to read
+    failed: tuple[int, int, int] | None = (0, len(arr), k)  # (lo, hi, k) of a failed read
+    while failed is not None or pending:
+        if failed is None:
+            lo, hi = pending.pop()
+            _, error, k = _read(arr.slice(lo, hi - lo), framing)
+            if error is None:
+                continue
+            failed = (lo, hi, k)
+        lo, hi, k = failed
+        failed = None
+        if hi - lo <= _SMALL_GROUP:
+            for i in range(lo, hi):
+                reason = _check_one(arr[i].as_py(), framing)
+                if reason is not None:
+                    bad[i] = reason
+        elif k >= 0:
+            # messages before the misframed one decoded exactly: check it, resume after it
+            reason = _check_one(arr[lo + k].as_py(), framing)
+            if reason is not None:
+                bad[lo + k] = reason
+            if lo + k + 1 < hi:
+                pending.append((lo + k + 1, hi))
+        else:
+            mid = (lo + hi) // 2
+            pending += [(mid, hi), (lo, mid)]
+    return bad
+
+
+def _decode_checked(arr: pa.LargeBinaryArray, framing: _Framing) -> pa.Table:
+    """Decode messages that fastavro accepts; polars first, fastavro if polars disagrees."""
+    if len(arr) == 0:
+        return framing.arrow_schema.empty_table()
+    df, error, _ = _read(arr, framing)
+    if error is None:
+        return _to_arrow(df, framing)
+    records = [fastavro.schemaless_reader(io.BytesIO(m), framing.writer, None) for m in arr.to_pylist()]
+    return pa.Table.from_pylist(records, schema=framing.arrow_schema)
 
 
 def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
@@ -204,11 +260,11 @@ def decode_batch(values: Sequence[bytes] | pa.Array, avro_schema: dict) -> pa.Ta
     arr = _messages(values)
     tables = []
     for lo, hi in _byte_chunks(arr):
-        table, error, k = _fast_decode(arr.slice(lo, hi - lo), framing)
+        df, error, k = _read(arr.slice(lo, hi - lo), framing)
         if error is not None:
             where = f"message {lo + k}" if k >= 0 else f"messages {lo}..{hi - 1}"
             raise AvroDecodeError(f"{where}: {error} (decode_batch_safe isolates bad messages)")
-        tables.append(table)
+        tables.append(_to_arrow(df, framing))
     return _concat(tables, framing.arrow_schema)
 
 
@@ -217,41 +273,26 @@ def decode_batch_safe(
 ) -> tuple[pa.Table, list[int], list[str]]:
     """Like `decode_batch`, but undecodable messages are isolated instead of failing the batch.
 
-    Returns (table, bad_indices, errors): the table holds the decodable messages in input
-    order (len(values) - len(bad_indices) rows), `bad_indices` the sorted positions of the
-    others and `errors` one reason per bad index. A message is bad when fastavro cannot decode
-    it or leaves bytes unread; empty and null messages are bad. The fast path costs nothing
-    more when every message is good.
+    Returns (table, bad_indices, errors): the table holds the other messages in input order
+    (len(values) - len(bad_indices) rows), `bad_indices` the sorted positions of the bad ones
+    and `errors` one reason per bad index. A message is bad when it does not decode or leaves
+    bytes unread; empty and null messages are bad. When every message is good this costs the
+    same as `decode_batch`; otherwise the good ones are decoded again after isolation.
     """
     framing: _Framing = memoized(avro_schema, "framing", _build_framing)
     arr = _messages(values)
-    done: list[tuple[int, pa.Table]] = []
+    tables: list[pa.Table] = []
     bad: dict[int, str] = {}
-
-    def check_each(lo: int, hi: int) -> None:
-        for i in range(lo, hi):
-            table, error = _decode_one(arr[i].as_py(), framing)
-            if error is None:
-                done.append((i, table))
-            else:
-                bad[i] = error
-
-    pending = list(reversed(_byte_chunks(arr)))
-    while pending:
-        lo, hi = pending.pop()
-        table, error, k = _fast_decode(arr.slice(lo, hi - lo), framing)
+    for lo, hi in _byte_chunks(arr):
+        chunk = arr.slice(lo, hi - lo)
+        df, error, k = _read(chunk, framing)
         if error is None:
-            done.append((lo, table))
-        elif hi - lo <= _SMALL_GROUP:
-            check_each(lo, hi)
-        elif k >= 0:
-            # rows before the first misplaced sentinel were framed exactly: keep them
-            done.append((lo, table))
-            check_each(lo + k, lo + k + 1)
-            pending.append((lo + k + 1, hi))
-        else:
-            mid = (lo + hi) // 2
-            pending += [(mid, hi), (lo, mid)]
-    done.sort(key=lambda item: item[0])
+            tables.append(_to_arrow(df, framing))
+            continue
+        chunk_bad = _isolate(chunk, framing, k)
+        keep = np.ones(len(chunk), bool)
+        keep[list(chunk_bad)] = False
+        tables.append(_decode_checked(chunk.filter(pa.array(keep)), framing))
+        bad.update((lo + i, reason) for i, reason in chunk_bad.items())
     indices = sorted(bad)
-    return _concat([t for _, t in done], framing.arrow_schema), indices, [bad[i] for i in indices]
+    return _concat(tables, framing.arrow_schema), indices, [bad[i] for i in indices]

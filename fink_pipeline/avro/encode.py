@@ -101,7 +101,8 @@ def _compact(slots: list[_Slot], n: int) -> pa.LargeBinaryArray:
     for s in slots:
         writes += [(_row_view(data, start + offset, v.dtype), v) for offset, v in s.columns]
         if s.lengths is not None:
-            masks += [(_row_view(mask, start + offset, t.dtype), t, s.lengths) for offset, t in _mask_tables(s.width)]
+            for offset, table in _mask_tables(s.width):
+                masks.append((_row_view(mask, start + offset, table.dtype), table, s.lengths))
         start += s.width
     for r0 in range(0, n, block_rows):
         r1 = min(n, r0 + block_rows)
@@ -197,7 +198,11 @@ def _validity(arr: pa.Array) -> np.ndarray | None:
     """Boolean numpy mask of valid rows, None when the array has no null."""
     if arr.null_count == 0:
         return None
-    return arr.is_valid().to_numpy(zero_copy_only=False)
+    bitmap = arr.buffers()[0]
+    if bitmap is None:  # types without a validity bitmap (e.g. unions) know nulls otherwise
+        return arr.is_valid().to_numpy(zero_copy_only=False)
+    bits = np.unpackbits(np.frombuffer(bitmap, np.uint8), count=arr.offset + len(arr), bitorder="little")
+    return bits[arr.offset :].view(bool)
 
 
 def _tag_slot(valid: np.ndarray | None, n: int, null_index: int) -> _Slot:
@@ -257,12 +262,12 @@ _FIXED = {"float": np.dtype("<f4"), "double": np.dtype("<f8"), "boolean": np.dty
 
 def _encode_leaf(arr: pa.Array, avro_type: str, null_index: int | None, path: str) -> list[Segment]:
     n = len(arr)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
     valid = _validity(arr)
     if valid is not None and null_index is None:
         raise ValueError(f"{path}: null value in a non-nullable Avro field of type {avro_type}")
     segments: list[Segment] = [] if null_index is None else [_tag_slot(valid, n, null_index)]
-    if pa.types.is_dictionary(arr.type):
-        arr = arr.dictionary_decode()
     if avro_type in ("int", "long"):
         segments.append(_varint_slot(_zigzag(_numpy_values(arr, np.int64)), valid))
     elif avro_type in _FIXED:
@@ -271,7 +276,9 @@ def _encode_leaf(arr: pa.Array, avro_type: str, null_index: int | None, path: st
         segments.append(_Slot([(0, values)], width, None if valid is None else valid * width))
     elif avro_type in ("string", "bytes"):
         payload = _as_binary(arr)
-        sizes = pc.fill_null(pc.binary_length(payload), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        sizes = np.diff(_offsets(payload))
+        if valid is not None:
+            sizes *= valid  # a null slot may still span bytes
         segments.append(_varint_slot(_zigzag(sizes), valid))
         body = _payload_segment(payload, sizes)
         if body is not None:

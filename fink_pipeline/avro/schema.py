@@ -8,7 +8,8 @@ as applied by the transfer job after `sanitize_fields` (section 4.2):
   records that are map values are named ``topLevelRecord`` (resolved by Avro namespace
   inheritance to ``topLevelRecord.topLevelRecord``);
 * struct fields are plain records, never wrapped in a union (the job rebuilds them with
-  ``struct(X.*)``, so a null struct is written as a record whose fields are all null);
+  ``struct(X.*)``, so a null struct is written as a record whose fields are all null, and
+  the fields of a nullable struct are nullable);
 * nullable primitives, arrays and maps are ``[T, "null"]`` (null second, like Spark's
   ``to_avro``); nullable array items and map values likewise, records included;
 * Arrow int32 -> int, int64 -> long, float32 -> float, float64 -> double, bool -> boolean,
@@ -51,7 +52,9 @@ def _leaf_avro_type(dtype: pa.DataType) -> str | None:
         return "double"
     if t.is_string(dtype) or t.is_large_string(dtype) or t.is_string_view(dtype):
         return "string"
-    if t.is_binary(dtype) or t.is_large_binary(dtype) or t.is_binary_view(dtype) or t.is_fixed_size_binary(dtype):
+    if t.is_binary(dtype) or t.is_large_binary(dtype) or t.is_binary_view(dtype):
+        return "bytes"
+    if t.is_fixed_size_binary(dtype):
         return "bytes"
     if t.is_timestamp(dtype) or t.is_date(dtype):
         return "string"
@@ -63,9 +66,8 @@ def _leaf_avro_type(dtype: pa.DataType) -> str | None:
 def is_list_type(dtype: pa.DataType) -> bool:
     """True for every Arrow list layout (list, large_list, fixed_size_list, list views)."""
     t = pa.types
-    return t.is_list(dtype) or t.is_large_list(dtype) or t.is_fixed_size_list(dtype) or t.is_list_view(
-        dtype
-    ) or t.is_large_list_view(dtype)
+    kinds = (t.is_list, t.is_large_list, t.is_fixed_size_list, t.is_list_view, t.is_large_list_view)
+    return any(kind(dtype) for kind in kinds)
 
 
 class _Namer:
@@ -89,17 +91,17 @@ def _nullable(avro_type: AvroType, nullable: bool) -> AvroType:
     return [avro_type, "null"] if nullable else avro_type
 
 
-def _record(struct: pa.StructType, name: str, namer: _Namer) -> dict:
-    fields = []
-    for child in struct:
-        fields.append({"name": child.name, "type": _field_type(child, namer)})
+def _record(struct: pa.StructType, name: str, namer: _Namer, null_parent: bool = False) -> dict:
+    """Record of a struct; `null_parent`: the struct itself can be null, so are its fields
+    (Spark's struct(X.*) makes X.y nullable when X is, and a null X is written that way)."""
+    fields = [{"name": child.name, "type": _field_type(child, namer, null_parent)} for child in struct]
     # key order as in fink_utils' output: type, name, fields
     return {"type": "record", "name": name, "fields": fields}
 
 
-def _named_record(struct: pa.StructType, field_name: str, namer: _Namer) -> dict:
+def _named_record(struct: pa.StructType, field_name: str, namer: _Namer, null_parent: bool = False) -> dict:
     full = f"{namer.record_name}.{field_name}"
-    return _record(struct, namer.take(full, full), namer)
+    return _record(struct, namer.take(full, full), namer, null_parent)
 
 
 def _value_type(dtype: pa.DataType, field_name: str, namer: _Namer) -> AvroType:
@@ -132,11 +134,12 @@ def _container_or_leaf(dtype: pa.DataType, field_name: str, namer: _Namer) -> Av
     return leaf
 
 
-def _field_type(field: pa.Field, namer: _Namer) -> AvroType:
+def _field_type(field: pa.Field, namer: _Namer, null_parent: bool = False) -> AvroType:
+    nullable = field.nullable or null_parent
     if pa.types.is_struct(field.type):
         # never a union: see the module docstring
-        return _named_record(field.type, field.name, namer)
-    return _nullable(_container_or_leaf(field.type, field.name, namer), field.nullable)
+        return _named_record(field.type, field.name, namer, nullable)
+    return _nullable(_container_or_leaf(field.type, field.name, namer), nullable)
 
 
 def avro_schema_from_arrow(
@@ -234,7 +237,8 @@ def _arrow_type(avro_type: AvroType, named: dict[str, dict]) -> pa.DataType:
     if kind == "array":
         return pa.list_(_arrow_field("element", avro_type["items"], named))
     if kind == "map":
-        return pa.map_(pa.field("key", pa.string(), nullable=False), _arrow_field("value", avro_type["values"], named))
+        key = pa.field("key", pa.string(), nullable=False)
+        return pa.map_(key, _arrow_field("value", avro_type["values"], named))
     raise NotImplementedError(f"Avro type {kind!r} is not supported")
 
 

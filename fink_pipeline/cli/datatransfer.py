@@ -89,7 +89,7 @@ def _worker(options: dict, partitions: list[int], events) -> None:
 
     logging.basicConfig(level=logging.INFO if options["verbose"] else logging.WARNING,
                         format="%(asctime)s %(name)s %(message)s")
-    settings = KafkaSettings.model_validate_json(options["settings"])
+    settings = options["settings"]  # pickled as is: a JSON dump would mask the password
     sink = make_sink(options)
     try:
         report = consume_topic(
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"{args.topic}: job {status.state}"
                   + (f", {status.total:,} alerts published" if status.total is not None else ""))
     options = {
-        "settings": settings.model_dump_json(), "topic": args.topic, "group": group,
+        "settings": settings, "topic": args.topic, "group": group,
         "outdir": outdir, "format": args.format, "partitionby": partitionby,
         "time_column": survey.time_column, "time_scale": survey.time_scale,
         "batchsize": args.batchsize, "maxtimeout": args.maxtimeout, "limit": args.limit,

@@ -88,7 +88,7 @@ def add_time_partitions(table: pa.Table, time_column: str | None, time_scale: st
         raise ValueError(f"-partitionby time needs the time column {time_column!r} in the content")
     epoch = JD_UNIX_EPOCH if time_scale == "jd" else MJD_UNIX_EPOCH
     seconds = pc.multiply(pc.subtract(pc.cast(times, pa.float64()), epoch), 86400.0)
-    stamps = pc.cast(pc.cast(seconds, pa.int64()), pa.timestamp("s"))
+    stamps = pc.cast(pc.cast(pc.floor(seconds), pa.int64()), pa.timestamp("s"))
     for name, fn in (("year", pc.year), ("month", pc.month), ("day", pc.day)):
         values = pc.cast(fn(stamps), pa.int32())
         if name in table.column_names:

@@ -93,7 +93,7 @@ class _TaskConfig:
     """What an executor task needs; plain data so that it pickles."""
 
     topic: str
-    kafka_config: dict
+    settings: KafkaSettings
     avro_schema_json: str
     key_column: str
     kafka_partitions: int
@@ -111,10 +111,7 @@ def _kafka_partition_of(ids: np.ndarray, n: int) -> np.ndarray:
     return (mixed % np.uint64(n)).astype(np.int32)
 
 
-def _committed_partitions(kafka_config: dict, topic: str) -> frozenset[int]:
-    servers = kafka_config["bootstrap.servers"]
-    extra = {k: v for k, v in kafka_config.items() if k != "bootstrap.servers"}
-    settings = KafkaSettings(bootstrap_servers=servers, extra=extra)
+def _committed_partitions(settings: KafkaSettings, topic: str) -> frozenset[int]:
     return frozenset(read_status(settings, topic, timeout_s=30).completed_spark_partitions)
 
 
@@ -134,7 +131,7 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
     avro_schema = json.loads(config.avro_schema_json)
     producer = Producer(
         {
-            **config.kafka_config,
+            **config.settings.librdkafka_config(),
             "transactional.id": f"{config.topic}-{spark_partition}",
             "enable.idempotence": True,
             "compression.type": config.options.compression,
@@ -148,7 +145,7 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
     # Fences any earlier attempt of this partition and aborts its open transaction; only then
     # can the status topic be read up to its end (an open transaction holds read_committed back).
     producer.init_transactions(60)
-    if attempt > 0 and spark_partition in _committed_partitions(config.kafka_config, config.topic):
+    if attempt > 0 and spark_partition in _committed_partitions(config.settings, config.topic):
         # the earlier attempt committed just before it failed: publishing again would duplicate
         summary["skipped"] = True
         yield pa.RecordBatch.from_pydict({"summary": [json.dumps(summary)]})
@@ -240,7 +237,7 @@ def _count_class_night(batch: pa.RecordBatch, config: _TaskConfig, out: dict[str
         return
     times = batch.column(config.night_column)
     seconds = pc.multiply(pc.subtract(pc.cast(times, pa.float64()), config.night_epoch), 86400.0)
-    nights = pc.strftime(pc.cast(pc.cast(seconds, pa.int64()), pa.timestamp("s")), format="%Y-%m-%d")
+    nights = pc.strftime(pc.cast(pc.cast(pc.floor(seconds), pa.int64()), pa.timestamp("s")), format="%Y-%m-%d")
     if config.class_column and config.class_column in batch.schema.names:
         labels = pc.fill_null(pc.cast(batch.column(config.class_column), pa.string()), "null")
     else:
@@ -298,7 +295,7 @@ def publish_dataframe(
     night_column = survey_time_column.rsplit(".", 1)[-1] if survey_time_column.rsplit(".", 1)[-1] in arrow_schema.names else None
     config = _TaskConfig(
         topic=topic,
-        kafka_config=settings.librdkafka_config(),
+        settings=settings,
         avro_schema_json=json.dumps(avro_schema),
         key_column=key_column,
         kafka_partitions=options.partitions,

@@ -229,6 +229,9 @@ class ConditionError(ValueError):
             message += f" — {fix}"
         super().__init__(message)
 
+    def __reduce__(self):  # keep the attributes when pickled (e.g. across processes)
+        return (type(self), (self.condition, self.token, self.problem, self.fix, self.suggestion, self.position))
+
 
 @dataclass(frozen=True)
 class ValidatedCondition:
@@ -541,6 +544,8 @@ def _check_tokens(ctx: _Context, tokens: list[Token]) -> None:
     depth = 0
     for index, token in enumerate(tokens):
         kind = token.token_type
+        if token.comments:  # backstop: sqlglot found a comment the quote-aware scan did not
+            raise ctx.fail("--", 'comments are not allowed', "comments can hide text; remove it", position=token.start)
         if kind in _QUERY_TOKENS:
             raise ctx.fail(token.text, f'subqueries ("{token.text}") are not allowed',
                            "a condition can only read fields of the alert", position=token.start)

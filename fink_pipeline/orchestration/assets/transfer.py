@@ -1,7 +1,6 @@
 """Transfer assets, one dynamic partition per submitted request (key = topic name):
 transfer_request -> selected_alerts -> alert_topic -> alert_table."""
 
-from __future__ import annotations
 
 import dagster as dg
 

@@ -15,15 +15,20 @@ Design
 * Vectorised: every scalar column is computed with numpy on whole blocks; strings are built as
   fixed-width byte matrices or with pyarrow.compute; list/struct/map columns are assembled from
   flat arrays (`ListArray.from_arrays`, `StructArray.from_arrays`, `MapArray.from_arrays`).
-* A sky and a night plan: fields on a ZTF-like grid (~640 fields of 7.4 x 7.4 deg, 64 readout
+* A sky and a night plan: fields on a ZTF-like grid (~570 fields of 7.4 x 7.4 deg, 64 readout
   quadrants), a night of ~40 s exposures between evening and morning twilight at Palomar, each
   exposure on a field near the meridian. candidate.jd, pid, candid, field, rcid, xpos/ypos and
   ra/dec are mutually consistent (pid = nid|fraction of day|rcid|15, candid = pid * 10^6 + 10000
-  + rank, as real ZTF ids).
+  + tblid, as real ZTF ids), hence candid is unique within and across nights.
 * Objects: known variable sources (SIMBAD and unclassified) live in a per-field pool keyed by
-  hashes of the seed only, so the same objectId (same position, same first-detection date) comes
-  back night after night and several times within a night; supernova-like transients are keyed
-  by (field, birth day); bogus, asteroids and satellite tracklets get a fresh objectId.
+  hashes of the seed only, so the same objectId (same position, first detection, reference
+  source and cross-matches) comes back night after night and several times within a night;
+  supernova-like transients are keyed by (field, birth day); bogus, asteroids and satellite
+  tracklets get a fresh objectId.
+* History: 30 days of detections and upper limits (null photometry) consistent with
+  candidate.ndethist / jdstarthist / nalerthist; light-curve features and rates computed from it.
+* Cutouts: per night a pool of consistent science/template/difference FITS images; each alert
+  gets its own copy with random low-order mantissa bits, gzipped (unique bytes, real sizes).
 * Classes: every alert is planted with a target `finkclass` (reference section 3.1) drawn with
   realistic fractions (section 7.1) and floors, so each Fink label and the main SIMBAD labels
   appear at least once per `BLOCK_SIZE` alerts; the classifier scores are then adjusted so that
@@ -206,8 +211,10 @@ _CDS_OF_LABEL = np.array([_CDS_INDEX.get(lab.name, 0) if lab.simbad else 0 for l
 # Pool sizes per field and cdsxmatch label: small enough for known variables to come back
 # several times a night and every night their field is observed.
 _POOL_PER_FIELD = 260
+# One more "label" after the cdsxmatch vocabulary: recurring artefacts (bogus at fixed places).
+_POOL_ARTEFACT = len(_CDS_VOCAB)
 _POOL_K = np.maximum(3, np.round(
-    np.array([0.22] + [0.0] + [w for _, w, _, _ in _SIMBAD]) / 0.36 * _POOL_PER_FIELD
+    np.array([0.22] + [0.0] + [w for _, w, _, _ in _SIMBAD] + [0.02]) / 0.36 * _POOL_PER_FIELD
 )).astype(np.int64)  # fmt: skip
 
 # Light-curve / cross-match attributes of SIMBAD labels
@@ -379,7 +386,7 @@ def _galactic_latitude(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _grid() -> _Grid:
-    """Primary-grid-like tiling: dec bands of 7.3 deg from -31 deg, ~640 fields numbered from 245."""
+    """Primary-grid-like tiling: dec bands of 7.3 deg from -31 deg, ~570 fields numbered from 245."""
     ras, decs = [], []
     for dec_c in np.arange(-27.6, 90.0, 7.3):
         n_ra = max(1, int(round(360.0 * math.cos(math.radians(dec_c)) / 7.5)))
@@ -528,17 +535,19 @@ def _plan_night(night: dt.date, n_alerts: int, seed: int) -> _NightPlan:
 
 
 def _assign_labels(n: int, rng: np.random.Generator) -> np.ndarray:
-    """Label index per alert: expected counts, floors of 1 per block, shuffled."""
+    """Label index per alert: expected counts (randomised rounding), floors of 1, shuffled.
+
+    Unknown, the largest class, absorbs the rounding and the floors.
+    """
     expected = _LABEL_W * n
     counts = np.floor(expected).astype(np.int64)
+    counts += rng.random(len(counts)) < expected - counts
     if n >= 4 * int(_LABEL_FLOOR.sum()):
         counts = np.where(_LABEL_FLOOR, np.maximum(counts, 1), counts)
-    frac = expected - np.floor(expected)
-    missing = n - counts.sum()
-    if missing > 0:
-        counts += rng.multinomial(missing, frac / frac.sum())
-    elif missing < 0:  # the floors exceed the rounding slack: take them from Unknown
-        counts[K_UNKNOWN] += missing
+    counts[K_UNKNOWN] = 0
+    counts[K_UNKNOWN] = n - counts.sum()
+    if counts[K_UNKNOWN] < 0:  # very small blocks: plain draws
+        counts = rng.multinomial(n, _LABEL_W)
     labels = np.repeat(np.arange(len(LABELS)), counts)
     return rng.permutation(labels)
 
@@ -562,7 +571,8 @@ _FITS_HEADER = b"".join(
 ).ljust(2880, b" ")
 _FITS_DATA_BYTES = _STAMP_N * _STAMP_N * 4
 _FITS_PAD = b"\x00" * (-_FITS_DATA_BYTES % 2880)
-_POOL_STAMPS = 96  # base images per kind and night
+_POOL_STAMPS = 96  # image triples per night
+_POOL_POSITIVE = 64  # triples with a positive difference
 _STAMP_CHUNK = 256  # alerts per compression task
 _executor: ThreadPoolExecutor | None = None
 
@@ -577,28 +587,46 @@ def _thread_pool() -> ThreadPoolExecutor:
 
 @lru_cache(maxsize=4)
 def _stamp_pool(seed: int, ordinal: int) -> np.ndarray:
-    """(3, P, 63*63) big-endian float32 base images (science, template, difference) as uint32."""
+    """(3, P, 63*63) big-endian float32 (science, template, difference) triples, as uint32.
+
+    Science = sky + host galaxy + field stars + the candidate's PSF at the centre; the
+    template (a co-add) has the same sky, host and stars, less noise and no candidate; the
+    difference has the candidate's PSF (positive or negative) over subtraction noise.
+    """
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed & 0xFFFFFFFFFFFFFFFF, ordinal, 0xC07])))
     P, N = _POOL_STAMPS, _STAMP_N
     yy, xx = np.mgrid[0:N, 0:N]
-    cx, cy = rng.uniform(30, 32, (2, P, 1, 1))
+
+    def psf(cx, cy, sigma):
+        return np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
+
     sigma = rng.uniform(0.8, 1.6, (P, 1, 1))
-    psf = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * sigma**2))
+    candidate = psf(rng.uniform(30, 32, (P, 1, 1)), rng.uniform(30, 32, (P, 1, 1)), sigma)
     host_r = rng.uniform(2.0, 6.0, (P, 1, 1))
     hx, hy = rng.uniform(24, 38, (2, P, 1, 1))
-    host = np.exp(-np.sqrt((xx - hx) ** 2 + (yy - hy) ** 2) / host_r) * rng.uniform(0, 400, (P, 1, 1))
+    has_host = rng.random((P, 1, 1)) < 0.6
+    host = has_host * np.exp(-np.sqrt((xx - hx) ** 2 + (yy - hy) ** 2) / host_r) * rng.uniform(20, 400, (P, 1, 1))
+    stars = np.zeros((P, N, N))
+    for _ in range(5):  # up to 5 field stars
+        present = rng.random((P, 1, 1)) < 0.5
+        amp_star = rng.lognormal(np.log(150), 1.0, (P, 1, 1))
+        stars += present * amp_star * psf(rng.uniform(0, N, (P, 1, 1)), rng.uniform(0, N, (P, 1, 1)), sigma)
     sky = rng.uniform(120, 420, (P, 1, 1))
     amp = rng.lognormal(np.log(300), 0.9, (P, 1, 1))
     # noise levels set so that the gzipped sizes match real stamps (sci ~13.1 kB, ref ~12.4 kB,
-    # diff ~14.9 kB); the template is a co-add, hence less noisy
-    science = sky + host + amp * psf + rng.normal(0, 1, (P, N, N)) * np.sqrt(sky) * rng.uniform(0.35, 0.9, (P, 1, 1))
-    template = sky + host + rng.normal(0, 1, (P, N, N)) * np.sqrt(sky) * rng.uniform(0.1, 0.3, (P, 1, 1))
-    sign = np.where(rng.random((P, 1, 1)) < 0.8, 1.0, -1.0)
-    difference = sign * amp * psf + rng.normal(0, 1, (P, N, N)) * rng.uniform(4, 12, (P, 1, 1))
+    # diff ~14.9 kB)
+    # the first _POOL_POSITIVE triples brighten (isdiffpos 't'), the others fade ('f')
+    positive = (np.arange(P) < _POOL_POSITIVE)[:, None, None]
+    science = sky + host + stars + positive * amp * candidate
+    science += rng.normal(0, 1, (P, N, N)) * np.sqrt(sky) * rng.uniform(0.35, 0.9, (P, 1, 1))
+    template = sky + host + stars + ~positive * amp * candidate
+    template += rng.normal(0, 1, (P, N, N)) * np.sqrt(sky) * rng.uniform(0.07, 0.25, (P, 1, 1))
+    sign = np.where(positive, 1.0, -1.0)
+    difference = sign * amp * candidate + rng.normal(0, 1, (P, N, N)) * rng.uniform(4, 12, (P, 1, 1))
     stack = np.stack([science, template, difference])
     # a few stamps at the edge of a CCD: part of the image is empty, the file smaller
     edge = rng.random(P) < 0.05
-    width = rng.integers(8, 30, P)
+    width = rng.integers(4, 24, P)
     for i in np.flatnonzero(edge):
         stack[:, i, :, : width[i]] = 0.0
     stack = stack.astype(">f4").reshape(3, P, N * N)
@@ -629,12 +657,14 @@ def _binary_array(chunks: list[bytes]) -> pa.Array:
     return pa.Array.from_buffers(pa.binary(), len(chunks), [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(chunks))])
 
 
-def _cutout_arrays(plan: _NightPlan, b: int, candid: np.ndarray, pid: np.ndarray, jd: np.ndarray) -> list[pa.Array]:
+def _cutout_arrays(plan: _NightPlan, b: int, candid: np.ndarray, pid: np.ndarray, jd: np.ndarray,
+                   positive: np.ndarray) -> list[pa.Array]:
     """The three cutout structs of a block: pooled noisy images made unique per alert."""
     n = len(candid)
     rng = np.random.Generator(np.random.PCG64(_seed_seq(plan.seed, plan.night, b, 0xC0C0)))
     pool = _stamp_pool(plan.seed, plan.night.toordinal())
-    pick = rng.integers(0, _POOL_STAMPS, (3, n))
+    # one consistent triple per alert, whose difference has the sign of isdiffpos
+    pick = np.where(positive, rng.integers(0, _POOL_POSITIVE, n), rng.integers(_POOL_POSITIVE, _POOL_STAMPS, n))
     mtimes = np.floor((jd - JD_UNIX_EPOCH) * 86400.0 + rng.uniform(60, 600, n)).astype(np.int64)
     tasks = []
     for start in range(0, n, _STAMP_CHUNK):
@@ -643,7 +673,9 @@ def _cutout_arrays(plan: _NightPlan, b: int, candid: np.ndarray, pid: np.ndarray
         # flip the 12 lowest mantissa bits (relative change < 1e-3): every stamp is unique
         # while its size stays set by the image noise, as for a real one
         noise = rng.integers(0, 1 << 12, (3, m, _STAMP_N * _STAMP_N), dtype=np.uint32).astype(">u4")
-        pixels = np.stack([pool[k][pick[k, start:stop]] for k in range(3)]) ^ noise
+        base = pool[:, pick[start:stop]]
+        # numpy computes in native byte order: store the result back as big-endian (FITS)
+        pixels = (base ^ (noise * (base != 0))).astype(">u4")  # empty (zero) pixels stay empty
         tasks.append(_thread_pool().submit(_compress_chunk, pixels, mtimes[start:stop]))
     stamps: list[list[bytes]] = [[], [], []]
     for task in tasks:
@@ -737,8 +769,6 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     )  # fmt: skip
     source[(profile == P_BOGUS) & (rng.random(n) < 0.1)] = S_POOL  # recurring artefacts
     cds = np.where(_LABEL_SIMBAD[label], _CDS_OF_LABEL[label], 0)
-    galaxy_host = np.isin(profile, (P_TRANSIENT, P_NEW)) & ~_LABEL_SIMBAD[label] & (rng.random(n) < 0.1)
-    cds = np.where(galaxy_host, _CDS_INDEX["Galaxy"], cds)
 
     # ---- exposures --------------------------------------------------------------------------
     lo, hi, rank_offset = plan.block_exposures(b)
@@ -761,18 +791,30 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
 
     # ---- object identity ------------------------------------------------------------------
     pool_label = np.where(np.isin(profile, (P_VARSTAR, P_EXTRAGAL)), cds, 0)  # Unknown pool
-    pool_k = (rng.random(n) * _POOL_K[pool_label]).astype(np.int64)
+    pool_label = np.where(profile == P_BOGUS, _POOL_ARTEFACT, pool_label)
+    # A few pool objects per (night, field, label) are "active": they alert at both visits of
+    # their field, while over many nights every pool object comes back.
+    n_active = np.where(pool_label == 0, 6, 3)
+    slot = (rng.random(n) * n_active).astype(np.int64)
+    h_active = _hash(seed, plan.night.toordinal(), grid.field_id[f_idx], pool_label, slot)
+    pool_k = _hi(h_active, 1) % _POOL_K[pool_label]
     age_hi = np.select(
-        [label == _LABEL_INDEX[KN], label == _LABEL_INDEX[EARLY_SN], np.isin(label, (_LABEL_INDEX[SN], _LABEL_INDEX[AMBIGUOUS]))],
-        [3.9, 12.0, 85.0], 300.0,
+        [label == _LABEL_INDEX[KN], label == _LABEL_INDEX[EARLY_SN],
+         np.isin(label, (_LABEL_INDEX[SN], _LABEL_INDEX[AMBIGUOUS]))],
+        [3.9, 12.0, 80.0], 300.0,  # days: kilonovae < 5 and SN candidates <= 90 (class rules)
     )  # fmt: skip
     age_lo = np.where(label == _LABEL_INDEX[KN], 0.3, 1.0)
     age = np.where(age_hi > 100, np.exp(rng.uniform(np.log(age_lo), np.log(age_hi))), rng.uniform(age_lo, age_hi))
     birth_day = np.floor(jd - age - 0.5).astype(np.int64)
+    # transients are born every few days per field (not for kilonovae, which must stay < 5
+    # days old), so one transient is picked by several alerts and on several nights
+    period = np.where(label == _LABEL_INDEX[KN], 1, 5)
+    phase = _hi(_hash(seed, 5, grid.field_id[f_idx]), 1) % 5
+    birth_day = birth_day - (birth_day - phase) % period
     # Keys; duplicates of one object within an exposure become new objects.
     obj_key = np.where(
         source == S_POOL, _hash(seed, 1, grid.field_id[f_idx], pool_label, pool_k),
-        np.where(source == S_TRANSIENT, _hash(seed, 2, grid.field_id[f_idx], birth_day), _U(0)),
+        np.where(source == S_TRANSIENT, _hash(seed, 2, grid.field_id[f_idx], birth_day, cds), _U(0)),
     )  # fmt: skip
     known = source != S_NEW
     # the same object twice in one exposure is impossible: later ones become fresh objects
@@ -784,6 +826,14 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     stable = known & ~fresh  # identity (position, first detection, objectId) from the hash
     global_index = b * BLOCK_SIZE + np.arange(n)
     h_obj = np.where(stable, obj_key, _hash(seed, 3, plan.night.toordinal(), global_index))
+
+    def uo(j: int) -> np.ndarray:
+        """Uniforms for object properties: fixed per object when it has a stable identity."""
+        return np.where(stable, _hu(h_obj, j), rng.random(n))
+
+    # host galaxies catalogued in SIMBAD as "Galaxy" (not a SIMBAD class for Fink)
+    galaxy_host = np.isin(profile, (P_TRANSIENT, P_NEW)) & ~_LABEL_SIMBAD[label] & (uo(20) < 0.1)
+    cds = np.where(galaxy_host, _CDS_INDEX["Galaxy"], cds)
 
     # ---- positions ------------------------------------------------------------------------
     u1 = np.where(stable, _hu(h_obj, 1), rng.random(n))
@@ -801,7 +851,10 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
         g = trk_group[trk_idx]
         u1[trk_idx] = np.clip(anchor[0, g] + np.cos(angle[g]) * step[g] * member[trk_idx], 0.001, 0.999)
         u2[trk_idx] = np.clip(anchor[1, g] + np.sin(angle[g]) * step[g] * member[trk_idx], 0.001, 0.999)
-    ra, dec, rcid, xpos, ypos = _field_position(f_idx, u1, u2)
+    ra0, dec0, rcid, xpos, ypos = _field_position(f_idx, u1, u2)  # the object's position
+    # astrometric scatter between detections of one object (~0.07 arcsec)
+    dec = dec0 + rng.normal(0, 0.07, n) / 3600.0
+    ra = (ra0 + rng.normal(0, 0.07, n) / 3600.0 / np.cos(np.radians(dec))) % 360.0
 
     # ---- identifiers -----------------------------------------------------------------------
     frac5 = np.floor(((jd - 0.5) % 1.0) * 1e5).astype(np.int64)
@@ -828,8 +881,9 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     year_night = np.full(n, plan.night.year)
     doy_birth = (np.floor(birth_jd - 0.5).astype(np.int64) - 2440588 + 719163)  # days since 0001-01-01
     n_fields = len(grid.field_id)
-    pool_number = ((pool_k * len(_CDS_VOCAB) + pool_label) * n_fields + f_idx) * 2 + 1
-    trans_number = (((doy_birth % 366) * n_fields + f_idx) * 2) * 2  # multiple of 4
+    pool_number = ((pool_k * (len(_CDS_VOCAB) + 1) + pool_label) * n_fields + f_idx) * 2 + 1
+    # transients: one per (field, birth day) and per catalogued class (SN, ... or none)
+    trans_number = ((cds * 366 + doy_birth % 366) * n_fields + f_idx) * 4  # multiple of 4
     new_number = ((global_index * 366 + plan.night.timetuple().tm_yday) * 2 + 1) * 2  # 2 mod 4
     is_pool, is_trans = stable & (source == S_POOL), stable & (source == S_TRANSIENT)
     yy = np.select([is_pool, is_trans], [year_first, year_birth], year_night)
@@ -855,24 +909,24 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     # reference source: stars sit on it, transients near a host, asteroids far from anything
     starlike = np.isin(profile, (P_VARSTAR, P_MULENS))
     nuclear = profile == P_EXTRAGAL
-    bogus_star = (profile == P_BOGUS) & (rng.random(n) < 0.45)
-    distnr = np.select(
+    bogus_star = (profile == P_BOGUS) & (uo(21) < 0.45)
+    host_dist = np.where(uo(22) < 0.7, 2.0 * np.exp(0.8 * _gauss(uo(23), uo(24))), 4.0 + 16.0 * uo(25))
+    distnr_obj = np.select(
         [starlike | nuclear, bogus_star, np.isin(profile, (P_SSO, P_TRACKLET))],
-        [rng.exponential(0.22, n), rng.uniform(0.05, 2.5, n), rng.uniform(3.0, 23.0, n)],
-        np.where(rng.random(n) < 0.7, rng.lognormal(np.log(2.0), 0.8, n), rng.uniform(4, 20, n)),
+        [0.02 + 0.35 * uo(5), 0.05 + 2.45 * uo(5), rng.uniform(3.0, 23.0, n)], host_dist,
     )  # fmt: skip
-    distnr = np.where(stable & (starlike | nuclear), 0.03 + 0.4 * _hu(h_obj, 5) * rng.uniform(0.5, 1.5, n), distnr)
+    distnr = distnr_obj * rng.uniform(0.8, 1.2, n)  # measurement scatter
+    # reference-image source: fixed per object (a star for variables, a host for transients)
     magnr = np.select(
-        [starlike, nuclear, bogus_star],
-        [magpsf - rng.uniform(0.1, 2.5, n), magpsf - rng.uniform(-0.5, 1.5, n), rng.uniform(11.5, 16.5, n)],
-        rng.uniform(17.5, 23.2, n),
+        [starlike & stable, starlike, nuclear, bogus_star],
+        [13.5 + 8.0 * uo(6), magpsf - rng.uniform(0.1, 2.5, n), 16.0 + 4.5 * uo(6), 11.5 + 5.0 * uo(6)],
+        17.5 + 5.7 * uo(6),
     )  # fmt: skip
-    magnr = np.where(stable & starlike, np.clip(13.5 + 8.0 * _hu(h_obj, 6), magpsf - 4.0, magpsf + 1.0), magnr)
     magnr = np.clip(magnr, 11.0, 23.3)
-    sigmagnr = 0.01 + 0.33 * np.clip((magnr - 16.0) / 7.0, 0, 1) ** 1.6 * rng.uniform(0.7, 1.1, n)
-    theta = rng.uniform(0, 2 * np.pi, n)
-    decnr = dec + distnr * np.sin(theta) / 3600.0
-    ranr = (ra + distnr * np.cos(theta) / 3600.0 / np.cos(np.radians(dec))) % 360.0
+    sigmagnr = 0.01 + 0.33 * np.clip((magnr - 16.0) / 7.0, 0, 1) ** 1.6 * (0.7 + 0.4 * uo(26))
+    theta = 2 * np.pi * uo(27)
+    decnr = dec0 + distnr_obj * np.sin(theta) / 3600.0
+    ranr = (ra0 + distnr_obj * np.cos(theta) / 3600.0 / np.cos(np.radians(dec0))) % 360.0
 
     # real/bogus and morphology
     real_drb = 1.0 - 10 ** (-rng.uniform(0.7, 6.5, n))
@@ -896,8 +950,8 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     ssdistnr = np.where(sso_mpc, np.round(rng.exponential(0.5, n)), -999.0)
     ssmagnr = np.where(sso_mpc, np.round(magpsf + rng.normal(0.2, 0.4, n), 1), -999.0)
     ssnum = np.floor(np.exp(rng.uniform(0, np.log(700000), n))).astype(np.int64) + 1
-    ssnamenr = _with_nulls(pc.cast(pa.array(ssnum), pa.string()), np.zeros(n, bool))
-    ssnamenr = pc.if_else(pa.array(sso_mpc), ssnamenr, pa.scalar("null"))
+    # MPC number of the asteroid; ZTF writes the string "null" when there is none
+    ssnamenr = pc.if_else(pa.array(sso_mpc), pc.cast(pa.array(ssnum), pa.string()), pa.scalar("null"))
 
     # ---- history: prv_candidates ----------------------------------------------------------------
     cadence = grid.cadence[f_idx]
@@ -915,7 +969,8 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
         [0.3 + 0.65 * _hu(h_obj, 7), 0.2 + 0.6 * _hu(h_obj, 7), 0.65, 0.6, np.where(stable, 0.2, 0.03)],
         0.0,
     )  # fmt: skip
-    spicy_trend = np.isin(label, _SPICY_TREND_LABELS) & stable
+    # a few catalogued YSOs fade or brighten steadily (what yso_spicy_candidates looks for)
+    spicy_trend = np.isin(label, _SPICY_TREND_LABELS) & stable & (_hu(h_obj, 15) < 0.15)
     p_det = np.where(spicy_trend, 0.95, p_det)
 
     T = int(length.sum())
@@ -961,69 +1016,75 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     )  # fmt: skip
     old = jd - jdstarthist > 30.0
     # detections per day before the 30-day window: broad spread between objects
-    rate_obj = p_det * cadence * 0.12 * np.exp(1.2 * (_hu(h_obj, 13) - 0.5) * 2.0)
+    rate_obj = p_det * cadence * 0.07 * np.exp(4.4 * (_hu(h_obj, 13) - 0.5))
     extra = np.where(old, rng.poisson(rate_obj * np.clip(jd - jdstarthist - 30.0, 0, None)) + 1, 0)
     ndethist = 1 + n_det_prv + extra
     ncovhist = ndethist + rng.poisson(0.6 * cadence * np.clip(jd - JD_SURVEY_START, 1, None))
     nalerthist = 1 + n_det_prv
 
     # ---- Fink cross-matches ------------------------------------------------------------------------
-    cds_name = np.asarray(_CDS_VOCAB, dtype=object)[cds]
-    gaia = (starlike & (rng.random(n) < 0.92)) | (bogus_star & (rng.random(n) < 0.5)) | (
-        nuclear & (rng.random(n) < 0.35)
-    ) | ((profile == P_TRANSIENT) & (rng.random(n) < 0.05))
-    gaia_id = np.where(stable, _hi(h_obj, 11), rng.integers(0, 2**62, n)) % (6_900_000_000_000_000_000 - 10**15) + 10**15
-    dr3 = _with_nulls(pc.binary_join_element_wise("Gaia DR3 ", pc.cast(pa.array(gaia_id), pa.string()), ""), np.zeros(n, bool))
+    u_gaia = uo(28)
+    gaia = (starlike & (u_gaia < 0.92)) | (bogus_star & (u_gaia < 0.5)) | (nuclear & (u_gaia < 0.35)) | (
+        (profile == P_TRANSIENT) & (u_gaia < 0.05)
+    )
+    # Gaia DR3 source_id (19 digits); Fink writes the string "nan" (and NaN parallaxes) when
+    # there is no Gaia source within 1 arcsec
+    gaia_id = np.where(stable, _hi(h_obj, 11), rng.integers(0, 2**62, n)) % (6_900_000_000_000_000_000 - 10**15)
+    dr3 = pc.binary_join_element_wise("Gaia DR3 ", pc.cast(pa.array(gaia_id + 10**15), pa.string()), "")
     dr3 = pc.if_else(pa.array(gaia), dr3, pa.scalar("nan"))
-    plx = np.where(gaia, np.where(nuclear, rng.normal(0, 0.2, n), rng.lognormal(np.log(0.4), 0.9, n) - 0.15), np.nan)
-    e_plx = np.where(gaia, rng.lognormal(np.log(0.06), 0.9, n), np.nan)
+    z_plx = _gauss(uo(29), uo(30))
+    plx = np.where(gaia, np.where(nuclear, 0.2 * z_plx, 0.4 * np.exp(0.9 * z_plx) - 0.15), np.nan)
+    e_plx = np.where(gaia, 0.06 * np.exp(0.9 * _gauss(uo(31), uo(32))), np.nan)
     label_name = _LABEL_NAMES[label]
-    var_flag = gaia & np.isin(label_name, list(_GAIA_CLASS)) & (rng.random(n) < 0.5)
+    var_flag = gaia & np.isin(label_name, list(_GAIA_CLASS)) & (uo(33) < 0.5)
     gaia_class_words = ["nan", "Unknown"] + sorted(set(_GAIA_CLASS.values()))
     gc_idx = np.where(gaia, 1, 0)
     for name, cls in _GAIA_CLASS.items():
         gc_idx = np.where(var_flag & (label_name == name), gaia_class_words.index(cls), gc_idx)
     vsx_words = ["nan", "Unknown"] + sorted({t for types in _VSX_TYPES.values() for t in types})
-    vsx_idx = np.where(gaia & (rng.random(n) < 0.3), 1, 0)
+    u_vsx, u_gcvs, pick = uo(34), uo(35), uo(36)
+    vsx_idx = np.where(gaia & (u_vsx < 0.3), 1, 0)
     gcvs_idx = np.zeros(n, dtype=np.int64)
-    pick = rng.random(n)
     for name, types in _VSX_TYPES.items():
-        hit = (label_name == name) & (rng.random(n) < 0.7)
+        hit = (label_name == name) & (u_vsx < 0.7)
         t_idx = np.array([vsx_words.index(t) for t in types])[(pick * len(types)).astype(int)]
         vsx_idx = np.where(hit, t_idx, vsx_idx)
-        gcvs_idx = np.where(hit & (magnr < 15.5) & (rng.random(n) < 0.5), t_idx, gcvs_idx)
+        gcvs_idx = np.where(hit & (magnr < 15.5) & (u_gcvs < 0.5), t_idx, gcvs_idx)
     gcvs_words = ["Unknown"] + vsx_words[2:]
     gcvs_idx = np.where(gcvs_idx > 0, gcvs_idx - 1, 0)
     is_yso = np.isin(label_name, list(_YSOS))
-    spicy = is_yso & ((rng.random(n) < 0.7) | spicy_trend)
+    spicy = is_yso & ((uo(37) < 0.7) | spicy_trend)
     spicy_id = np.where(spicy, np.where(stable, _hi(h_obj, 12) % 117446 + 1, rng.integers(1, 117447, n)), -1)
     spicy_words = ["Unknown", "ClassI", "FS", "ClassII", "ClassIII"]
-    spicy_idx = np.where(spicy, rng.choice([1, 2, 3, 4], n, p=[0.15, 0.15, 0.55, 0.15]), 0)
+    spicy_idx = np.where(spicy, 1 + np.searchsorted([0.15, 0.3, 0.85], uo(38)), 0)  # ClassI FS ClassII ClassIII
     is_blazar = np.isin(label_name, list(_BLAZARS))
-    x4lac_hit = is_blazar & (rng.random(n) < 0.6)
-    x3hsp_hit = is_blazar & (rng.random(n) < 0.45)
-    ra_h = np.floor((ra % 360) / 15 * 600).astype(np.int64)  # tenths of minutes
-    dec_m = np.floor(np.abs(dec) * 60).astype(np.int64)
+    x4lac_hit = is_blazar & (uo(39) < 0.6)
+    x3hsp_hit = is_blazar & (uo(40) < 0.45)
+    # 4LAC / 3HSP designations from the position (4FGL JHHMM.m+DDMM, 3HSPJHHMMSS.s+DDMMSS)
+    ra_h = np.floor((ra0 % 360) / 15 * 600).astype(np.int64)  # tenths of minutes
+    dec_m = np.floor(np.abs(dec0) * 60).astype(np.int64)
     x4lac = _fixed_strings([
         _const("4FGL J", n), _digits(ra_h // 600, 2), _digits((ra_h // 10) % 60, 2), _const(".", n),
-        _digits(ra_h % 10, 1), _chars(np.where(dec < 0, ord("-"), ord("+"))), _digits(dec_m // 60, 2),
+        _digits(ra_h % 10, 1), _chars(np.where(dec0 < 0, ord("-"), ord("+"))), _digits(dec_m // 60, 2),
         _digits(dec_m % 60, 2),
     ])  # fmt: skip
     x4lac = pc.if_else(pa.array(x4lac_hit), x4lac, pa.scalar("Unknown"))
-    x3hsp = _fixed_strings([_const("3HSPJ", n)] + _sexagesimal(ra, dec, 1, 0))
+    x3hsp = _fixed_strings([_const("3HSPJ", n)] + _sexagesimal(ra0, dec0, 1, 0))
     x3hsp = pc.if_else(pa.array(x3hsp_hit), x3hsp, pa.scalar("Unknown"))
 
     # Mangrove host galaxy (1 arcmin): some extragalactic transients and nuclei
-    mangrove_hit = (np.isin(profile, (P_TRANSIENT, P_NEW)) & (distnr < 6) & (rng.random(n) < 0.3)) | (
-        nuclear & (rng.random(n) < 0.2)
+    u_mangrove = uo(41)
+    mangrove_hit = (np.isin(profile, (P_TRANSIENT, P_NEW)) & (host_dist < 6) & (u_mangrove < 0.3)) | (
+        nuclear & (u_mangrove < 0.2)
     )
-    lum_dist = rng.uniform(20, 230, n)
+    lum_dist = 20.0 + 210.0 * uo(42)
     sexa = _sexagesimal(ranr, decnr, 2, 1)
     two_mass = _fixed_strings([part for i, part in enumerate(sexa) if i not in (3, 9)])  # no dots
-    two_mass_ok = mangrove_hit & (rng.random(n) < 0.75)
-    leda_num = pc.cast(pa.array(rng.integers(1000, 5_000_000, n)), pa.string())
-    leda_ngc = pc.binary_join_element_wise("NGC", pc.cast(pa.array(rng.integers(1, 7840, n)), pa.string()), "")
-    leda = pc.if_else(pa.array(rng.random(n) < 0.2), leda_ngc, leda_num)
+    u_leda = uo(43)
+    two_mass_ok = mangrove_hit & (uo(44) < 0.75)
+    leda_num = pc.cast(pa.array(1000 + (u_leda * 4_999_000).astype(np.int64)), pa.string())
+    leda_ngc = pc.binary_join_element_wise("NGC", pc.cast(pa.array(1 + (u_leda * 7839).astype(np.int64)), pa.string()), "")
+    leda = pc.if_else(pa.array(uo(45) < 0.2), leda_ngc, leda_num)
     none = pa.scalar("None")
     m_items = [
         pc.if_else(pa.array(mangrove_hit), leda, none),
@@ -1036,11 +1097,11 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     # TNS label stored at processing time
     tns_words = ["", "SN Ia", "SN II", "SN IIn", "SN Ic", "SN Ib", "SLSN-I", "TDE", "CV", "AGN", "Nova"]
     tns_p = np.array([0, 0.6, 0.2, 0.05, 0.04, 0.03, 0.03, 0.05, 0, 0, 0])
-    tns_idx = np.where(
-        (profile == P_TRANSIENT) & (rng.random(n) < 0.15), rng.choice(len(tns_words), n, p=tns_p / tns_p.sum()), 0
-    )
-    tns_idx = np.where((label_name == "CataclyV*") & (rng.random(n) < 0.2), tns_words.index("CV"), tns_idx)
-    tns_idx = np.where((label_name == "Nova") & (rng.random(n) < 0.5), tns_words.index("Nova"), tns_idx)
+    u_tns = uo(46)
+    tns_type = np.minimum(np.searchsorted(np.cumsum(tns_p / tns_p.sum()), uo(47)), len(tns_words) - 1)
+    tns_idx = np.where((profile == P_TRANSIENT) & (u_tns < 0.15), tns_type, 0)
+    tns_idx = np.where((label_name == "CataclyV*") & (u_tns < 0.2), tns_words.index("CV"), tns_idx)
+    tns_idx = np.where((label_name == "Nova") & (u_tns < 0.5), tns_words.index("Nova"), tns_idx)
 
     # ---- Fink scores ---------------------------------------------------------------------------
     roid = np.zeros(n, dtype=np.int64)
@@ -1084,12 +1145,11 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     rf_kn = np.where(no_kn, np.minimum(rf_kn, cap[2]), rf_kn)
     flags = _fink_flags(cds, roid, mulens, snn_ia, snn_all, rf_ia, ndethist, drb, classtar, jd, jdstarthist, rf_kn, is_trk)
     got = _finkclass_index(flags, cds)
-    expected = label
-    if not np.array_equal(got, expected):
-        bad = np.flatnonzero(got != expected)[:5]
+    if not np.array_equal(got, label):  # a generator bug, never a data condition
+        bad = np.flatnonzero(got != label)[:5]
         raise RuntimeError(
             "synthetic alert classes not reproduced: "
-            + ", ".join(f"{_LABEL_NAMES[expected[i]]} -> {_LABEL_NAMES[got[i]] if got[i] >= 0 else '?'}" for i in bad)
+            + ", ".join(f"{_LABEL_NAMES[label[i]]} -> {_LABEL_NAMES[got[i]] if got[i] >= 0 else '?'}" for i in bad)
         )
 
     # ---- light-curve features, rates, anomaly scores ------------------------------------------------
@@ -1097,7 +1157,6 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
         lc = _light_curve_features(rng, n, seg, det, jd_k, fid_k, mag_k, sig_k, jd, fid, magpsf, sigmapsf)
     rates, jd_first_real = _rates(n, seg, det, jd_k, fid_k, mag_k, sig_k, lim_k, jd, fid, magpsf, sigmapsf, rng)
     rates["jdstarthist_dt"] = pa.array(jd_first_real - jdstarthist)
-    n_g, n_r = lc["n_g"], lc["n_r"]
     # computed from the light-curve features: missing for most single-detection alerts
     has_anomaly = (nalerthist >= 2) | (rng.random(n) < 0.55)
     base = -(0.0145 + 0.0025 * rng.standard_normal(n))
@@ -1161,7 +1220,7 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     ])  # fmt: skip
     programpi_idx = plan.exp_programpi[e]
     misc = _misc_fields(rng, n, magpsf, magap, sigmapsf, lim, fwhm, xpos, ypos, elong)
-    ps1 = _ps1_fields(rng, n, ra, dec, ranr, decnr, distnr, magnr, starlike | bogus_star, nuclear)
+    ps1 = _ps1_fields(rng, uo, n, ra0, dec0, ranr, decnr, distnr_obj, magnr, starlike | bogus_star, nuclear)
     field_fid = grid.field_id[f_idx] * 10 + fid
     h_ref = _hash(field_fid, rcid, 17)
     jdstartref = 2458150.0 + 300.0 * _hu(h_ref, 1)
@@ -1204,7 +1263,7 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
     ts = pa.timestamp("us", tz="UTC")
 
     # ---- cutouts ---------------------------------------------------------------------------------
-    cutouts = _cutout_arrays(plan, b, candid, pid, jd) if with_cutouts else _empty_cutouts(n)
+    cutouts = _cutout_arrays(plan, b, candid, pid, jd, isdiffpos_t) if with_cutouts else _empty_cutouts(n)
 
     columns = {
         "candid": pa.array(candid, pa.int64()),
@@ -1257,6 +1316,11 @@ def _generate_block(plan: _NightPlan, b: int, with_cutouts: bool) -> pa.RecordBa
 
 # YSO labels whose SPICY matches get a steady r-band trend (yso_spicy_candidates filter)
 _SPICY_TREND_LABELS = np.array([_LABEL_INDEX[name] for name in ("YSO", "YSO_Candidate", "Orion_V*")])
+
+
+def _gauss(u1: np.ndarray, u2: np.ndarray) -> np.ndarray:
+    """Standard normal deviates from two uniforms (Box-Muller): hash-derived normals."""
+    return np.sqrt(-2.0 * np.log(np.maximum(u1, 1e-300))) * np.cos(2 * np.pi * u2)
 
 
 def _map_of_strings(keys: tuple[str, ...], items: list[pa.Array], n: int) -> pa.MapArray:
@@ -1358,44 +1422,46 @@ def _misc_fields(rng, n, magpsf, magap, sigmapsf, lim, fwhm, xpos, ypos, elong) 
     }
 
 
-def _ps1_fields(rng, n, ra, dec, ranr, decnr, distnr, magnr, stellar, nuclear) -> dict[str, np.ndarray]:
-    """Pan-STARRS1 neighbours and Gaia distances (-999 when missing, as ZTF writes them)."""
+def _ps1_fields(rng, uo, n, ra, dec, ranr, decnr, distnr, magnr, stellar, nuclear) -> dict[str, np.ndarray]:
+    """Pan-STARRS1 neighbours and Gaia distances (-999 when missing, as ZTF writes them).
+
+    `uo(j)` gives per-object uniforms, so a known object keeps its neighbours.
+    """
     out: dict[str, np.ndarray] = {}
 
-    def objid(r, d):
+    def objid(r, d):  # PS1 objID: declination zone then right ascension
         zone = np.floor((d + 90.0) * 120.0).astype(np.int64)
         return zone * 10**13 + np.floor(r * 1e10).astype(np.int64) % 10**13
 
     for i in (1, 2, 3):
-        if i == 1:
-            dist = np.where(stellar | nuclear, distnr * rng.uniform(0.7, 1.3, n), rng.uniform(0.3, 20.0, n))
-            mag_r = np.where(stellar | nuclear, magnr + rng.normal(0, 0.1, n), rng.uniform(16.0, 22.8, n))
-            score = np.where(stellar, rng.uniform(0.85, 1.0, n), np.where(nuclear, rng.uniform(0.0, 0.6, n), rng.random(n)))
-            missing = rng.random(n) < 0.01
+        j = 100 + 12 * i
+        if i == 1:  # the nearest PS1 source is the reference source of stars and nuclei
+            dist = np.where(stellar | nuclear, distnr * (0.7 + 0.6 * uo(j)), 0.3 + 19.7 * uo(j))
+            mag_r = np.where(stellar | nuclear, magnr + 0.1 * _gauss(uo(j + 1), uo(j + 2)), 16.0 + 6.8 * uo(j + 1))
+            score = np.where(stellar, 0.85 + 0.15 * uo(j + 3), np.where(nuclear, 0.6 * uo(j + 3), uo(j + 3)))
+            missing = uo(j + 4) < 0.01
         else:
-            dist = rng.uniform(2.0, 29.0, n)
-            mag_r = rng.uniform(15.5, 22.9, n)
-            score = np.where(rng.random(n) < 0.3, 0.5, rng.random(n))
-            missing = rng.random(n) < 0.04
-        theta = rng.uniform(0, 2 * np.pi, n)
+            dist = 2.0 + 27.0 * uo(j)
+            mag_r = 15.5 + 7.4 * uo(j + 1)
+            score = np.where(uo(j + 2) < 0.3, 0.5, uo(j + 3))
+            missing = uo(j + 4) < 0.04
+        theta = 2 * np.pi * uo(j + 5)
         sd = dec + dist * np.sin(theta) / 3600.0
         sr = (ra + dist * np.cos(theta) / 3600.0 / np.cos(np.radians(dec))) % 360.0
-        colour = rng.uniform(0.2, 1.3, n)
-        mags = {
-            "sgmag": mag_r + colour, "srmag": mag_r, "simag": mag_r - colour * 0.35, "szmag": mag_r - colour * 0.5,
-        }
-        for key, val in mags.items():
-            band_missing = missing | (rng.random(n) < (0.25 if key == "sgmag" and i > 1 else 0.03))
+        colour = 0.2 + 1.1 * uo(j + 6)
+        mags = {"sgmag": mag_r + colour, "srmag": mag_r, "simag": mag_r - colour * 0.35, "szmag": mag_r - colour * 0.5}
+        for k, (key, val) in enumerate(mags.items()):
+            band_missing = missing | (uo(j + 7 + k) < (0.25 if key == "sgmag" and i > 1 else 0.03))
             out[f"{key}{i}"] = np.where(band_missing, -999.0, val)
         out[f"sgscore{i}"] = np.where(missing, -999.0, score)
         out[f"distpsnr{i}"] = np.where(missing, -999.0, dist)
         out[f"objectidps{i}"] = np.where(missing, -999, objid(sr, sd))
-    near_d = np.where(stellar, distnr * rng.uniform(0.5, 1.5, n), rng.uniform(1.5, 80.0, n))
-    out["neargaia"] = np.where(rng.random(n) < 0.005, -999.0, near_d)
-    out["maggaia"] = np.where(stellar, magnr - rng.uniform(0.0, 0.4, n), rng.uniform(14.0, 21.0, n))
-    bright = rng.random(n) < 0.45
-    out["neargaiabright"] = np.where(bright, np.where(stellar & (magnr < 14), near_d, rng.uniform(0.3, 90.0, n)), -999.0)
-    out["maggaiabright"] = np.where(bright, rng.uniform(8.8, 14.0, n), -999.0)
+    near_d = np.where(stellar, distnr * (0.5 + uo(150)), 1.5 + 78.5 * uo(150))
+    out["neargaia"] = np.where(uo(151) < 0.005, -999.0, near_d)
+    out["maggaia"] = np.where(stellar, magnr - 0.4 * uo(152), 14.0 + 7.0 * uo(152))
+    bright = uo(153) < 0.45
+    out["neargaiabright"] = np.where(bright, np.where(stellar & (magnr < 14), near_d, 0.3 + 89.7 * uo(154)), -999.0)
+    out["maggaiabright"] = np.where(bright, 8.8 + 5.2 * uo(155), -999.0)
     return out
 
 
@@ -1664,7 +1730,3 @@ def _iter_batches(plan: _NightPlan | None, with_cutouts: bool, batch_size: int) 
     if pending_rows:
         yield pending[0] if len(pending) == 1 else pa.concat_batches(pending)
 
-
-def night_of_jd(jd: np.ndarray) -> np.ndarray:
-    """UTC date (numpy datetime64[D]) of Julian dates: the night an alert belongs to."""
-    return np.floor(np.asarray(jd) - JD_UNIX_EPOCH).astype(np.int64).astype("datetime64[D]")

@@ -1,0 +1,34 @@
+"""ZTF: the Fink-processed ZTF public alert stream (archive schema, time axis, ids, generator)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fink_pipeline.surveys.base import Survey
+from fink_pipeline.surveys.ztf.classification import classify, classify_arrow
+from fink_pipeline.surveys.ztf.generator import generate_night
+from fink_pipeline.surveys.ztf.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS
+
+SURVEY = Survey(
+    name="ztf",
+    description="Zwicky Transient Facility public alerts as archived by Fink (ZTF 4.02 packets "
+    "plus Fink added values), one night per UTC date of candidate.jd",
+    archive_schema=ARCHIVE_SCHEMA,
+    time_column="candidate.jd",
+    time_scale="jd",
+    alert_id="candid",
+    object_id="objectId",
+    class_columns=("finkclass", "tnsclass"),
+    default_partitionby="finkclass",
+    topic_prefix="ftransfer_ztf",
+    first_night=dt.date(2019, 11, 1),
+    # Fink's light packet (reference 4.1): these candidate fields flattened to the root, plus
+    # every root column but the cutouts, the candidate record and the history.
+    light_fields=tuple(
+        f"candidate.{name}" for name in ("magpsf", "sigmapsf", "fid", "jd", "ra", "dec", "ssnamenr")
+    ),
+    light_excludes=(*CUTOUT_COLUMNS, "candidate", "prv_candidates"),
+    classify=classify,
+    classify_arrow=classify_arrow,
+    generate_night=generate_night,
+)
