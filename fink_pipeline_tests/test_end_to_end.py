@@ -105,7 +105,8 @@ def test_request_on_missing_nights_fails_before_spark(spark, kafka_broker, small
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.step_key == "transfer_request"
-    assert "No alert data found in between 2023-01-01 and 2023-01-05" in str(failure.event_specific_data.error.message)
+    message = failure.event_specific_data.user_failure_data.description
+    assert message.startswith("No alert data found in between 2023-01-01 and 2023-01-05")
 
 
 def test_definitions_validate_cli():
@@ -159,5 +160,6 @@ def test_demo_command_end_to_end_leaves_no_process(tmp_path):
     assert lines["topic"].startswith("ftransfer_ztf_")
     assert Path(lines["delta table"]).exists()
     # the demo really started a broker and a Spark JVM, and neither outlived it
-    assert {"tansu", "java"} <= set(seen.values()), seen
+    names = set(seen.values())
+    assert "java" in names and any(name.startswith("tansu") for name in names), names
     assert _descendants_alive(set(seen)) == []

@@ -152,6 +152,7 @@ def _offsets(arr: pa.Array) -> np.ndarray:
 
 
 def _data(arr: pa.Array) -> np.ndarray:
+    """The data buffer of a binary array as bytes (empty when it has none)."""
     buf = arr.buffers()[2]
     return np.frombuffer(buf, np.uint8) if buf is not None else np.empty(0, np.uint8)
 

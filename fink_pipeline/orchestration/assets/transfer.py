@@ -27,8 +27,12 @@ TABLE_GROUP_ID = "fink-pipeline-tables"
 
 
 def _plan(context: dg.AssetExecutionContext, archive: ArchiveResource, requests: RequestStoreResource):
-    request = requests.store().load(context.partition_key)
-    plan = plan_transfer(request, archive.uri, list_nights(archive.uri, request.survey))
+    """Load and validate the partition's request; bad input fails the step with the CLI's message."""
+    try:
+        request = requests.store().load(context.partition_key)
+        plan = plan_transfer(request, archive.uri, list_nights(archive.uri, request.survey))
+    except ValueError as exc:  # RequestError, ConditionError, ContentError: a retry cannot help
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     return request, plan
 
 
