@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow as pa
@@ -162,4 +163,8 @@ def test_demo_command_end_to_end_leaves_no_process(tmp_path):
     # the demo really started a broker and a Spark JVM, and neither outlived it
     names = set(seen.values())
     assert "java" in names and any(name.startswith("tansu") for name in names), names
+    # Dagster's compute-log tailers notice their parent's exit within a second or two
+    deadline = time.monotonic() + 15
+    while _descendants_alive(set(seen)) and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert _descendants_alive(set(seen)) == []

@@ -72,7 +72,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from fink_pipeline.orchestration.launch import run_transfer
     from fink_pipeline.transfer.request import TransferRequest
 
-    console = Console()
+    console = Console(soft_wrap=True)  # keep the pandas snippet copy-pasteable
     archive_root = args.archive or str(paths.default_archive_root())
     table_root = args.tables or str(paths.default_table_root())
     request_root = str(paths.state_dir() / "requests")
