@@ -25,19 +25,24 @@ class SparkResource(dg.ConfigurableResource):
     conf: dict[str, str] = {}
 
     _session: Any = PrivateAttr(default=None)
+    _owned: bool = PrivateAttr(default=False)
 
     def get_session(self):
         """The session (created lazily: steps that do not need Spark do not pay for a JVM)."""
         if self._session is None:
+            from pyspark import SparkContext
+
             from fink_pipeline.spark import build_spark_session
 
+            # A session already running in this process (tests, notebooks) is borrowed, not owned.
+            self._owned = SparkContext._active_spark_context is None
             self._session = build_spark_session(self.master, self.app_name, self.conf)
         return self._session
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if self._session is not None:
+        if self._session is not None and self._owned:
             self._session.stop()
-            self._session = None
+        self._session = None
 
 
 class KafkaResource(dg.ConfigurableResource):
