@@ -25,6 +25,8 @@ LOCAL_DEFAULT_CONF: dict[str, str] = {
     "spark.task.maxFailures": "4",
     "spark.sql.sources.partitionColumnTypeInference.enabled": "true",
     "spark.log.level": "WARN",
+    # alert schemas have hundreds of fields: keep plan strings whole instead of warning
+    "spark.sql.debug.maxToStringFields": "2000",
 }
 
 

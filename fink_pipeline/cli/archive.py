@@ -36,13 +36,13 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from fink_pipeline.archive.generate import generate_archive
     from fink_pipeline.surveys import get_survey
-    from fink_pipeline.transfer.request import parse_night
+    from fink_pipeline.archive.layout import parse_night
 
     if args.nights <= 0 or args.alerts_per_night <= 0:
         raise ValueError("--nights and --alerts-per-night must be positive")
     survey = get_survey(args.survey)
     root = args.root or str(paths.default_archive_root())
-    start = parse_night(args.start, "--start")
+    start = parse_night(args.start)
     with tqdm(total=args.nights * args.alerts_per_night, unit="alert", unit_scale=True,
               desc=f"{survey.name} archive") as bar:
         report = generate_archive(survey, root, start, args.nights, args.alerts_per_night, seed=args.seed,

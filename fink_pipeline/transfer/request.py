@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from fink_pipeline.archive.layout import parse_night
 from fink_pipeline.surveys import available_surveys, get_survey
 
 PACKETS = ("light", "medium", "full")
@@ -27,21 +28,6 @@ MAX_NIGHTS = 3660  # ten years: beyond this a typo in a year is far more likely 
 
 class RequestError(ValueError):
     """A request that cannot run: the message names the field and how to fix it."""
-
-
-def parse_night(value: str | dt.date, field: str = "night") -> dt.date:
-    """Parse YYYY-MM-DD or YYYYMMDD; the error names `field` and the expected format."""
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    text = str(value).strip()
-    for fmt in ("%Y-%m-%d", "%Y%m%d"):
-        try:
-            return dt.datetime.strptime(text, fmt).date()
-        except ValueError:
-            continue
-    raise RequestError(f"{field}: {value!r} is not a date; write it as YYYY-MM-DD (e.g. 2024-03-01)")
 
 
 def _closest(value: str, choices: Iterable[str]) -> str:
@@ -90,7 +76,7 @@ class TransferRequestFields(BaseModel):
     def _iso_night(cls, value: str) -> str:
         try:
             return parse_night(value).isoformat()
-        except RequestError:
+        except ValueError:
             raise ValueError(f"{value!r} is not a date; write it as YYYY-MM-DD (e.g. 2024-03-01)") from None
 
     @field_validator("classes")
