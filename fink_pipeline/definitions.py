@@ -2,14 +2,20 @@
 
 import dagster as dg
 
-from fink_pipeline.orchestration.assets import transfer
-from fink_pipeline.orchestration.jobs import transfer_job
+from fink_pipeline.orchestration.assets import archive, transfer
+from fink_pipeline.orchestration.jobs import alert_table_job, submit_transfer_job, transfer_job
 from fink_pipeline.orchestration.resources import resources_for
+from fink_pipeline.orchestration.sensors import (
+    standing_request_sensor,
+    submitted_transfer_sensor,
+    transfer_topic_sensor,
+)
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules([transfer]),
-    asset_checks=dg.load_asset_checks_from_modules([transfer]),
-    jobs=[transfer_job],
+    assets=dg.load_assets_from_modules([transfer, archive]),
+    asset_checks=dg.load_asset_checks_from_modules([transfer, archive]),
+    jobs=[transfer_job, alert_table_job, submit_transfer_job],
+    sensors=[submitted_transfer_sensor, standing_request_sensor, transfer_topic_sensor],
     resources=resources_for(),
     # Steps share one process so a run starts one Spark JVM, not one per step.
     executor=dg.in_process_executor,

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["fink_pipeline_tests.reliability_plugin"]
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("FINK_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
 

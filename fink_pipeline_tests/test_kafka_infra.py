@@ -7,6 +7,7 @@ import os
 import socket
 import stat
 import subprocess
+import time
 import sys
 import uuid
 from pathlib import Path
@@ -481,3 +482,25 @@ def test_status_records_json_and_summary_rules():
     assert summary.completed_spark_partitions == set()  # a new request resets
     summary.apply(EndRecord(request_id="r", total=0, schema_fingerprint="f"))
     assert summary.state == "finished" and summary.total == 0
+
+
+def test_private_broker_dies_with_its_parent():
+    """A test run killed by a time-out must not leave its broker running."""
+    import subprocess
+    import sys
+
+    code = (
+        "from fink_pipeline.kafka.broker import EmbeddedBroker; import time; "
+        "b = EmbeddedBroker(); b.start(); print(b.pid, flush=True); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    broker_pid = int(parent.stdout.readline())
+    assert psutil.pid_exists(broker_pid)
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and psutil.pid_exists(broker_pid):
+        if psutil.Process(broker_pid).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.1)
+    assert not psutil.pid_exists(broker_pid) or psutil.Process(broker_pid).status() == psutil.STATUS_ZOMBIE

@@ -3,7 +3,12 @@
 Flags are those of Fink's manual (`-topic`, `-outdir`, `-partitionby`, `-nconsumers`,
 `-batchsize`, `-limit`, `-maxtimeout`, `--restart_from_beginning`, `--dump_schema`,
 `--verbose`), plus `-format` and `-survey`. Connection settings come from fink-client's
-credentials file (`~/.finkclient/<survey>_credentials.yml`, see `fink-pipeline register`).
+credentials file (`~/.finkclient/<survey>_credentials.yml`, folder overridden by
+$FINK_CLIENT_HOME; see `fink-pipeline register`).
+
+Parallel consumers are processes, each owning a subset of the topic's partitions, so no two
+of them ever read the same message. Every batch is committed with its Kafka offsets in the
+table itself: the command can be killed at any moment and run again to resume exactly.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import multiprocessing as mp
 import os
 import queue
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -23,7 +29,8 @@ from fink_pipeline.consumer.sinks import PARTITION_CHOICES, DeltaSink, ParquetSi
 from fink_pipeline.kafka.settings import KafkaSettings
 
 LOGGER = logging.getLogger("fink_datatransfer")
-EXIT_OK, EXIT_FAILED_JOB, EXIT_INCOMPLETE, EXIT_USAGE = 0, 1, 3, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+TOPIC_PREFIXES = ("ftransfer_", "fxmatch_", "fink_ai_")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -31,80 +38,84 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fink_datatransfer",
         description="Download a Fink Data Transfer topic into a Delta table or a Parquet dataset, "
-        "exactly once and resumable.",
+        "exactly once and resumable (kill it at any time, run it again to resume).",
     )
     parser.add_argument("-topic", required=True, help="topic name, e.g. ftransfer_ztf_2024-03-01_123456")
-    parser.add_argument("-outdir", required=True, help="output table folder (or object-store URI for delta)")
+    parser.add_argument("-outdir", required=True, help="output table folder")
     parser.add_argument("-partitionby", default=None, choices=PARTITION_CHOICES,
-                        help="finkclass, time (year/month/day), tnsclass, classId or none "
-                        "(default: the survey's: finkclass for ztf, time for lsst, classId for elasticc)")
+                        help="finkclass, time (year=/month=/day=), tnsclass, classId or none "
+                        "(default: the survey's: finkclass for ztf, time otherwise; none when absent)")
     parser.add_argument("-nconsumers", type=int, default=os.cpu_count() or 1,
                         help="parallel consumer processes (default: number of cores)")
-    parser.add_argument("-batchsize", type=int, default=5000, help="messages decoded and written per batch")
-    parser.add_argument("-limit", type=int, default=None, help="stop after this many alerts (per consumer)")
-    parser.add_argument("-maxtimeout", type=float, default=10.0,
-                        help="seconds without messages before giving up (only for topics without status)")
-    parser.add_argument("-format", default="delta", choices=("delta", "parquet"))
+    parser.add_argument("-batchsize", type=int, default=50_000,
+                        help="messages decoded and committed per batch (fewer when they exceed 128 MB)")
+    parser.add_argument("-limit", type=int, default=None, help="stop after about this many alerts in total")
+    parser.add_argument("-maxtimeout", type=float, default=None,
+                        help="seconds without messages before stopping, only for topics without a "
+                        "status topic (default: the credentials file's maxtimeout, else 10)")
+    parser.add_argument("-format", default="delta", choices=("delta", "parquet"),
+                        help="output format (default: delta)")
     parser.add_argument("-survey", default=None, help="ztf, lsst or elasticc (default: from the topic name)")
-    parser.add_argument("-credentials", default=None, help="credentials file (default: ~/.finkclient/<survey>_credentials.yml)")
+    parser.add_argument("-credentials", default=None,
+                        help="credentials file (default: $FINK_CLIENT_HOME or ~/.finkclient, <survey>_credentials.yml)")
     parser.add_argument("-servers", default=None, help="bootstrap servers, overriding the credentials file")
     parser.add_argument("-groupid", default=None, help="consumer group id, overriding the credentials file")
     parser.add_argument("--restart_from_beginning", action="store_true",
                         help="delete the output folder and download the topic again")
-    parser.add_argument("--dump_schema", action="store_true", help="write schema_<topic>.json next to the output")
-    parser.add_argument("--verbose", action="store_true")
+    parser.add_argument("--dump_schema", action="store_true",
+                        help="write the topic's Avro schema to schema_<topic>.json in the current folder")
+    parser.add_argument("--verbose", action="store_true", help="log what each consumer does")
     return parser
 
 
 def survey_of_topic(topic: str) -> str:
     """`ftransfer_ztf_...` -> ztf; fink-client only accepts these prefixes."""
-    for prefix in ("ftransfer_", "fxmatch_", "fink_ai_"):
+    for prefix in TOPIC_PREFIXES:
         if topic.startswith(prefix):
             return topic[len(prefix):].split("_", 1)[0]
-    raise ValueError(f"-topic {topic!r}: transfer topics start with ftransfer_, fxmatch_ or fink_ai_")
+    raise ValueError(f"-topic {topic!r}: transfer topics start with ftransfer_, fxmatch_ or fink_ai_ "
+                     "(see the tab `Get your data` of the portal)")
 
 
-def resolve_settings(args: argparse.Namespace, survey: str) -> tuple[KafkaSettings, str]:
-    """Connection settings and group id from flags, environment or the credentials file."""
-    from fink_pipeline.kafka.settings import credentials_path
+def resolve_settings(args: argparse.Namespace, survey: str) -> tuple[KafkaSettings, str, float]:
+    """Connection settings, group id and max time-out from flags, environment or the credentials file."""
+    from fink_pipeline.kafka.settings import credentials_path, read_credentials_file
 
     servers = args.servers or os.environ.get("FINK_KAFKA_BOOTSTRAP_SERVERS")
     path = Path(args.credentials) if args.credentials else credentials_path(survey)
+    maxtimeout = 10.0
     if servers:
         settings = KafkaSettings(bootstrap_servers=servers)
     elif path.exists():
         settings = KafkaSettings.from_credentials_file(path)
+        maxtimeout = float(read_credentials_file(path).get("maxtimeout") or maxtimeout)
     else:
         raise ValueError(
             f"no Kafka connection: {path} does not exist; run `fink-pipeline register --survey {survey} "
             "--servers HOST:PORT` (or pass -servers)"
         )
     group = args.groupid or settings.group_id or f"fink_datatransfer_{survey}"
-    return settings, group
+    if args.maxtimeout is not None:
+        maxtimeout = args.maxtimeout
+    return settings, group, maxtimeout
 
 
-def _worker(options: dict, partitions: list[int], events) -> None:
-    """One consumer process: its partitions into the shared table, progress on `events`."""
-    from fink_pipeline.consumer.core import consume_topic
-
-    logging.basicConfig(level=logging.INFO if options["verbose"] else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
-    settings = options["settings"]  # pickled as is: a JSON dump would mask the password
-    sink = make_sink(options)
-    try:
-        report = consume_topic(
-            settings, options["topic"], sink,
-            group_id=options["group"], partitions=partitions, batch_size=options["batchsize"],
-            max_timeout=options["maxtimeout"], limit=options["limit"],
-            quarantine_dir=options["quarantine"], avro_schema=options["schema"],
-            progress=lambda n, status: events.put(("progress", n, status.state, status.total)),
-        )
-        events.put(("done", {"consumed": report.consumed, "quarantined": report.quarantined,
-                             "state": report.state, "complete": report.complete,
-                             "expected": report.expected_total}, None, None))
-    except BaseException as exc:  # reported to the parent, which decides the exit code
-        events.put(("error", f"{type(exc).__name__}: {exc}", None, None))
-        raise
+def choose_partitioning(requested: str | None, survey, arrow_schema) -> tuple[Partitioning, str | None]:
+    """The partitioning to use and, when the default had to be changed, why."""
+    if requested is not None:
+        partitioning = Partitioning(requested, survey.time_column, survey.time_scale)
+        partitioning.check(arrow_schema)
+        return partitioning, None
+    for mode in (survey.default_partitionby, "time", "none"):
+        partitioning = Partitioning(mode, survey.time_column, survey.time_scale)
+        try:
+            partitioning.check(arrow_schema)
+        except ValueError:
+            continue
+        note = None if mode == survey.default_partitionby else (
+            f"the topic has no {survey.default_partitionby!r} field: partitioned by {mode}")
+        return partitioning, note
+    raise AssertionError("partitioning 'none' always applies")
 
 
 def make_sink(options: dict):
@@ -121,133 +132,260 @@ def split_partitions(partitions: list[int], n: int) -> list[list[int]]:
     return [partitions[i::n] for i in range(n)]
 
 
+def split_limit(limit: int | None, n: int) -> list[int | None]:
+    """A total -limit shared between `n` consumers."""
+    if limit is None:
+        return [None] * n
+    return [limit // n + (1 if i < limit % n else 0) for i in range(n)]
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Consumers must not outlive the command (a killed command would leave writers behind)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the parent's liveness is also checked after every batch
+    if os.getppid() != parent_pid:
+        os._exit(EXIT_FAILED)
+
+
+def _worker(parent_pid: int, inbox, events) -> None:
+    """One consumer process: its partitions into the shared table, progress on `events`.
+
+    Started before the parent has read the schema and the status, so that its imports overlap
+    with that work; its assignment (options, partitions, limit) then arrives on `inbox`
+    (None: nothing to do).
+    """
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent
+    # polars' allocator (jemalloc) returns freed batches to the system within 0.5 s instead of
+    # keeping them for 10 s: memory stays that of one batch however long the topic
+    os.environ.setdefault("_RJEM_MALLOC_CONF", "background_thread:true,dirty_decay_ms:500,muzzy_decay_ms:500")
+    from fink_pipeline.consumer.core import consume_topic
+
+    assignment = inbox.get()
+    if assignment is None:
+        return
+    options, partitions, limit = assignment
+    _configure_logging(options["verbose"])
+
+    def progress(n, status):
+        if os.getppid() != parent_pid:
+            os._exit(EXIT_FAILED)
+        events.put(("progress", n, status.state, status.total))
+
+    try:
+        report = consume_topic(
+            options["settings"], options["topic"], make_sink(options),
+            group_id=options["group"], partitions=partitions, batch_size=options["batchsize"],
+            max_timeout=options["maxtimeout"], limit=limit, quarantine_dir=options["quarantine"],
+            avro_schema=options["schema"], progress=progress,
+        )
+        events.put(("done", {"consumed": report.consumed, "quarantined": report.quarantined,
+                             "state": report.state, "complete": report.complete,
+                             "expected": report.expected_total}, None, None))
+    except Exception as exc:  # reported to the parent, which prints it and sets the exit code
+        if options["verbose"]:
+            LOGGER.exception("consumer failed")
+        events.put(("error", f"{type(exc).__name__}: {exc}", None, None))
+
+
+class _Workers:
+    """Consumer processes started early and told their partitions later."""
+
+    def __init__(self, n: int) -> None:
+        context = mp.get_context("spawn")  # librdkafka threads do not survive fork
+        self.events = context.Queue()
+        self.inboxes = [context.Queue() for _ in range(n)]
+        self.processes = [context.Process(target=_worker, args=(os.getpid(), inbox, self.events), daemon=True)
+                          for inbox in self.inboxes]
+        for process in self.processes:
+            process.start()
+        self.active: list = []
+
+    def assign(self, assignments: list[tuple]) -> None:
+        """Send each assignment to one process; the others exit."""
+        for i, inbox in enumerate(self.inboxes):
+            inbox.put(assignments[i] if i < len(assignments) else None)
+        self.active = self.processes[:len(assignments)]
+
+    def stop(self) -> None:
+        """Release processes that got no assignment yet (early errors) and reap them all."""
+        if not self.active:
+            for inbox in self.inboxes:
+                inbox.put(None)
+        for process in self.processes:
+            process.join(timeout=30)
+            if process.is_alive():
+                process.terminate()
+
+
 def run(args: argparse.Namespace) -> int:
     """Download the topic; returns the process exit code."""
     from rich.console import Console
-    from tqdm import tqdm
 
-    from fink_pipeline.consumer.core import fetch_schema, topic_partitions
-    from fink_pipeline.kafka.status import read_status
     from fink_pipeline.surveys import get_survey
 
-    console = Console(stderr=True)
-    survey = get_survey(args.survey or survey_of_topic(args.topic))
-    settings, group = resolve_settings(args, survey.name)
-    partitionby = args.partitionby or survey.default_partitionby
+    console = Console(stderr=True, soft_wrap=True)  # long paths stay greppable in logs
     if args.batchsize <= 0 or args.nconsumers <= 0:
-        raise ValueError("-batchsize and -nconsumers must be positive")
-    outdir = args.outdir
-    if args.restart_from_beginning and Path(outdir).exists():
-        console.print(f"--restart_from_beginning: removing {outdir}")
-        shutil.rmtree(outdir)
-    schema = fetch_schema(settings, args.topic, timeout_s=max(args.maxtimeout, 5.0))
+        raise ValueError("-batchsize and -nconsumers must be positive integers")
+    if args.limit is not None and args.limit <= 0:
+        raise ValueError("-limit must be a positive number of alerts")
+    from fink_pipeline.avro import arrow_schema_for_avro
+    from fink_pipeline.consumer.core import fetch_schema
+
+    survey = get_survey(args.survey or survey_of_topic(args.topic))
+    settings, group, maxtimeout = resolve_settings(args, survey.name)
+    schema = fetch_schema(settings, args.topic, timeout_s=max(maxtimeout, 5.0))
+    partitioning, note = choose_partitioning(args.partitionby, survey, arrow_schema_for_avro(schema))
+    # Input checked: start the consumer processes now, their imports overlap with the rest.
+    workers = _Workers(args.nconsumers)
+    try:
+        return _run(args, console, survey, settings, group, maxtimeout, schema, partitioning, note, workers)
+    finally:
+        workers.stop()
+
+
+def _run(args, console, survey, settings, group, maxtimeout, schema, partitioning, note, workers: _Workers) -> int:
+    """Everything after the consumer processes are started: prepare, assign, follow, sum up."""
+    from tqdm import tqdm
+
+    from fink_pipeline.avro import arrow_schema_for_avro
+    from fink_pipeline.consumer.core import topic_partitions
+    from fink_pipeline.consumer.sinks import rows_per_partition_value
+    from fink_pipeline.kafka.status import read_status
+
+    outdir = str(Path(args.outdir).expanduser().resolve())
+    quarantine = f"{outdir}_quarantine"
+    if args.restart_from_beginning:
+        for folder in (outdir, quarantine):
+            if Path(folder).exists():
+                console.print(f"--restart_from_beginning: removing {folder}")
+                shutil.rmtree(folder)
     if args.dump_schema:
-        dump = Path(outdir).parent / f"schema_{args.topic}.json"
-        dump.parent.mkdir(parents=True, exist_ok=True)
+        dump = Path.cwd() / f"schema_{args.topic}.json"
         dump.write_text(json.dumps(schema, indent=2))
         console.print(f"schema written to {dump}")
+    if note:
+        console.print(f"[yellow]{note}[/yellow]")
     partitions = topic_partitions(settings, args.topic)
     status = read_status(settings, args.topic)
     console.print(f"{args.topic}: job {status.state}"
-                  + (f", {status.total:,} alerts published" if status.total is not None else ""))
+                  + (f", {status.total:,} alerts published" if status.total is not None else "")
+                  + f"; {len(partitions)} partitions -> {outdir} ({args.format}, by {partitioning.mode})")
     options = {
         "settings": settings, "topic": args.topic, "group": group,
-        "outdir": outdir, "format": args.format, "partitionby": partitionby,
+        "outdir": outdir, "format": args.format, "partitionby": partitioning.mode,
         "time_column": survey.time_column, "time_scale": survey.time_scale,
-        "batchsize": args.batchsize, "maxtimeout": args.maxtimeout, "limit": args.limit,
-        "quarantine": str(Path(outdir).parent / f"{Path(outdir).name}_quarantine"),
-        "schema": schema, "verbose": args.verbose,
+        "batchsize": args.batchsize, "maxtimeout": maxtimeout,
+        "quarantine": quarantine, "schema": schema, "verbose": args.verbose,
     }
+    # Created once here: parallel consumers would otherwise race to create the table.
+    make_sink(options).prepare(arrow_schema_for_avro(schema))
+    already = sum(rows_per_partition_value(outdir, args.format, []).values())
     groups = split_partitions(partitions, args.nconsumers)
-    context = mp.get_context("spawn")  # librdkafka threads do not survive fork
-    events = context.Queue()
-    workers = [context.Process(target=_worker, args=(options, g, events), daemon=True) for g in groups]
+    limits = split_limit(args.limit, len(groups))
     started = time.monotonic()
-    for w in workers:
-        w.start()
-    done, errors, consumed = [], [], 0
-    bar = tqdm(total=status.total, unit="alert", unit_scale=True, desc=args.topic[-24:], file=sys.stderr,
-               disable=None)
+    workers.assign([(options, g, lim) for g, lim in zip(groups, limits)])
+    events = workers.events
+    done: list[dict] = []
+    errors: list[str] = []
+    consumed = 0
+    # alerts/s and, once the total is known from the status topic, the ETA
+    bar = tqdm(total=status.total, initial=already, unit=" alerts", unit_scale=True,
+               desc="Downloading", file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
     try:
-        while len(done) + len(errors) < len(workers):
+        while len(done) + len(errors) < len(workers.active):
             try:
-                kind, payload, state, total = events.get(timeout=1.0)
+                kind, payload, state, total = events.get(timeout=0.5)
             except queue.Empty:
-                if not any(w.is_alive() for w in workers) and events.empty():
+                dead = [w for w in workers.active if w.exitcode not in (None, 0)]
+                if len(dead) > len(errors) and events.empty():
+                    errors.extend(f"consumer process {w.pid} died with exit code {w.exitcode}"
+                                  for w in dead[len(errors):])
+                if not any(w.is_alive() for w in workers.active) and events.empty():
                     break
                 continue
             if kind == "progress":
                 consumed += payload
                 if total is not None and bar.total != total:
-                    bar.total = total
+                    bar.total = total  # the end record arrived: ETA from here on
                 bar.set_postfix_str(f"job {state}", refresh=False)
                 bar.update(payload)
             elif kind == "done":
                 done.append(payload)
             else:
                 errors.append(payload)
+    except KeyboardInterrupt:
+        for w in workers.processes:
+            w.terminate()
+        raise
     finally:
         bar.close()
-        for w in workers:
-            w.join(timeout=30)
     seconds = time.monotonic() - started
     quarantined = sum(d["quarantined"] for d in done)
-    print_summary(console, options, consumed, seconds, quarantined)
+    print_summary(console, options, partitioning, consumed, seconds, quarantined, status.total)
     for error in errors:
         console.print(f"[red]consumer failed[/red]: {error}")
     if errors:
-        return EXIT_FAILED_JOB
+        return EXIT_FAILED
     if any(d["state"] == "failed" for d in done):
         console.print("[red]the publishing job failed[/red]: the table holds what was published before")
-        return EXIT_FAILED_JOB
-    if not all(d["complete"] for d in done) and args.limit is None and status.state != "unknown":
+        return EXIT_FAILED
+    if args.limit is None and any(d["state"] != "unknown" and not d["complete"] for d in done):
         console.print("[yellow]incomplete[/yellow]: run the same command again to resume")
         return EXIT_INCOMPLETE
     return EXIT_OK
 
 
-def print_summary(console, options: dict, consumed: int, seconds: float, quarantined: int) -> None:
-    """Rows per partition value of the output table, and the run's rate."""
-    import pyarrow as pa
+def print_summary(console, options: dict, partitioning: Partitioning, consumed: int, seconds: float,
+                  quarantined: int, published: int | None) -> None:
+    """Rows per partition value of the output table (from metadata only), and the run's rate."""
     from rich.table import Table
 
-    from fink_pipeline.consumer.sinks import read_parquet_dataset
+    from fink_pipeline.consumer.sinks import rows_per_partition_value
 
-    column = {"time": "year", "none": None}.get(options["partitionby"], options["partitionby"])
-    counts: dict[str, int] = {}
-    if Path(options["outdir"]).exists():
-        if options["format"] == "delta":
-            from deltalake import DeltaTable, QueryBuilder
-
-            group = f'"{column}"' if column else "'all'"
-            sql = f"SELECT CAST({group} AS VARCHAR) AS v, count(*) AS n FROM t GROUP BY 1 ORDER BY 2 DESC"
-            result = pa.table(QueryBuilder().register("t", DeltaTable(options["outdir"])).execute(sql).read_all())
-        else:
-            table = read_parquet_dataset(options["outdir"])
-            values = table[column].cast(pa.string()) if column else pa.array(["all"] * table.num_rows)
-            result = pa.table({"v": values}).group_by("v").aggregate([([], "count_all")]).rename_columns(["v", "n"])
-        counts = dict(zip(result["v"].to_pylist(), result["n"].to_pylist()))
+    columns = partitioning.columns
+    counts = rows_per_partition_value(options["outdir"], options["format"], columns)
     summary = Table(title=f"{options['outdir']} ({options['format']})")
-    summary.add_column(column or "table")
+    summary.add_column("/".join(columns) if columns else "table")
     summary.add_column("alerts", justify="right")
-    for value, n in sorted(counts.items(), key=lambda kv: -kv[1]):
-        summary.add_row(str(value), f"{n:,}")
-    summary.add_row("[bold]total[/bold]", f"[bold]{sum(counts.values()):,}[/bold]")
+    for value, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        summary.add_row(value, f"{n:,}")
+    total = sum(counts.values())
+    summary.add_row("[bold]total[/bold]", f"[bold]{total:,}[/bold]"
+                    + (f" of {published:,} published" if published is not None else ""))
     console.print(summary)
     rate = consumed / seconds if seconds > 0 else 0.0
-    console.print(f"{consumed:,} alerts downloaded in {seconds:.1f} s ({rate:,.0f} alerts/s)"
-                  + (f"; {quarantined} undecodable messages quarantined" if quarantined else ""))
+    console.print(f"{consumed:,} alerts downloaded in {seconds:.1f} s ({rate:,.0f} alerts/s); "
+                  f"{quarantined} undecodable messages quarantined"
+                  + (f" in {options['quarantine']}" if quarantined else ""))
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(message)s")
+    # librdkafka logs every connection retry as an error: only shown with --verbose
+    logging.getLogger("fink_pipeline.librdkafka").setLevel(logging.INFO if verbose else logging.CRITICAL)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `fink_datatransfer`."""
+    from confluent_kafka import KafkaException
+
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(message)s")
+    _configure_logging(args.verbose)
     try:
         return run(args)
     except (ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KafkaException as exc:
+        print(f"error: Kafka: {exc.args[0].str() if exc.args else exc}; check -servers or the "
+              "`servers` entry of the credentials file", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted: run the same command again to resume", file=sys.stderr)

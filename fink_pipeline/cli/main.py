@@ -12,6 +12,7 @@ COMMAND_MODULES = (
     "fink_pipeline.cli.broker",
     "fink_pipeline.cli.archive",
     "fink_pipeline.cli.request",
+    "fink_pipeline.cli.standing",
     "fink_pipeline.cli.register",
 )
 

@@ -1,8 +1,9 @@
-"""`fink-pipeline request validate|submit [FILE] [flags]`: check and launch transfers."""
+"""`fink-pipeline request validate|estimate|submit [FILE] [flags]`: check, size and launch transfers."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from fink_pipeline import paths
 
@@ -23,11 +24,27 @@ def _add_request_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("request", help="validate or submit a transfer request")
+    parser = subparsers.add_parser("request", help="validate, estimate or submit a transfer request")
     commands = parser.add_subparsers(dest="request_command", required=True, metavar="ACTION")
     validate = commands.add_parser("validate", help="check a request; exit non-zero on any error")
     _add_request_flags(validate)
     validate.set_defaults(func=run_validate)
+    estimate = commands.add_parser(
+        "estimate",
+        help="alerts and bytes a request would publish, per night and class",
+        description="Counts come from the nightly statistics (exact for nights and classes); extra "
+        "conditions and a live-stream filter are evaluated by Spark on a random sample of alerts "
+        "(estimate with a confidence interval). Size: Avro payload bytes per alert of the chosen "
+        "content, measured by encoding a sample.",
+    )
+    _add_request_flags(estimate)
+    estimate.add_argument("--sample-rows", type=int, default=None,
+                          help="alerts evaluated for conditions/filters over the whole request")
+    estimate.add_argument("--seed", type=int, default=0, help="seed of the random sample")
+    estimate.add_argument("--save-statistics", action="store_true",
+                          help="store the nightly statistics computed on the way")
+    estimate.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    estimate.set_defaults(func=run_estimate)
     submit = commands.add_parser("submit", help="submit a request and run its transfer")
     _add_request_flags(submit)
     submit.add_argument("--tables", default=None, help="table root (default: state dir / tables)")
@@ -68,6 +85,8 @@ def plan_request(args: argparse.Namespace):
 def run_validate(args: argparse.Namespace) -> int:
     """Print the resolved request, or the first error (exit 2)."""
     request, plan, _ = plan_request(args)
+    for note in plan.notes:
+        print(f"warning: {note}", file=sys.stderr)
     print(f"valid: {request.survey} {request.start}..{request.stop}, {len(plan.night_paths)} nights present"
           + (f", {len(plan.missing_nights)} missing" if plan.missing_nights else ""))
     print(f"  classes:    {request.classes or 'all'}")
@@ -77,6 +96,75 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"  filter:     {plan.livestream_filter.fink_module}")
     print(f"  content:    {plan.content.packet or plan.content.output_names} ({len(plan.content.columns)} columns)")
     return 0
+
+
+def run_estimate(args: argparse.Namespace) -> int:
+    """Print the estimate as a table per night and class, totals and size (or JSON)."""
+    import json
+
+    from fink_pipeline.transfer.estimate import DEFAULT_SAMPLE_ROWS, estimate_request
+
+    if args.sample_rows is not None and args.sample_rows <= 0:
+        raise ValueError(f"--sample-rows must be a positive number of alerts, got {args.sample_rows}")
+    request, plan, archive = plan_request(args)
+    estimate = estimate_request(request, archive, plan=plan, seed=args.seed,
+                                sample_rows=args.sample_rows or DEFAULT_SAMPLE_ROWS,
+                                save_statistics=args.save_statistics)
+    if args.json:
+        print(json.dumps(estimate.as_metadata(), indent=2))
+        return 0
+    print_estimate(estimate)
+    return 0
+
+
+def print_estimate(estimate) -> None:
+    """Rich tables: per night and class, per class over all nights, then totals and size."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from fink_pipeline.transfer.estimate import format_count, human_bytes
+
+    console = Console(width=None if sys.stdout.isatty() else 160)
+    sampled = estimate.sampled
+    table = Table(title=f"{estimate.survey} {estimate.start} .. {estimate.stop}: estimated alerts per night and class")
+    table.add_column("night")
+    table.add_column("class")
+    table.add_column("in class", justify="right")
+    interval = f" ({estimate.confidence:.0%} interval)" if sampled else ""
+    table.add_column(f"estimated alerts{interval}", justify="right")
+    if sampled:
+        table.add_column("sample passed", justify="right")
+    for night_row in estimate.night_rows:
+        for row in (r for r in estimate.rows if r.night == night_row.night):
+            cells = [str(row.night), row.label, f"{row.in_class:,}", format_count(row)]
+            table.add_row(*cells, *([f"{row.passed:,}/{row.sampled:,}"] if sampled else []))
+        cells = [str(night_row.night), "[b]night total[/b]", f"{night_row.in_class:,}",
+                 f"[b]{format_count(night_row)}[/b]"]
+        table.add_row(*cells, *([f"{night_row.passed:,}/{night_row.sampled:,}"] if sampled else []), end_section=True)
+    console.print(table)
+    if len(estimate.nights) > 1:
+        per_class = Table(title="per class, all nights")
+        per_class.add_column("class")
+        per_class.add_column("in class", justify="right")
+        per_class.add_column("estimated alerts", justify="right")
+        for row in estimate.per_class():
+            per_class.add_row(row.label, f"{row.in_class:,}", format_count(row))
+        console.print(per_class)
+    total = estimate.total
+    low, high = estimate.size_range
+    console.print(f"nights: {len(estimate.nights)} with data"
+                  + (f", {len(estimate.missing_nights)} without" if estimate.missing_nights else "")
+                  + f"; alerts in these nights: {estimate.alerts_in_nights:,}")
+    console.print(f"[b]total: {format_count(total)} alerts[/b]" + ("" if estimate.exact else " (estimate)"))
+    size = human_bytes(estimate.size_bytes)
+    if not estimate.exact:
+        size += f" ({human_bytes(low)} .. {human_bytes(high)})"
+    console.print(f"[b]size: {size}[/b] of Avro payload, {estimate.bytes_per_alert:,.0f} B per alert "
+                  f"({estimate.content}); the job reads {estimate.archive_bytes_per_alert:,.0f} B per alert "
+                  "from the archive")
+    console.print(f"method: {estimate.method}")
+    for note in estimate.notes:
+        console.print(f"note: {note}")
 
 
 def run_submit(args: argparse.Namespace) -> int:

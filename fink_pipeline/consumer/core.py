@@ -2,9 +2,11 @@
 
 The consumer assigns partitions explicitly (no group join, which is slow on the embedded
 broker), starts each at the offset the sink says comes next, decodes whole batches into Arrow,
-and commits data and offsets together through the sink. It knows it is done from the job's
-`<topic>_status` end record (final offset per partition), not from watermarks or time-outs;
-time-outs are only the fallback for topics published without a status topic.
+and commits data and offsets together through the sink; the Kafka group offsets follow each
+table commit (informational: the table is the source of truth). It knows it is done from the
+job's `<topic>_status` end record (final offset per partition), not from watermarks or
+time-outs; time-outs are only the fallback for topics published without a status topic.
+Messages that do not decode go to a quarantine file with their partition and offset.
 """
 
 from __future__ import annotations
@@ -18,16 +20,45 @@ from typing import Callable, Sequence
 
 import pyarrow as pa
 
-from fink_pipeline.avro import decode_batch_safe
+from fink_pipeline.avro import arrow_schema_for_avro, decode_batch_safe
 from fink_pipeline.consumer.sinks import Sink
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import TransferStatus, read_status
 
 LOGGER = logging.getLogger("fink_pipeline.consumer")
+# librdkafka's own log lines (connection retries are logged as errors, several per second)
+# go through this logger, so that a command can keep them out of the user's terminal.
+LIBRDKAFKA_LOGGER = logging.getLogger("fink_pipeline.librdkafka")
+
+# A batch closes at this many message bytes even below -batchsize: bounds memory for the
+# full packet (55 KB/alert) while keeping light batches large (per-alert write cost falls
+# with batch size: every batch writes one file per partition value).
+DEFAULT_MAX_BATCH_BYTES = 128 * 1024 * 1024
+# librdkafka fetch sizing: large fetches (few round trips) and a prefetch queue capped in
+# bytes and messages, so that memory does not grow with the topic.
+FETCH_CONFIG = {
+    "fetch.max.bytes": 32 * 1024 * 1024,
+    "max.partition.fetch.bytes": 8 * 1024 * 1024,
+    "fetch.min.bytes": 1,
+    "fetch.wait.max.ms": 100,
+    "queued.max.messages.kbytes": 64 * 1024,
+    "queued.min.messages": 50_000,
+}
+STATUS_POLL_SECONDS = 1.0
+
+
+# After this long without a message, the consumer asks the broker whether its topic still
+# exists (a broker restarted on memory storage, or a topic deleted, would otherwise leave it
+# waiting forever); a broker that does not answer (paused, unreachable) is waited for.
+TOPIC_CHECK_AFTER_S = 5.0
 
 
 class SchemaNotFound(RuntimeError):
     """The `<topic>_schema` companion topic had no schema within the time-out."""
+
+
+class TopicGone(RuntimeError):
+    """The topic being consumed no longer exists on the broker."""
 
 
 @dataclass
@@ -45,13 +76,15 @@ class ConsumeReport:
     complete: bool = False
     per_partition: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
+    quarantine_files: list[str] = field(default_factory=list)
 
     @property
     def alerts_per_second(self) -> float:
         return self.consumed / self.seconds if self.seconds > 0 else 0.0
 
 
-def _consumer(settings: KafkaSettings, group_id: str, extra: dict | None = None):
+def kafka_consumer(settings: KafkaSettings, group_id: str, extra: dict | None = None):
+    """A confluent-kafka consumer for `assign()` use: manual commits, read_committed."""
     from confluent_kafka import Consumer
 
     return Consumer(
@@ -62,8 +95,9 @@ def _consumer(settings: KafkaSettings, group_id: str, extra: dict | None = None)
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
             "isolation.level": "read_committed",
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "allow.auto.create.topics": False,
+            "logger": LIBRDKAFKA_LOGGER,
+            **FETCH_CONFIG,
             **(extra or {}),
         }
     )
@@ -73,17 +107,20 @@ def fetch_schema(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -
     """Read the Avro schema of `topic` from `<topic>_schema` (key = schema JSON), without committing."""
     from confluent_kafka import TopicPartition
 
-    consumer = _consumer(settings, f"fink-pipeline-schema-{topic}")
+    consumer = kafka_consumer(settings, f"fink-pipeline-schema-{topic}")
     try:
         metadata = consumer.list_topics(f"{topic}_schema", timeout=10)
         info = metadata.topics.get(f"{topic}_schema")
         if info is None or info.error is not None or not info.partitions:
-            raise SchemaNotFound(f"no schema topic {topic}_schema: is the topic name right, and has the job started?")
+            raise SchemaNotFound(
+                f"no schema topic {topic}_schema on {settings.bootstrap_servers}: check the topic name "
+                "(tab `Get your data` of the portal) and that the transfer job has started"
+            )
         consumer.assign([TopicPartition(f"{topic}_schema", p, 0) for p in info.partitions])
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
-            if msg is None or msg.error():
+            if msg is None or msg.error() or not msg.key():
                 continue
             return json.loads(msg.key())
         raise SchemaNotFound(f"No schema found in {topic}_schema within {timeout_s:.0f} s -- wait a few seconds and relaunch")
@@ -93,14 +130,22 @@ def fetch_schema(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -
 
 def topic_partitions(settings: KafkaSettings, topic: str) -> list[int]:
     """Partition ids of `topic` (error naming the topic when it does not exist)."""
-    consumer = _consumer(settings, "fink-pipeline-metadata")
+    consumer = kafka_consumer(settings, "fink-pipeline-metadata")
     try:
         info = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if info is None or info.error is not None or not info.partitions:
-            raise RuntimeError(f"topic {topic} does not exist on {settings.bootstrap_servers}")
+            raise RuntimeError(f"topic {topic} does not exist on {settings.bootstrap_servers}: check -topic")
         return sorted(info.partitions)
     finally:
         consumer.close()
+
+
+def partition_done(status: TransferStatus, partition: int, next_offset: int) -> bool:
+    """True when the end record says nothing of `partition` is left at or after `next_offset`."""
+    if status.state != "finished":
+        return False
+    final = status.final_offsets.get(partition)
+    return final is None or final.count == 0 or next_offset > final.last_offset
 
 
 def consume_topic(
@@ -110,108 +155,175 @@ def consume_topic(
     *,
     group_id: str,
     partitions: Sequence[int] | None = None,
-    batch_size: int = 5000,
+    batch_size: int = 50_000,
     max_timeout: float = 10.0,
     limit: int | None = None,
     quarantine_dir: str | Path | None = None,
     progress: Callable[[int, TransferStatus], None] | None = None,
     avro_schema: dict | None = None,
     commit_group_offsets: bool = True,
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     log: logging.Logger | None = None,
 ) -> ConsumeReport:
-    """Consume `topic` (all or the given partitions) into `sink`, exactly once, until done."""
-    from confluent_kafka import KafkaError, TopicPartition
+    """Consume `topic` (all or the given partitions) into `sink`, exactly once, until done.
 
+    Done means: every partition reached the final offset of the `<topic>_status` end record,
+    or the job failed (report.state == "failed"), or `limit` messages were read, or -- only for
+    topics without a status -- nothing arrived for `max_timeout` seconds. `progress` is called
+    after each committed batch with the number of messages and the latest status.
+    """
+    from confluent_kafka import TopicPartition
+
+    if batch_size <= 0:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
     log = log or LOGGER
     started = time.monotonic()
     report = ConsumeReport(topic=topic)
     avro_schema = avro_schema or fetch_schema(settings, topic, timeout_s=max(max_timeout, 5.0))
     partitions = list(partitions) if partitions is not None else topic_partitions(settings, topic)
+    sink.prepare(arrow_schema_for_avro(avro_schema))
     next_offsets = sink.resume_offsets(partitions)
     status = read_status(settings, topic)
-    report.state, report.expected_total = status.state, status.total if status.state == "finished" else None
+    last_status_read = time.monotonic()
 
-    def done(p: int) -> bool:
-        if status.state != "finished":
-            return False
-        final = status.final_offsets.get(p)
-        return final is None or final.count == 0 or next_offsets[p] > final.last_offset
+    def note(status_now: TransferStatus) -> None:
+        report.state = status_now.state
+        report.expected_total = status_now.total if status_now.state == "finished" else None
 
-    active = [p for p in partitions if not done(p)]
-    if not active:
-        report.complete = status.state == "finished"
-        report.next_offsets = dict(next_offsets)
-        report.seconds = time.monotonic() - started
-        return report
-
-    consumer = _consumer(settings, group_id)
-    consumer.assign([TopicPartition(topic, p, next_offsets[p]) for p in active])
-    last_message_at = time.monotonic()
-    last_status_check = time.monotonic()
+    note(status)
+    active = [p for p in partitions if not partition_done(status, p, next_offsets[p])]
+    consumer = None
     try:
-        while active:
+        if active:
+            consumer = kafka_consumer(settings, group_id)
+            consumer.assign([TopicPartition(topic, p, next_offsets[p]) for p in active])
+        last_message_at = last_topic_check = time.monotonic()
+        while active and status.state != "failed":
             want = batch_size if limit is None else min(batch_size, limit - report.consumed)
             if want <= 0:
                 break
-            messages = consumer.consume(num_messages=want, timeout=1.0)
-            good = [m for m in messages if m.error() is None]
-            for m in messages:
-                if m.error() is not None and m.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning(f"Kafka error on {topic}: {m.error()}")
+            messages, topic_unknown = _fetch_batch(consumer, want, max_batch_bytes, log, topic)
+            got_messages = bool(messages)
             now = time.monotonic()
-            if good:
+            if not got_messages and (topic_unknown or now - last_message_at > TOPIC_CHECK_AFTER_S) \
+                    and now - last_topic_check > TOPIC_CHECK_AFTER_S:
+                last_topic_check = now
+                if not _topic_exists(consumer, topic):
+                    raise TopicGone(
+                        f"topic {topic} no longer exists on {settings.bootstrap_servers} (deleted, expired or "
+                        "the broker lost it): the table keeps every batch committed so far; run again once "
+                        "the topic is published again to resume")
+            if got_messages:
                 last_message_at = now
-                _write_batch(good, avro_schema, sink, next_offsets, report, quarantine_dir, log)
+                touched = _write_batch(messages, avro_schema, sink, next_offsets, report, quarantine_dir, log)
+                n_messages = len(messages)
+                # free this batch (and the memory pool's unused pages) before fetching the next:
+                # peak memory stays that of one batch, whatever the topic's size
+                messages = None
+                pa.default_memory_pool().release_unused()
                 if commit_group_offsets:
-                    _commit_group(consumer, topic, next_offsets, good, log)
-                if progress:
-                    progress(len(good), status)
-            if now - last_status_check > 2.0 or not good:
-                if status.state in ("running", "unknown") and now - last_status_check > 1.0:
-                    status = read_status(settings, topic)
-                    report.state = status.state
-                    report.expected_total = status.total if status.state == "finished" else None
-                    last_status_check = now
-            if status.state == "failed":
-                log.error(f"the publishing job failed: {status.error}")
-                break
-            finished_now = [p for p in active if done(p)]
+                    _commit_group(consumer, topic, next_offsets, touched, log)
+                if progress is not None:
+                    progress(n_messages, status)
+            if status.state in ("running", "unknown") and (not got_messages or now - last_status_read > 2.0) \
+                    and now - last_status_read > STATUS_POLL_SECONDS:
+                status = read_status(settings, topic)
+                last_status_read = time.monotonic()
+                note(status)
+                if progress is not None and status.state != "running":
+                    progress(0, status)
+            finished_now = [p for p in active if partition_done(status, p, next_offsets[p])]
             if finished_now:
                 consumer.incremental_unassign([TopicPartition(topic, p) for p in finished_now])
                 active = [p for p in active if p not in finished_now]
-            if status.state == "unknown" and not good and now - last_message_at > max_timeout:
+            if status.state == "unknown" and not got_messages and now - last_message_at > max_timeout:
                 log.info(f"no status for {topic} and no message for {max_timeout:.0f} s: stopping")
                 break
+        if status.state == "failed":
+            log.error(f"the publishing job of {topic} failed: {status.error}")
     finally:
-        consumer.close()
-    report.complete = status.state == "finished" and all(done(p) for p in partitions)
+        if consumer is not None:
+            consumer.close()
+        sink.close()
+    report.complete = status.state == "finished" and all(partition_done(status, p, next_offsets[p]) for p in partitions)
     report.next_offsets = dict(next_offsets)
     report.seconds = time.monotonic() - started
     return report
 
 
-def _write_batch(messages, avro_schema, sink: Sink, next_offsets, report: ConsumeReport, quarantine_dir, log) -> None:
+def _topic_exists(consumer, topic: str) -> bool:
+    """False only when the broker answers that `topic` does not exist."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    try:
+        info = consumer.list_topics(topic, timeout=TOPIC_CHECK_AFTER_S).topics.get(topic)
+    except KafkaException:
+        return True  # no answer: cannot tell, keep waiting for the broker
+    if info is None:
+        return False
+    return info.error is None or info.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+
+
+_UNKNOWN_TOPIC_CODES = ("UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION")
+
+
+def _fetch_batch(consumer, want: int, max_bytes: int, log, topic: str) -> tuple[list, bool]:
+    """Up to `want` messages (fewer once `max_bytes` of values are in hand or the wait ends),
+    and whether the broker reported the topic unknown. Other Kafka errors are logged and
+    dropped from the batch."""
+    from confluent_kafka import KafkaError
+
+    unknown_codes = {getattr(KafkaError, name) for name in _UNKNOWN_TOPIC_CODES if hasattr(KafkaError, name)}
+    topic_unknown = False
+    batch: list = []
+    size = 0
+    deadline = time.monotonic() + 1.0
+    while len(batch) < want and size < max_bytes:
+        left = deadline - time.monotonic()
+        chunk = consumer.consume(num_messages=min(want - len(batch), 20_000), timeout=max(0.0, left) if batch else 1.0)
+        if not chunk:
+            break
+        for m in chunk:
+            err = m.error()
+            if err is None:
+                batch.append(m)
+                size += len(m.value() or b"")
+            elif err.code() in unknown_codes:
+                topic_unknown = True
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning(f"Kafka error on {topic}: {err}")
+        if time.monotonic() >= deadline:
+            break
+    return batch, topic_unknown
+
+
+def _write_batch(messages, avro_schema, sink: Sink, next_offsets: dict[int, int], report: ConsumeReport,
+                 quarantine_dir, log) -> set[int]:
+    """Decode one batch, quarantine what does not decode, commit rows and offsets together."""
     values = [m.value() for m in messages]
     table, bad, errors = decode_batch_safe(values, avro_schema)
-    first_offsets: dict[int, int] = {}
     batch_next: dict[int, int] = {}
+    per_partition = report.per_partition
     for m in messages:
-        p, o = m.partition(), m.offset()
-        first_offsets.setdefault(p, o)
-        batch_next[p] = max(batch_next.get(p, 0), o + 1)
-        report.per_partition[p] = report.per_partition.get(p, 0) + 1
+        p = m.partition()
+        batch_next[p] = m.offset() + 1  # offsets grow within a partition
+        per_partition[p] = per_partition.get(p, 0) + 1
     if bad:
-        _quarantine(quarantine_dir, report.topic, [messages[i] for i in bad], errors, log)
+        path = _quarantine(quarantine_dir, report.topic, [messages[i] for i in bad], errors, log)
         report.quarantined += len(bad)
-    sink.write(table, batch_next, first_offsets)
+        report.quarantine_files.append(path)
+    start = {p: next_offsets[p] for p in batch_next}
+    sink.write(table, batch_next, start)
     next_offsets.update(batch_next)
     report.consumed += len(messages)
     report.written += table.num_rows
     report.batches += 1
+    return set(batch_next)
 
 
-def _quarantine(quarantine_dir, topic: str, messages, errors: list[str], log) -> None:
-    """Keep undecodable messages with their coordinates; file names make rewrites idempotent."""
+def _quarantine(quarantine_dir, topic: str, messages, errors: list[str], log) -> str:
+    """Keep undecodable messages with their coordinates; names derive from the first message's
+    (partition, offset), so a batch replayed after a crash rewrites the same file."""
     import pyarrow.parquet as pq
 
     if quarantine_dir is None:
@@ -222,24 +334,37 @@ def _quarantine(quarantine_dir, topic: str, messages, errors: list[str], log) ->
     path = directory / f"{topic}-p{first.partition()}-o{first.offset()}.parquet"
     table = pa.table(
         {
-            "topic": [topic] * len(messages),
-            "partition": [m.partition() for m in messages],
-            "offset": [m.offset() for m in messages],
-            "key": [m.key() for m in messages],
-            "value": [m.value() for m in messages],
-            "error": errors,
+            "topic": pa.array([topic] * len(messages), pa.string()),
+            "partition": pa.array([m.partition() for m in messages], pa.int32()),
+            "offset": pa.array([m.offset() for m in messages], pa.int64()),
+            "key": pa.array([m.key() for m in messages], pa.binary()),
+            "value": pa.array([m.value() for m in messages], pa.binary()),
+            "error": pa.array(errors, pa.string()),
         }
     )
-    pq.write_table(table, path)
-    log.warning(f"{len(messages)} undecodable messages quarantined in {path}")
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(table, tmp)
+    tmp.replace(path)
+    log.warning(f"{len(messages)} undecodable messages of {topic} quarantined in {path}")
+    return str(path)
 
 
-def _commit_group(consumer, topic: str, next_offsets: dict[int, int], messages, log) -> None:
+def read_quarantine(quarantine_dir: str | Path) -> pa.Table:
+    """Every quarantined message (topic, partition, offset, key, value, error)."""
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(quarantine_dir).glob("*.parquet")) if Path(quarantine_dir).exists() else []
+    if not files:
+        return pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
+                         "offset": pa.array([], pa.int64())})
+    return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+def _commit_group(consumer, topic: str, next_offsets: dict[int, int], touched: set[int], log) -> None:
     """Kafka group offsets follow the table commit, for tools that read lag from the group."""
     from confluent_kafka import KafkaException, TopicPartition
 
-    touched = {m.partition() for m in messages}
     try:
-        consumer.commit(offsets=[TopicPartition(topic, p, next_offsets[p]) for p in touched], asynchronous=True)
+        consumer.commit(offsets=[TopicPartition(topic, p, next_offsets[p]) for p in sorted(touched)], asynchronous=True)
     except KafkaException as exc:  # informational only: the table holds the real progress
         log.debug(f"group offset commit failed: {exc}")

@@ -3,18 +3,28 @@
 Delta: each append carries one Delta transaction identifier per Kafka partition it contains
 (`app_id` = `<prefix>:<partition>`, `version` = next offset to read). The data files and the
 offsets land in the same commit, so after a crash at any point the table's own log says where
-to resume: nothing is lost and nothing is written twice.
+to resume: nothing is lost and nothing is written twice. Before each commit the sink checks, in
+the snapshot the commit is based on, that every partition's offset is still the one the batch
+started from; delta-rs then rejects the commit if a concurrent commit carries one of its
+`app_id`s (ConcurrentTransaction). Two consumers started on the same table by mistake therefore
+cannot both append the same messages: the late one stops with `ConcurrentConsumerError`.
 
-Parquet: file names are derived from (partition, first offset, last offset) and a batch is
-marked done by a small marker written after its files; on resume, files past the last marker
-are leftovers of an interrupted batch and are removed before reading again.
+Parquet: fink-client's layout (Hive folders, `part-*.parquet`). File names derive from the
+batch's offsets and a batch is committed by a small marker written atomically after its files;
+on resume, files of unmarked batches are leftovers of an interrupted batch and are removed.
+Each consumer holds an exclusive lock per Kafka partition (released by the kernel when the
+process dies, even by SIGKILL), so a second consumer of the same partitions refuses to start.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import re
+import shutil
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,95 +33,160 @@ from typing import Protocol, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
 
 PARTITION_CHOICES = ("finkclass", "tnsclass", "classId", "time", "none")
-NULL_PARTITION = "null"
+TIME_COLUMNS = ("year", "month", "day")
+
+
+class ConcurrentConsumerError(RuntimeError):
+    """Another consumer is writing the same Kafka partitions into the same table."""
 
 
 class Sink(Protocol):
     """Where decoded alerts go; `resume_offsets` and `write` must be exact across crashes."""
 
-    def resume_offsets(self, partitions: Sequence[int]) -> dict[int, int]: ...
+    def prepare(self, schema: pa.Schema) -> None:
+        """Create the table for rows of `schema` (before partitioning) if it does not exist."""
 
-    def write(self, table: pa.Table, next_offsets: dict[int, int], first_offsets: dict[int, int]) -> None: ...
+    def resume_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
+        """Next offset to read per Kafka partition, as committed in the table."""
+
+    def write(self, table: pa.Table, next_offsets: dict[int, int], start_offsets: dict[int, int]) -> None:
+        """Append `table` and commit, atomically with it, `next_offsets` for the batch's
+        partitions; `start_offsets` are the offsets the batch started reading from."""
+
+    def close(self) -> None:
+        """Release what the sink holds (locks)."""
 
 
 @dataclass(frozen=True)
 class Partitioning:
-    """How output rows are grouped into folders."""
+    """How output rows are grouped into folders (`-partitionby`)."""
 
     mode: str
     time_column: str | None = None
     time_scale: str = "jd"
+
+    def __post_init__(self) -> None:
+        if self.mode not in PARTITION_CHOICES:
+            raise ValueError(f"-partitionby {self.mode!r}: choose one of {', '.join(PARTITION_CHOICES)}")
 
     @property
     def columns(self) -> list[str]:
         if self.mode == "none":
             return []
         if self.mode == "time":
-            return ["year", "month", "day"]
+            return list(TIME_COLUMNS)
         return [self.mode]
 
-    def apply(self, table: pa.Table) -> pa.Table:
-        """Add or normalise the partition columns (vectorised)."""
+    def check(self, schema: pa.Schema) -> None:
+        """Fail early, naming the fix, when the content cannot be partitioned this way."""
         if self.mode == "none":
-            return table
+            return
         if self.mode == "time":
-            return add_time_partitions(table, self.time_column, self.time_scale)
-        if self.mode not in table.column_names:
+            if _time_field(schema, self.time_column) is None:
+                raise ValueError(
+                    f"-partitionby time needs the time column {self.time_column!r} in the topic's content; "
+                    "use -partitionby none (or a class column) for this topic"
+                )
+            return
+        if self.mode not in schema.names:
             raise ValueError(
                 f"-partitionby {self.mode}: the topic has no {self.mode!r} field; "
-                "choose time, none or a class column present in the content"
+                f"choose time, none or a class column among {[n for n in schema.names if 'class' in n.lower()]}"
             )
-        column = pc.fill_null(pc.cast(table[self.mode], pa.string()), NULL_PARTITION)
-        return table.set_column(table.schema.get_field_index(self.mode), self.mode, column)
+        dtype = schema.field(self.mode).type
+        if pa.types.is_nested(dtype) or pa.types.is_binary(dtype) or pa.types.is_floating(dtype):
+            raise ValueError(f"-partitionby {self.mode}: a {dtype} column cannot name folders; choose another")
+
+    def apply(self, table: pa.Table) -> pa.Table:
+        """Add the partition columns (vectorised); class columns are kept as they are."""
+        if self.mode == "time":
+            return add_time_partitions(table, self.time_column, self.time_scale)
+        return table
+
+    def output_schema(self, schema: pa.Schema) -> pa.Schema:
+        """Schema of the rows written for decoded rows of `schema`."""
+        return self.apply(schema.empty_table()).schema
 
 
-def _column_by_path(table: pa.Table, path: str) -> pa.ChunkedArray | None:
-    """A root column, or a nested struct field by dotted path."""
-    parts = path.split(".")
-    if parts[0] not in table.column_names:
+def _time_field(schema_or_table, time_column: str | None):
+    """Dotted path of the time column as it exists in the content (root name when flattened)."""
+    if not time_column:
         return None
-    column = table[parts[0]]
-    for part in parts[1:]:
-        column = pc.struct_field(column, part)
-    return column
+    names = schema_or_table.schema.names if isinstance(schema_or_table, pa.Table) else schema_or_table.names
+    for candidate in (time_column, time_column.rsplit(".", 1)[-1]):
+        if candidate.split(".")[0] in names:
+            schema = schema_or_table.schema if isinstance(schema_or_table, pa.Table) else schema_or_table
+            dtype = schema.field(candidate.split(".")[0]).type
+            ok = True
+            for part in candidate.split(".")[1:]:
+                if not pa.types.is_struct(dtype) or dtype.get_field_index(part) < 0:
+                    ok = False
+                    break
+                dtype = dtype.field(part).type
+            if ok:
+                return candidate
+    return None
 
 
 def add_time_partitions(table: pa.Table, time_column: str | None, time_scale: str = "jd") -> pa.Table:
-    """Recompute year/month/day (ints) from the survey's time column, like fink-client does."""
-    candidates = [c for c in (time_column, (time_column or "").rsplit(".", 1)[-1]) if c]
-    times = next((col for c in candidates if (col := _column_by_path(table, c)) is not None), None)
-    if times is None:
+    """year/month/day of the survey's time column as zero-padded strings (`month=03`, the
+    layout fink-client writes), replacing any existing year/month/day columns."""
+    path = _time_field(table, time_column)
+    if path is None:
         raise ValueError(f"-partitionby time needs the time column {time_column!r} in the content")
+    parts = path.split(".")
+    times = table[parts[0]]
+    for part in parts[1:]:
+        times = pc.struct_field(times, part)
     epoch = JD_UNIX_EPOCH if time_scale == "jd" else MJD_UNIX_EPOCH
     seconds = pc.multiply(pc.subtract(pc.cast(times, pa.float64()), epoch), 86400.0)
     stamps = pc.cast(pc.cast(pc.floor(seconds), pa.int64()), pa.timestamp("s"))
-    for name, fn in (("year", pc.year), ("month", pc.month), ("day", pc.day)):
-        values = pc.cast(fn(stamps), pa.int32())
-        if name in table.column_names:
-            table = table.set_column(table.schema.get_field_index(name), name, values)
-        else:
-            table = table.append_column(name, values)
+    table = table.drop_columns([c for c in TIME_COLUMNS if c in table.column_names])
+    for name, fmt in zip(TIME_COLUMNS, ("%Y", "%m", "%d")):
+        table = table.append_column(pa.field(name, pa.string()), pc.strftime(stamps, format=fmt))
     return table
+
+
+# --------------------------------------------------------------------------------------------
+# Delta
+
+
+# Delta file statistics (data skipping) on the first 8 leaf columns only: the default 32 reach
+# deep into nested alert records and double the write time of full packets.
+DELTA_TABLE_CONFIGURATION = {"delta.dataSkippingNumIndexedCols": "8"}
+
+
+def _delta_writer_properties():
+    """Parquet settings of Delta data files: no dictionary encoding (alert columns are mostly
+    distinct floats; dictionary attempts cost 2-3x the write time), column-chunk statistics
+    (not per page), snappy compression."""
+    from deltalake import ColumnProperties, WriterProperties
+
+    return WriterProperties(compression="SNAPPY", default_column_properties=ColumnProperties(
+        dictionary_enabled=False, statistics_enabled="CHUNK"))
 
 
 class DeltaSink:
     """Append to a Delta table; Kafka offsets are Delta transaction identifiers."""
 
     def __init__(self, uri: str, partitioning: Partitioning, app_prefix: str,
-                 storage_options: dict[str, str] | None = None) -> None:
-        self.uri = uri
+                 storage_options: dict[str, str] | None = None, max_commit_retries: int = 100) -> None:
+        self.uri = str(uri)
         self.partitioning = partitioning
         self.app_prefix = app_prefix
         self.storage_options = storage_options
+        self.max_commit_retries = max_commit_retries
+        self._table = None
 
     def app_id(self, partition: int) -> str:
         return f"{self.app_prefix}:{partition}"
 
-    def _table(self):
+    def _load(self):
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
@@ -120,32 +195,95 @@ class DeltaSink:
         except TableNotFoundError:
             return None
 
+    def prepare(self, schema: pa.Schema) -> None:
+        """Create the (empty) table with the output schema and partition columns, once.
+
+        Parallel consumers may race to create it: the loser finds it created and goes on.
+        """
+        from deltalake import DeltaTable
+
+        self.partitioning.check(schema)
+        if self._load() is not None:
+            return
+        try:
+            DeltaTable.create(self.uri, schema=self.partitioning.output_schema(schema),
+                              partition_by=self.partitioning.columns or None, mode="ignore",
+                              configuration=DELTA_TABLE_CONFIGURATION, storage_options=self.storage_options)
+        except Exception:
+            if self._load() is None:
+                raise
+
     def resume_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         """Next offset to read for each partition, from the table's transaction log."""
-        table = self._table()
-        offsets = {}
-        for p in partitions:
-            version = table.transaction_version(self.app_id(p)) if table is not None else None
-            offsets[p] = int(version) if version is not None else 0
-        return offsets
+        self._table = self._load()
+        return {p: self._committed(p) for p in partitions}
 
-    def write(self, table: pa.Table, next_offsets: dict[int, int], first_offsets: dict[int, int]) -> None:
+    def _committed(self, partition: int) -> int:
+        version = self._table.transaction_version(self.app_id(partition)) if self._table is not None else None
+        return int(version) if version is not None else 0
+
+    def write(self, table: pa.Table, next_offsets: dict[int, int], start_offsets: dict[int, int]) -> None:
         from deltalake import CommitProperties, Transaction, write_deltalake
+        from deltalake.exceptions import CommitFailedError
 
         table = self.partitioning.apply(table)
-        transactions = [Transaction(app_id=self.app_id(p), version=int(o)) for p, o in next_offsets.items()]
-        write_deltalake(
-            self.uri,
-            table,
-            mode="append",
-            partition_by=self.partitioning.columns or None,
-            storage_options=self.storage_options,
-            commit_properties=CommitProperties(app_transactions=transactions, max_commit_retries=50),
-        )
+        if self._table is None:
+            self.prepare(table.schema)
+            self._table = self._load()
+        else:
+            self._table.update_incremental()
+        # The commit below is based on this snapshot: if it still holds our start offsets, any
+        # other writer of these partitions commits after it and delta-rs rejects our commit.
+        moved = {p: self._committed(p) for p in next_offsets if self._committed(p) != start_offsets[p]}
+        if moved:
+            raise ConcurrentConsumerError(self._conflict_message(moved, start_offsets))
+        transactions = [Transaction(app_id=self.app_id(p), version=int(o)) for p, o in sorted(next_offsets.items())]
+        try:
+            write_deltalake(
+                self._table, table, mode="append",
+                partition_by=self.partitioning.columns or None,
+                writer_properties=_delta_writer_properties(),
+                commit_properties=CommitProperties(app_transactions=transactions,
+                                                   max_commit_retries=self.max_commit_retries),
+            )
+        except CommitFailedError as exc:
+            if "Concurrent transaction" in str(exc):
+                raise ConcurrentConsumerError(
+                    f"{self.uri}: another consumer committed offsets of partitions {sorted(next_offsets)} "
+                    "while this one was writing them; this batch was not committed. Run only one "
+                    "fink_datatransfer per topic and output folder."
+                ) from exc
+            raise
+
+    def _conflict_message(self, moved: dict[int, int], start: dict[int, int]) -> str:
+        detail = ", ".join(f"partition {p}: table at {v}, this consumer at {start[p]}" for p, v in sorted(moved.items()))
+        return (f"{self.uri}: another consumer is writing the same topic partitions into this table ({detail}). "
+                "Stopped without writing: run only one fink_datatransfer per topic and output folder "
+                "(the table stays exact; rerun the command once the other one is done to resume).")
+
+    def close(self) -> None:
+        self._table = None
+
+
+# --------------------------------------------------------------------------------------------
+# Parquet
 
 
 _PART_NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)-\d+\.parquet$")
-_MARKER_DIR = "_offsets"
+MARKER_DIR = "_offsets"
+STAGING_DIR = "_staging"
+
+
+def committed_batches(root: str | Path) -> set[str]:
+    """Batch ids whose marker exists: their files are part of the dataset."""
+    markers = Path(root) / MARKER_DIR
+    return {m.stem.removeprefix("batch-") for m in markers.glob("batch-*.json")} if markers.exists() else set()
+
+
+def is_committed_file(path: str | Path, batches: set[str]) -> bool:
+    """True for a data file of a committed batch (False for leftovers of an interrupted one)."""
+    match = _PART_NAME.match(Path(path).name)
+    return match is None or "-".join(match.groups()) in batches
 
 
 class ParquetSink:
@@ -154,54 +292,132 @@ class ParquetSink:
     def __init__(self, root: str, partitioning: Partitioning) -> None:
         self.root = Path(root)
         self.partitioning = partitioning
+        self._locks: dict[int, int] = {}
 
     def _markers(self) -> Path:
-        return self.root / _MARKER_DIR
+        return self.root / MARKER_DIR
+
+    def prepare(self, schema: pa.Schema) -> None:
+        self.partitioning.check(schema)
+        self._markers().mkdir(parents=True, exist_ok=True)
+
+    def _lock(self, partitions: Sequence[int]) -> None:
+        """Exclusive lock per Kafka partition for this sink's lifetime (flock: freed on death)."""
+        self._markers().mkdir(parents=True, exist_ok=True)
+        for p in partitions:
+            if p in self._locks:
+                continue
+            path = self._markers() / f".lock-{p}"
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                self.close()
+                raise ConcurrentConsumerError(
+                    f"{self.root}: partition {p} of this topic is being written by another consumer "
+                    "(lock held). Run only one fink_datatransfer per topic and output folder."
+                ) from None
+            self._locks[p] = fd
 
     def resume_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
-        """Next offset per partition from the batch markers; removes files of unfinished batches."""
+        """Next offset per partition from the batch markers; removes this consumer's files of
+        unfinished batches (never another consumer's: their batches start at their partitions)."""
+        self._lock(partitions)
         done: dict[int, int] = {p: 0 for p in partitions}
-        finished_batches: set[str] = set()
-        if self._markers().exists():
-            for marker in self._markers().glob("batch-*.json"):
-                finished_batches.add(marker.stem.removeprefix("batch-"))
-                for p, (_, last) in json.loads(marker.read_text()).items():
-                    if int(p) in done:
-                        done[int(p)] = max(done[int(p)], last + 1)
-        if self.root.exists():
-            for path in self.root.rglob("part-*.parquet"):
-                match = _PART_NAME.match(path.name)
-                if match and "-".join(match.groups()) not in finished_batches:
-                    path.unlink()  # written by a batch that crashed before its marker
+        finished: set[str] = set()
+        for marker in self._markers().glob("batch-*.json"):
+            finished.add(marker.stem.removeprefix("batch-"))
+            for p, (_, nxt) in json.loads(marker.read_text())["ranges"].items():
+                if int(p) in done:
+                    done[int(p)] = max(done[int(p)], int(nxt))
+        owned = {str(p) for p in partitions}
+        for path in self.root.rglob("part-*.parquet"):
+            match = _PART_NAME.match(path.name)
+            if match and match.group(1) in owned and "-".join(match.groups()) not in finished:
+                path.unlink()  # written by a batch that died before its marker
+        staging = self.root / STAGING_DIR
+        for folder in staging.iterdir() if staging.exists() else []:
+            if folder.name.split("-", 1)[0] in owned:
+                shutil.rmtree(folder, ignore_errors=True)
         return done
 
-    def write(self, table: pa.Table, next_offsets: dict[int, int], first_offsets: dict[int, int]) -> None:
+    def write(self, table: pa.Table, next_offsets: dict[int, int], start_offsets: dict[int, int]) -> None:
         table = self.partitioning.apply(table)
         p0 = min(next_offsets)
-        batch_id = f"{p0}-{first_offsets[p0]}-{next_offsets[p0] - 1}"
-        self.root.mkdir(parents=True, exist_ok=True)
-        ds.write_dataset(
-            table,
-            self.root,
-            format="parquet",
-            partitioning=self.partitioning.columns or None,
-            partitioning_flavor="hive" if self.partitioning.columns else None,
-            basename_template=f"part-{batch_id}-{{i}}.parquet",
-            existing_data_behavior="overwrite_or_ignore",
-        )
-        # One marker per batch, written atomically after all its files: it is the commit.
-        self._markers().mkdir(exist_ok=True)
-        ranges = {p: [first_offsets[p], next_offsets[p] - 1] for p in next_offsets}
+        batch_id = f"{p0}-{start_offsets[p0]}-{next_offsets[p0]}"
+        if table.num_rows:
+            # Written aside, then renamed into place: readers never see a half-written file.
+            staging = self.root / STAGING_DIR / batch_id
+            shutil.rmtree(staging, ignore_errors=True)
+            for folder, rows in hive_groups(table, self.partitioning.columns):
+                (staging / folder).mkdir(parents=True, exist_ok=True)
+                # no dictionary encoding: mostly distinct floats, and it costs 2-3x the write time
+                pq.write_table(rows, staging / folder / f"part-{batch_id}-0.parquet", use_dictionary=False,
+                               compression="snappy", row_group_size=64 * 1024)
+            for path in sorted(staging.rglob("*.parquet")):
+                target = self.root / path.relative_to(staging)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+            shutil.rmtree(staging, ignore_errors=True)
+        # One marker per batch, renamed into place after all its files: it is the commit.
+        ranges = {p: [start_offsets[p], next_offsets[p]] for p in sorted(next_offsets)}
         marker = self._markers() / f"batch-{batch_id}.json"
         tmp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}")
-        tmp.write_text(json.dumps(ranges))
+        tmp.write_text(json.dumps({"ranges": ranges, "rows": table.num_rows, "at": time.time()}))
         os.replace(tmp, marker)
 
+    def close(self) -> None:
+        for fd in self._locks.values():
+            try:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            finally:
+                os.close(fd)
+        self._locks = {}
 
-def read_parquet_dataset(root: str) -> pa.Table:
-    """Read a dataset written by `ParquetSink` (markers ignored, partitions restored)."""
-    return ds.dataset(root, format="parquet", partitioning="hive", exclude_invalid_files=True,
-                      ignore_prefixes=[_MARKER_DIR, "_", "."]).to_table()
+
+def hive_groups(table: pa.Table, columns: list[str]):
+    """(Hive folder, rows without the partition columns) per partition value, as pyarrow's
+    dataset writer names them (`finkclass=SN%20candidate`, `__HIVE_DEFAULT_PARTITION__` for
+    null). One sort and zero-copy slices: cheaper than the dataset writer's per-group takes."""
+    if not columns:
+        yield ".", table
+        return
+    ordered = table.sort_by([(c, "ascending") for c in columns])
+    if len(columns) == 1:
+        key = ordered[columns[0]].combine_chunks()
+    else:
+        key = pc.binary_join_element_wise(
+            *[pc.fill_null(pc.cast(ordered[c], pa.string()), "\x00") for c in columns], "/").combine_chunks()
+    runs = pc.run_end_encode(key)
+    naming = ds.partitioning(pa.schema([ordered.schema.field(c) for c in columns]), flavor="hive")
+    body = ordered.drop_columns(columns)
+    start = 0
+    for end in runs.run_ends.to_pylist():
+        expression = None
+        for c in columns:
+            value = ordered[c][start]
+            term = pc.field(c).is_null() if not value.is_valid else pc.field(c) == value
+            expression = term if expression is None else expression & term
+        yield naming.format(expression)[0], body.slice(start, end - start)
+        start = end
+
+
+# --------------------------------------------------------------------------------------------
+# reading back
+
+
+def read_parquet_dataset(root: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a dataset written by `ParquetSink` (markers ignored, Hive partitions restored)."""
+    return parquet_dataset(root).to_table(columns=columns)
+
+
+def parquet_dataset(root: str) -> ds.Dataset:
+    """The `ParquetSink` dataset as pyarrow sees it (what pandas and Spark read too)."""
+    return ds.dataset(root, format="parquet", partitioning="hive", exclude_invalid_files=False,
+                      ignore_prefixes=[MARKER_DIR, "_", "."])
 
 
 def read_delta_table(uri: str, storage_options: dict[str, str] | None = None) -> pa.Table:
@@ -214,7 +430,18 @@ def read_delta_table(uri: str, storage_options: dict[str, str] | None = None) ->
 
     table = DeltaTable(uri, storage_options=storage_options)
     reader = QueryBuilder().register("t", table).execute("SELECT * FROM t")
-    return pa.table(reader.read_all())
+    # the query engine returns view types (string_view); give back the table's own schema
+    schema = pa.schema(table.schema().to_arrow())
+    return pa.table(reader.read_all()).select(schema.names).cast(schema)
+
+
+def delta_data_files(uri: str, storage_options: dict[str, str] | None = None) -> list[str]:
+    """URIs of the Parquet files of the table's current version: what engines without a Delta
+    reader (DuckDB offline, Spark without delta-spark) read. Never glob the folder: it may
+    also hold files of commits that failed or were superseded."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(uri, storage_options=storage_options).file_uris()
 
 
 def delta_table_counts(uri: str, id_column: str, storage_options: dict[str, str] | None = None) -> tuple[int, int]:
@@ -227,17 +454,47 @@ def delta_table_counts(uri: str, id_column: str, storage_options: dict[str, str]
     return int(result["n"][0].as_py()), int(result["d"][0].as_py())
 
 
-def parquet_file_count(root: str) -> int:
-    """How many data files a Parquet sink wrote (for summaries)."""
-    return sum(1 for _ in Path(root).rglob("*.parquet")) if Path(root).exists() else 0
+def rows_per_partition_value(uri: str, fmt: str, columns: list[str]) -> dict[str, int]:
+    """Rows per partition folder value (`a/b/c` for several columns) without reading the data:
+    Delta from the log's per-file record counts, Parquet from the file footers."""
+    counts: dict[str, int] = {}
+    if fmt == "delta":
+        from deltalake import DeltaTable
+
+        try:
+            actions = pa.table(DeltaTable(uri).get_add_actions(flatten=True))
+        except Exception:  # no table yet
+            return counts
+        values = [actions[f"partition.{c}"].to_pylist() for c in columns] if columns else []
+        for i, n in enumerate(actions["num_records"].to_pylist()):
+            key = "/".join(str(v[i]) for v in values) if columns else "all"
+            counts[key] = counts.get(key, 0) + int(n or 0)
+        return counts
+    if not Path(uri).exists():
+        return counts
+    # folder values as written (`03`), not as inferred (3)
+    partitioning = ds.HivePartitioning(pa.schema([(c, pa.string()) for c in columns])) if columns else None
+    dataset = ds.dataset(uri, format="parquet", partitioning=partitioning, ignore_prefixes=[MARKER_DIR, "_", "."])
+    batches = committed_batches(uri)
+    for fragment in dataset.get_fragments():
+        if not is_committed_file(fragment.path, batches):
+            continue  # a batch interrupted by a crash: removed when the consumer resumes
+        expression = ds.get_partition_keys(fragment.partition_expression)
+        key = "/".join(str(expression.get(c)) for c in columns) if columns else "all"
+        counts[key] = counts.get(key, 0) + fragment.metadata.num_rows
+    return counts
 
 
 __all__ = [
+    "ConcurrentConsumerError",
     "DeltaSink",
     "ParquetSink",
     "Partitioning",
     "PARTITION_CHOICES",
     "add_time_partitions",
+    "delta_data_files",
+    "delta_table_counts",
     "read_delta_table",
     "read_parquet_dataset",
+    "rows_per_partition_value",
 ]

@@ -23,6 +23,7 @@ import signal
 import socket
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -314,6 +315,7 @@ class EmbeddedBroker:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # own process group: stop() signals the whole group
                 env=_child_env(),
+                preexec_fn=_die_with_parent_preexec(),
             )
         try:
             _wait_ready(address, self._proc.poll, self.startup_timeout_s, self.log_path)
@@ -420,6 +422,30 @@ def _live_tansu(state: dict) -> psutil.Process | None:
         return proc
     except (psutil.Error, KeyError, ValueError, TypeError):
         return None
+
+
+def _die_with_parent_preexec():
+    """A preexec hook making a private broker exit when its parent dies (Linux).
+
+    Without it, a test run killed by a time-out leaves its broker running forever. The
+    kernel ties the signal to the creating *thread*, so it is only armed from the main thread
+    (a broker started from a worker thread would otherwise die with that thread).
+    """
+    import threading
+
+    if not sys.platform.startswith("linux") or threading.current_thread() is not threading.main_thread():
+        return None
+    parent = os.getpid()
+
+    def arm() -> None:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent died before the hook ran
+            os._exit(1)
+
+    return arm
 
 
 def start_managed(

@@ -3,3 +3,5 @@
 TRANSFER_GROUP = "transfer"
 ARCHIVE_GROUP = "archive"
 OWNERS = ["team:fink-pipeline"]
+# Run tag carrying the transfer topic (set by the submit op, read by the sensors).
+TOPIC_TAG = "fink/topic"

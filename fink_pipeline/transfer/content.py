@@ -10,6 +10,7 @@ structs and timestamps become strings, so the bytes match the published schema.
 from __future__ import annotations
 
 import difflib
+from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
@@ -56,7 +57,8 @@ def available_fields(survey: Survey, computed: Sequence[str]) -> dict[str, pa.Da
 
 def resolve_content(survey: Survey, content: Sequence[str], computed: Sequence[str] = ()) -> ContentPlan:
     """Turn a request's content into an ordered list of (source, output name)."""
-    root = [f.name for f in survey.archive_schema] + list(computed) + list(PARTITION_COLUMNS)
+    # dict.fromkeys: a class column may also be stored (ELAsTiCC's classId), list it once
+    root = list(dict.fromkeys([f.name for f in survey.archive_schema] + list(computed) + list(PARTITION_COLUMNS)))
     choice = content[0].lower() if len(content) == 1 else None
     if choice == "full":
         return ContentPlan("full", tuple((c, c) for c in root))
@@ -87,7 +89,7 @@ def _custom_content(survey: Survey, fields: list[str], computed: Sequence[str]) 
         # clients partition by time: Fink appends it "for the Kafka client partitionment"
         columns.append((survey.time_column, time_name))
     names = [name for _, name in columns]
-    duplicates = sorted({n for n in names if names.count(n) > 1})
+    duplicates = sorted(name for name, n in Counter(names).items() if n > 1)
     if duplicates:
         raise ContentError(
             f"content: several fields would be published under the same name {duplicates}; "

@@ -8,9 +8,10 @@ step logs the milestone lines Fink's portal shows, so a Dagster run log reads li
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Collection, Sequence
 
 from fink_pipeline.archive.layout import night_dir
 from fink_pipeline.surveys import get_survey
@@ -43,11 +44,27 @@ class TransferPlan:
     conditions: list[ValidatedCondition]
     livestream_filter: object | None
     content: ContentPlan
+    # warnings that do not stop the request (e.g. a class no statistics has seen yet)
     notes: list[str] = field(default_factory=list)
+    # prepared TNS catalogue (pyarrow Table) the tnsclass is computed with; None: all "Unknown"
+    tns_catalog: Any = None
 
 
-def plan_transfer(request: TransferRequestFields, archive_root: str, existing_nights: Sequence[dt.date]) -> TransferPlan:
-    """Validate every part of `request` against the survey and the archive (no Spark needed)."""
+def plan_transfer(
+    request: TransferRequestFields,
+    archive_root: str,
+    existing_nights: Sequence[dt.date],
+    *,
+    tns_catalog: Any = None,
+) -> TransferPlan:
+    """Validate every part of `request` against the survey and the archive (no Spark needed).
+
+    Classes are checked against the Fink labels and the labels the archive's nightly
+    statistics have seen (see `validate_classes`). `tns_catalog` (an Arrow table with ra,
+    declination, type) overrides the archive's own `<root>/<survey>/tns/tns.parquet`.
+    """
+    from fink_pipeline.archive.stats import known_labels, load_archive_tns_catalog
+
     survey = get_survey(request.survey)
     computed = list(survey.class_columns)
     fields = available_fields(survey, computed)
@@ -58,8 +75,23 @@ def plan_transfer(request: TransferRequestFields, archive_root: str, existing_ni
             raise RequestError(f"livestream_filter: live-stream filters exist for ztf only, not {survey.name}")
         from fink_pipeline.surveys.ztf.filters import resolve_filter
 
-        livestream_filter = resolve_filter(request.livestream_filter)
+        try:
+            livestream_filter = resolve_filter(request.livestream_filter)
+        except ValueError as exc:
+            raise RequestError(f"livestream_filter: {exc}") from None
     content = resolve_content(survey, request.content, computed)
+    if tns_catalog is None:
+        tns_catalog = load_archive_tns_catalog(archive_root, survey)
+    elif survey.name == "ztf" and "_tns_index" not in tns_catalog.column_names:
+        from fink_pipeline.surveys.ztf.classification import prepare_tns_catalog
+
+        tns_catalog = prepare_tns_catalog(tns_catalog)
+    notes: list[str] = []
+    if request.classes:
+        tns_types = None
+        if tns_catalog is not None:
+            tns_types = set(tns_catalog.column("type").to_pylist())
+        notes = validate_classes(survey, request.classes, known_labels(archive_root, survey.name), tns_types)
     existing = set(existing_nights)
     present = [n for n in request.nights if n in existing]
     missing = [n for n in request.nights if n not in existing]
@@ -69,7 +101,107 @@ def plan_transfer(request: TransferRequestFields, archive_root: str, existing_ni
             f"for {survey.name} under {archive_root}"
         )
     paths = [night_dir(archive_root, survey.name, n) for n in present]
-    return TransferPlan(survey, request, archive_root, paths, missing, conditions, livestream_filter, content)
+    return TransferPlan(survey, request, archive_root, paths, missing, conditions, livestream_filter, content,
+                        notes=notes, tns_catalog=tns_catalog)
+
+
+def _simbad_otypes() -> frozenset[str]:
+    """SIMBAD types the ZTF rules themselves name (valid labels even before any statistics)."""
+    from fink_pipeline.surveys.ztf import filters as FL
+    from fink_pipeline.surveys.ztf.classification import EXTRAGALACTIC_HOSTS, SIMBAD_NO_COUNTERPART
+
+    named = set(EXTRAGALACTIC_HOSTS) | set(FL.BLAZAR_LABELS) | set(FL.YSO_LABELS) | set(FL.GRAVITATION_LABELS)
+    # these never become a finkclass: no counterpart, failed cross-match, or a galaxy
+    return frozenset(n for n in named if n not in SIMBAD_NO_COUNTERPART and not n.startswith(("Fail", "Galaxy")))
+
+
+def _suggest(label: str, choices: Collection[str], cutoff: float = 0.6) -> str:
+    lowered = {c.lower(): c for c in choices}
+    if label.lower() in lowered:
+        return f"; did you mean {lowered[label.lower()]!r}? (labels are case-sensitive)"
+    match = difflib.get_close_matches(label, sorted(choices), n=1, cutoff=cutoff)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def validate_classes(
+    survey: Survey,
+    classes: Sequence[str],
+    seen_labels: Collection[str] = (),
+    tns_types: Collection[str] | None = None,
+) -> list[str]:
+    """Check class names; raise RequestError naming the first unknown one and the closest label.
+
+    ZTF rules (returns the warnings, which do not stop the request):
+
+    * a Fink label (Unknown, SN candidate, ...) is always valid;
+    * `(TNS) <type>`: with a TNS catalogue, `<type>` must be one of its types; without one it
+      is accepted with a warning, since every alert's tnsclass is then "Unknown";
+    * a SIMBAD type, bare or as `(SIMBAD) <type>`: valid when the nightly statistics
+      (`seen_labels`) have seen it. A type the classification rules name (e.g. a galaxy or
+      blazar type) that no statistics has seen is accepted with a warning;
+    * any other bare label is an error with the closest known label, while `(SIMBAD) <type>`
+      (explicitly a SIMBAD type, which may just not have occurred yet) is accepted with a
+      warning unless it is a near miss of a known label (e.g. a wrong case), an error;
+    * without any statistics (never computed) labels cannot be checked: they are accepted
+      with a warning, unless they are a near miss of a Fink label, an error.
+    """
+    if survey.name != "ztf":
+        return []
+    from fink_pipeline.surveys.ztf.classification import FINK_CLASS_LABELS
+
+    fink = set(FINK_CLASS_LABELS)
+    seen = set(seen_labels)
+    named = _simbad_otypes()
+    warnings: list[str] = []
+    for label in classes:
+        if label in fink:
+            continue
+        if label.startswith(TNS_PREFIX.strip()):
+            kind = label[len(TNS_PREFIX.strip()):].strip()
+            if not label.startswith(TNS_PREFIX) or not kind:
+                raise RequestError(
+                    f"classes: {label!r} is not a TNS class; write it as '(TNS) <type>', e.g. '(TNS) SN Ia'"
+                )
+            if tns_types is None:
+                warnings.append(
+                    f"classes: {label!r} needs a TNS catalogue and none is configured: every alert's "
+                    "tnsclass is 'Unknown', so it selects nothing"
+                )
+            elif label not in tns_types:
+                raise RequestError(
+                    f"classes: {label!r} is not a type of the TNS catalogue" + _suggest(label, tns_types)
+                )
+            continue
+        name = label.removeprefix(SIMBAD_PREFIX).strip() if label.startswith(SIMBAD_PREFIX) else label
+        if not name:
+            raise RequestError(
+                f"classes: {label!r} names no SIMBAD type; write it as '(SIMBAD) <type>', e.g. '(SIMBAD) RRLyr'"
+            )
+        if name in seen:
+            continue
+        if name in named:
+            warnings.append(f"classes: no alert of class {label!r} in the nightly statistics so far")
+            continue
+        if not seen:
+            near = _suggest(name, fink)
+            if near:
+                raise RequestError(f"classes: {label!r} is not a Fink class" + near)
+            warnings.append(
+                f"classes: {label!r} cannot be checked: no nightly statistics yet (materialize "
+                "night_statistics); it is kept as a SIMBAD type"
+            )
+            continue
+        choices = fink | seen | named
+        if label.startswith(SIMBAD_PREFIX) and not _suggest(name, choices, cutoff=0.8):
+            warnings.append(
+                f"classes: {label!r} does not occur in the nightly statistics so far: it selects nothing yet"
+            )
+            continue
+        raise RequestError(
+            f"classes: unknown class {label!r}" + (_suggest(name, choices) or "; use a Fink label, "
+            "'(SIMBAD) <type>' or '(TNS) <type>'")
+        )
+    return warnings
 
 
 def read_nights(spark: "SparkSession", plan: TransferPlan) -> "DataFrame":
@@ -89,9 +221,11 @@ def read_nights(spark: "SparkSession", plan: TransferPlan) -> "DataFrame":
     return df
 
 
-def classify(df: "DataFrame", survey: Survey) -> "DataFrame":
-    """Add the survey's class columns as native Spark expressions."""
-    return survey.classify(df) if survey.classify else df
+def classify(df: "DataFrame", survey: Survey, tns_catalog: Any = None) -> "DataFrame":
+    """Add the survey's class columns as native Spark expressions (tnsclass from `tns_catalog`)."""
+    if not survey.classify:
+        return df
+    return survey.classify(df, tns_catalog) if tns_catalog is not None else survey.classify(df)
 
 
 def filter_classes(df: "DataFrame", survey: Survey, classes: Sequence[str]) -> "DataFrame":
@@ -132,6 +266,25 @@ def apply_livestream_filter(df: "DataFrame", livestream_filter) -> "DataFrame":
     return df.filter(F.coalesce(livestream_filter.column(), F.lit(False)))
 
 
+def statistics_counts(plan: TransferPlan) -> tuple[int, int] | None:
+    """(alerts in the plan's nights, alerts of its classes) from stored, current nightly
+    statistics; None when some night has none (counting them here would mean reading the data)."""
+    from fink_pipeline.archive.stats import catalog_fingerprint, is_current, read_night_statistics
+    from fink_pipeline.transfer.estimate import class_mask
+
+    fingerprint = catalog_fingerprint(plan.tns_catalog)
+    total = selected = 0
+    present = [n for n in plan.request.nights if n not in set(plan.missing_nights)]
+    for night in present:
+        stats = read_night_statistics(plan.archive_root, plan.survey.name, night)
+        if stats is None or not is_current(stats, plan.archive_root, fingerprint):
+            return None
+        total += stats.total
+        mask = class_mask(stats, plan.request.classes)
+        selected += sum(n for n, keep in zip(stats.counts.column("alerts").to_pylist(), mask) if keep)
+    return total, selected
+
+
 def build_transfer_dataframe(
     spark: "SparkSession", plan: TransferPlan, log: logging.Logger | None = None
 ) -> "DataFrame":
@@ -141,10 +294,19 @@ def build_transfer_dataframe(
     log.info("Generating data paths...")
     for night in plan.missing_nights:
         log.info(f"No alert data for night {night.isoformat()}: skipped")
+    for note in plan.notes:
+        log.warning(note)
+    counts = statistics_counts(plan)
+    log.info(
+        f"Reading {len(plan.night_paths)} nights from {plan.archive_root}"
+        + (f" ({counts[0]:,} alerts according to the nightly statistics)..." if counts else "...")
+    )
     df = read_nights(spark, plan)
-    df = classify(df, plan.survey)
+    df = classify(df, plan.survey, plan.tns_catalog)
     if request.classes:
         log.info(f"Filtering for classes {list(request.classes)}...")
+        if counts:
+            log.info(f"{counts[1]:,} alerts of these classes according to the nightly statistics")
         df = filter_classes(df, plan.survey, request.classes)
     if plan.conditions:
         log.info(f"Applying extra conditions {[c.source for c in plan.conditions]}...")

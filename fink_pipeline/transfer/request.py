@@ -24,6 +24,8 @@ from fink_pipeline.surveys import available_surveys, get_survey
 PACKETS = ("light", "medium", "full")
 ALL_CLASSES = "allclasses"
 MAX_NIGHTS = 3660  # ten years: beyond this a typo in a year is far more likely than intent
+MAX_CLASSES = 500  # Fink labels + every SIMBAD otype + TNS types stay well below this
+MAX_CONTENT_FIELDS = 1000  # more than any survey schema has fields
 
 
 class RequestError(ValueError):
@@ -71,6 +73,12 @@ class TransferRequestFields(BaseModel):
             )
         return name
 
+    @field_validator("start", "stop", mode="before")
+    @classmethod
+    def _date_as_text(cls, value: Any) -> Any:
+        # YAML reads an unquoted 2024-03-01 as a date
+        return value.isoformat()[:10] if isinstance(value, dt.date) else value
+
     @field_validator("start", "stop")
     @classmethod
     def _iso_night(cls, value: str) -> str:
@@ -83,6 +91,8 @@ class TransferRequestFields(BaseModel):
     @classmethod
     def _clean_classes(cls, values: list[str]) -> list[str]:
         cleaned = [v.strip() for v in values if v and v.strip()]
+        if len(cleaned) > MAX_CLASSES:
+            raise ValueError(f"{len(cleaned)} classes requested, at most {MAX_CLASSES}; use fewer classes or all classes")
         return [] if ALL_CLASSES in cleaned else list(dict.fromkeys(cleaned))
 
     @field_validator("conditions")
@@ -98,6 +108,8 @@ class TransferRequestFields(BaseModel):
         if isinstance(value, str):
             value = [part for part in re.split(r"[,\s]+", value) if part]
         items = [str(v).strip() for v in value if str(v).strip()]
+        if len(items) > MAX_CONTENT_FIELDS:
+            raise ValueError(f"{len(items)} content fields, at most {MAX_CONTENT_FIELDS}; use the full packet instead")
         if not items:
             raise ValueError("content is empty; use light, medium, full or a list of fields")
         return items
@@ -188,23 +200,20 @@ def request_from_mapping(data: Mapping[str, Any], overrides: Mapping[str, Any] |
         dates = data.pop("dates") or {}
         if not isinstance(dates, Mapping):
             raise RequestError("dates: expected a mapping with startdate and stopdate")
-        flat["start"] = dates.get("startdate")
-        flat["stop"] = dates.get("stopdate")
+        for portal_key, key in (("startdate", "start"), ("stopdate", "stop")):
+            if dates.get(portal_key) in (None, ""):
+                raise RequestError(f"dates.{portal_key} is required (YYYY-MM-DD)")
+            flat[key] = dates[portal_key]
     if "extra_cond" in data:
-        cond = data.pop("extra_cond")
-        flat["conditions"] = [cond] if isinstance(cond, str) else list(cond or [])
+        flat["conditions"] = _string_list(data.pop("extra_cond"), "extra_cond")
     if "filters" in data:
-        filters = data.pop("filters")
-        if isinstance(filters, str):
-            filters = [filters]
-        filters = [f for f in (filters or []) if f]
+        filters = [f for f in _string_list(data.pop("filters"), "filters") if f]
         if len(filters) > 1:
             raise RequestError(f"filters: only one live-stream filter can be replayed, got {filters}")
         flat["livestream_filter"] = filters[0] if filters else None
     for key in ("fclass", "classes"):
         if key in data:
-            value = data.pop(key)
-            flat["classes"] = [value] if isinstance(value, str) else list(value or [])
+            flat["classes"] = _string_list(data.pop(key), key)
     for key in ("blocks", "catalog_filename"):
         if data.get(key):
             raise RequestError(f"{key}: Rubin blocks and catalogue cross-match are not supported yet")
@@ -221,6 +230,18 @@ def request_from_mapping(data: Mapping[str, Any], overrides: Mapping[str, Any] |
         raise RequestError(_format_validation_error(exc)) from None
 
 
+def _string_list(value: Any, key: str) -> list:
+    """A YAML value that must be a string or a list (None = empty); pydantic checks the items."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    # never echo the value: hostile YAML (alias bombs) can make its repr enormous
+    raise RequestError(f"{key}: expected a string or a list of strings, got a {type(value).__name__}")
+
+
 def load_request_file(path: str | Path, overrides: Mapping[str, Any] | None = None) -> TransferRequest:
     """Load a request YAML (Fink portal export or flat keys); `overrides` win."""
     path = Path(path)
@@ -229,7 +250,11 @@ def load_request_file(path: str | Path, overrides: Mapping[str, Any] | None = No
     except FileNotFoundError:
         raise RequestError(f"request file {path} does not exist") from None
     except yaml.YAMLError as exc:
-        raise RequestError(f"request file {path} is not valid YAML: {exc}") from None
+        # one line (problem, line, column): PyYAML's own text spans several lines with a snippet
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise RequestError(f"request file {path} is not valid YAML{where}: {problem}") from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -248,5 +273,7 @@ def _format_validation_error(exc: ValidationError) -> str:
         elif err["type"] == "extra_forbidden":
             known = list(TransferRequest.model_fields) + sorted(_PORTAL_KEYS)
             message = "is not a request key" + _closest(str(err["loc"][-1]), known)
-        lines.append(f"{field}: {message}")
+        # a whole-request check (stop before start, packet and fields) already starts with
+        # the name of the field it is about
+        lines.append(f"{field}: {message}" if err["loc"] else message)
     return "; ".join(lines)

@@ -17,6 +17,13 @@ class RequestStore:
         self.root = Path(root)
 
     def path(self, topic: str) -> Path:
+        """The file of `topic`; a name that is not a valid topic (e.g. '../x') is refused."""
+        from fink_pipeline.kafka.topics import validate_topic_name
+
+        try:
+            validate_topic_name(topic)
+        except ValueError as exc:
+            raise RequestError(str(exc)) from None
         return self.root / f"{topic}.json"
 
     def save(self, request: TransferRequest) -> Path:

@@ -1,16 +1,32 @@
 """Transfer assets, one dynamic partition per submitted request (key = topic name):
-transfer_request -> selected_alerts -> alert_topic -> alert_table."""
+transfer_request -> selected_alerts -> alert_topic -> alert_table.
 
+Every step is idempotent, so a retry (RetryPolicy with exponential backoff on the Spark/Kafka
+step and the table step) never duplicates: the publisher skips the Spark partitions its
+`<topic>_status` records as done, and the table resumes from the offsets committed with its
+data. Bad input fails at once, without retries, with the CLI's message.
+"""
+
+
+import contextlib
 
 import dagster as dg
 
+from fink_pipeline import paths
 from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.consumer.core import consume_topic
 from fink_pipeline.consumer.sinks import DeltaSink, Partitioning, delta_table_counts
-from fink_pipeline.kafka.publish import PublishOptions, publish_dataframe
+from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.kafka.status import read_status
 from fink_pipeline.orchestration.constants import OWNERS, TRANSFER_GROUP
 from fink_pipeline.orchestration.partitions import transfer_partitions
+from fink_pipeline.orchestration.report import (
+    class_night_png,
+    class_night_table,
+    archive_files,
+    markdown_image,
+    save_png,
+)
 from fink_pipeline.orchestration.resources import (
     ArchiveResource,
     KafkaResource,
@@ -18,10 +34,15 @@ from fink_pipeline.orchestration.resources import (
     SparkResource,
     TableResource,
 )
+from fink_pipeline.orchestration.topic_recovery import publication_problems, reset_orphaned_topics
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
+from fink_pipeline.transfer.estimate import estimate_request
 from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
+from fink_pipeline.transfer.request import RequestError
 
+# Transient failures (broker restarting, network, a Spark executor lost): 3 more attempts,
+# waiting ~2, 4 and 8 s. Enough for a broker restart; a broker that stays away fails the run.
 TRANSIENT_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 TABLE_GROUP_ID = "fink-pipeline-tables"
 
@@ -36,6 +57,32 @@ def _plan(context: dg.AssetExecutionContext, archive: ArchiveResource, requests:
     return request, plan
 
 
+@contextlib.contextmanager
+def _transient(context: dg.AssetExecutionContext, what: str, bootstrap: str):
+    """Turn an infrastructure error into a retried failure whose message says what and where."""
+    try:
+        yield
+    except (dg.Failure, RequestError):
+        raise
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:500]
+        attempts = TRANSIENT_RETRY.max_retries + 1
+        raise dg.Failure(
+            description=f"{what} failed on attempt {context.retry_number + 1} of {attempts} "
+            f"(Kafka {bootstrap}): {type(exc).__name__}: {first_line}",
+            allow_retries=True,
+        ) from exc
+
+
+def _bytes_read(plan, files: list[str], default: int) -> int:
+    """Compressed bytes of the column chunks the job reads (from the Parquet footers)."""
+    try:
+        from fink_pipeline.transfer.metrics import footer_input_bytes, job_read_fields
+    except ImportError:  # older tree without the footer measure: the files' whole size
+        return default
+    return footer_input_bytes(files, job_read_fields(plan)).bytes
+
+
 @dg.asset(
     partitions_def=transfer_partitions,
     group_name=TRANSFER_GROUP,
@@ -43,13 +90,24 @@ def _plan(context: dg.AssetExecutionContext, archive: ArchiveResource, requests:
     kinds={"python"},
 )
 def transfer_request(
-    context: dg.AssetExecutionContext, archive: ArchiveResource, requests: RequestStoreResource
+    context: dg.AssetExecutionContext,
+    archive: ArchiveResource,
+    requests: RequestStoreResource,
+    spark: SparkResource,
 ) -> dg.MaterializeResult:
-    """The submitted request, validated against the survey schema and the archive's nights."""
+    """The submitted request, validated against the survey schema and the archive's nights, with
+    its estimated alert count and size (exact from the nightly statistics for nights and classes)."""
     request, plan = _plan(context, archive, requests)
+    for note in plan.notes:
+        context.log.warning(note)
     context.log.info(f"Request {request.request_id} for topic {request.topic} is valid")
+    # spark is passed as a factory: a JVM starts only when conditions or a filter need sampling
+    estimate = estimate_request(request, archive.uri, plan=plan, spark=spark.get_session)
+    context.log.info(f"Estimate: {estimate.alerts:,.0f} alerts ({estimate.size_bytes / 1e6:,.1f} MB)")
     return dg.MaterializeResult(
         metadata={
+            **estimate.as_metadata(),
+            "estimate_table": dg.MetadataValue.md(estimate.as_markdown()),
             "topic": request.topic,
             "survey": request.survey,
             "nights": f"{request.start} .. {request.stop}",
@@ -88,6 +146,10 @@ def transfer_request(
     ],
     partitions_def=transfer_partitions,
     retry_policy=TRANSIENT_RETRY,
+    # Either asset can be selected alone (`dagster asset materialize --select alert_topic`): the
+    # step always runs the one Spark pass that selects and publishes (idempotently), and
+    # reports the selected assets.
+    can_subset=True,
 )
 def published_alerts(
     context: dg.AssetExecutionContext,
@@ -97,45 +159,77 @@ def published_alerts(
     requests: RequestStoreResource,
 ):
     """Run the Spark filter-and-project job and publish its output to the transfer topic."""
+    selected = {key.to_user_string() for key in context.selected_asset_keys}
     request, plan = _plan(context, archive, requests)
     survey = get_survey(request.survey)
-    df = build_transfer_dataframe(spark.get_session(), plan, log=context.log)
-    report = publish_dataframe(
-        df,
-        request.topic,
-        kafka.settings(),
-        request_id=request.request_id or request.topic,
-        survey_time_column=survey.time_column,
-        survey_time_epoch=JD_UNIX_EPOCH if survey.time_scale == "jd" else MJD_UNIX_EPOCH,
-        key_column=survey.alert_id,
-        class_column=survey.class_columns[0] if survey.class_columns else None,
-        options=PublishOptions(
-            partitions=kafka.partitions, retention_ms=kafka.retention_ms, compression=kafka.compression
-        ),
-        log=context.log,
-    )
+    settings = kafka.settings()
+    request_id = request.request_id or request.topic
+    with _transient(context, f"publishing {request.topic}", settings.bootstrap_servers):
+        reset_orphaned_topics(settings, request.topic, log=context.log)
+        df = build_transfer_dataframe(spark.get_session(), plan, log=context.log)
+        report = publish_dataframe(
+            df,
+            request.topic,
+            settings,
+            request_id=request_id,
+            survey_time_column=survey.time_column,
+            survey_time_epoch=JD_UNIX_EPOCH if survey.time_scale == "jd" else MJD_UNIX_EPOCH,
+            key_column=survey.alert_id,
+            class_column=survey.class_columns[0] if survey.class_columns else None,
+            options=kafka.publish_options(),
+            log=context.log,
+        )
+        problems = publication_problems(settings, request.topic, report, request_id)
+    if problems:
+        # The broker lost part of the publication (restarted without its data): start over.
+        raise dg.Failure(
+            description=f"the status of {request.topic} does not account for this publication: "
+            + "; ".join(problems),
+            allow_retries=True,
+        )
     per_class = {label: sum(nights.values()) for label, nights in report.per_class_night.items()}
-    yield dg.MaterializeResult(
-        asset_key="selected_alerts",
-        metadata={
-            "alerts": report.total,
-            "nights_read": len(plan.night_paths),
-            "alerts_per_class": dg.MetadataValue.json(dict(sorted(per_class.items(), key=lambda kv: -kv[1]))),
-        },
-    )
-    yield dg.MaterializeResult(
-        asset_key="alert_topic",
-        metadata={
-            "topic": request.topic,
-            "alerts_published": report.total,
-            "kafka_partitions": len(report.per_partition),
-            "payload_bytes": report.bytes_published,
-            "seconds": round(report.seconds, 2),
-            "alerts_per_second": round(report.alerts_per_second, 1),
-            "schema_fingerprint": report.schema_fingerprint,
-            "spark_tasks_retried": report.retried_tasks,
-        },
-    )
+    title = f"{request.topic}: alerts per class and night"
+    png = class_night_png(report.per_class_night, title)
+    plot_path = save_png(png, paths.state_dir() / "reports" / request.topic / "alerts_per_class_night.png")
+    files = archive_files(plan.night_paths)
+    bytes_on_disk = sum(size for _, size in files)
+    bytes_read = _bytes_read(plan, [path for path, _ in files], default=bytes_on_disk)
+    if "selected_alerts" in selected:
+        yield dg.MaterializeResult(
+            asset_key="selected_alerts",
+            metadata={
+                "alerts": report.total,
+                "nights_read": len(plan.night_paths),
+                "nights_missing": len(plan.missing_nights),
+                "archive_files": len(files),
+                "archive_bytes_on_disk": dg.MetadataValue.int(bytes_on_disk),
+                "archive_bytes_read": dg.MetadataValue.int(bytes_read),
+                "archive_mb_per_second": round(bytes_read / 1e6 / report.seconds, 1) if report.seconds else 0.0,
+                "alerts_per_class": dg.MetadataValue.json(dict(sorted(per_class.items(), key=lambda kv: -kv[1]))),
+                "alerts_per_class_and_night": dg.MetadataValue.md(class_night_table(report.per_class_night)),
+                "plot": dg.MetadataValue.md(markdown_image(png, title)),
+                "plot_path": dg.MetadataValue.path(str(plot_path)),
+            },
+        )
+    if "alert_topic" in selected:
+        yield dg.MaterializeResult(
+            asset_key="alert_topic",
+            metadata={
+                "topic": request.topic,
+                "alerts_published": report.total,
+                "kafka_partitions": len(report.per_partition),
+                "payload_bytes": report.bytes_published,
+                "seconds": round(report.seconds, 2),
+                "alerts_per_second": round(report.alerts_per_second, 1),
+                "schema_fingerprint": report.schema_fingerprint,
+                "spark_partitions": report.spark_partitions,
+                "spark_partitions_resumed": report.skipped_spark_partitions,
+                "alerts_sent_this_attempt": report.published_now,
+                "alerts_found_already_published": report.already_published,
+                "spark_tasks_retried": report.retried_tasks,
+                "step_attempt": context.retry_number + 1,
+            },
+        )
 
 
 @dg.asset(
@@ -146,40 +240,53 @@ def published_alerts(
     kinds={"delta"},
     retry_policy=TRANSIENT_RETRY,
     check_specs=[
-        dg.AssetCheckSpec("row_count_matches_published", asset="alert_table"),
-        dg.AssetCheckSpec("candid_unique", asset="alert_table"),
+        dg.AssetCheckSpec("row_count_matches_published", asset="alert_table",
+                          description="The table holds as many rows as the status topic says were published."),
+        dg.AssetCheckSpec("candid_unique", asset="alert_table",
+                          description="No alert id appears twice in the table."),
     ],
 )
 def alert_table(
     context: dg.AssetExecutionContext, kafka: KafkaResource, tables: TableResource, requests: RequestStoreResource
 ):
-    """The transfer's alerts as a Delta table partitioned by class, appended exactly once from the topic."""
-    request = requests.store().load(context.partition_key)
+    """The transfer's alerts as a Delta table partitioned by class, appended exactly once from the topic
+    (a run appends only what the table does not hold yet: offsets are committed with the data)."""
+    try:
+        request = requests.store().load(context.partition_key)
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
     survey = get_survey(request.survey)
     settings = kafka.settings()
     uri = tables.table_uri(request.topic)
     partitioning = Partitioning(survey.default_partitionby, survey.time_column, survey.time_scale)
     sink = DeltaSink(uri, partitioning, app_prefix=f"{request.topic}:{TABLE_GROUP_ID}",
-                     storage_options=tables.storage_options or None)
-    report = consume_topic(settings, request.topic, sink, group_id=TABLE_GROUP_ID, log=context.log,
-                           quarantine_dir=f"{tables.uri.rstrip('/')}/_quarantine")
+                     storage_options=tables.options())
+    with _transient(context, f"consuming {request.topic}", settings.bootstrap_servers):
+        report = consume_topic(settings, request.topic, sink, group_id=TABLE_GROUP_ID, log=context.log,
+                               quarantine_dir=f"{tables.uri.rstrip('/')}/_quarantine")
+        published = read_status(settings, request.topic).total
     context.log.info(f"{report.consumed} alerts appended to {uri} in {report.seconds:.1f} s")
-    rows, distinct = delta_table_counts(uri, survey.alert_id, tables.storage_options or None)
-    published = read_status(settings, request.topic).total
+    if report.consumed == 0 and not report.complete and published is None:
+        raise dg.Failure(description=f"{request.topic} has no finished publication to read: run the transfer "
+                         "(selected_alerts, alert_topic) first", allow_retries=False)
+    rows, distinct = delta_table_counts(uri, survey.alert_id, tables.options())
     yield dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(uri),
+            "topic": request.topic,
             "rows": rows,
+            "published": published if published is not None else -1,
             "appended_this_run": report.consumed,
             "quarantined": report.quarantined,
             "partitioned_by": partitioning.columns,
+            "seconds": round(report.seconds, 2),
             "alerts_per_second": round(report.alerts_per_second, 1),
         }
     )
     yield dg.AssetCheckResult(
         check_name="row_count_matches_published",
         passed=rows == published,
-        metadata={"rows": rows, "published": published},
+        metadata={"rows": rows, "published": published if published is not None else -1},
     )
     yield dg.AssetCheckResult(
         check_name="candid_unique",

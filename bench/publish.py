@@ -1,0 +1,192 @@
+"""Publishing throughput: the real publish path vs a raw produce loop of the same bytes, one run.
+
+A night of light-packet ZTF alerts (synthetic, no cutouts; generated once under bench/results/
+and reused) is published to a private embedded broker (Tansu) by `publish_dataframe`: Spark
+`local[2]` reads and projects the night, `mapInArrow` tasks encode Avro batch-wise and publish
+with idempotent producers, status records included. Then, in the same run, the same rows are
+collected, encoded beforehand (not timed) and sent by a plain confluent-kafka producer loop
+(same partition count, compression, keys and linger) to a fresh topic: the ceiling of this
+machine and broker for these bytes.
+
+Printed: archive generation and Spark start-up times (not counted in any rate), the publish rate
+of every run (the first run of a session also pays Spark's warm-up: JIT, Python workers), the
+seconds the tasks spent per phase, and the raw produce rate. Last line:
+`publish vs raw produce: X` (best publish rate / raw produce rate).
+
+    .venv/bin/python bench/publish.py [--alerts 100000] [--runs 3] [--conf spark.key=value ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+RESULTS = REPO / "bench" / "results"
+NIGHT = dt.date(2024, 3, 1)
+# Spark reads the ~60 light columns (two of them 26-field structs) as rows unless whole-stage
+# codegen may handle that many fields; the vectorized Parquet reader needs it.
+DEFAULT_CONF = {"spark.sql.codegen.maxFields": "1000"}
+
+
+def archive_root(alerts: int) -> Path:
+    return RESULTS / f"archive_ztf_1x{alerts}"
+
+
+def ensure_archive(alerts: int) -> tuple[Path, float | None]:
+    """The 1-night archive (generated when missing or incomplete); generation seconds or None."""
+    from fink_pipeline.archive.generate import generate_archive
+    from fink_pipeline.archive.layout import night_dir
+    from fink_pipeline.surveys import get_survey
+
+    root = archive_root(alerts)
+    marker = root / "complete.json"
+    if marker.exists() and json.loads(marker.read_text()).get("alerts") == alerts:
+        return root, None
+    started = time.perf_counter()
+    report = generate_archive(get_survey("ztf"), str(root), NIGHT, nights=1, alerts_per_night=alerts,
+                              seed=11, with_cutouts=False)
+    assert report.total_alerts == alerts and Path(night_dir(str(root), "ztf", NIGHT)).exists()
+    marker.write_text(json.dumps({"alerts": alerts}))
+    return root, time.perf_counter() - started
+
+
+def light_dataframe(spark, root: Path):
+    from fink_pipeline.archive.layout import list_nights
+    from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
+    from fink_pipeline.transfer.request import TransferRequest
+
+    request = TransferRequest(survey="ztf", start=NIGHT.isoformat(), stop=NIGHT.isoformat(), content="light")
+    plan = plan_transfer(request, str(root), list_nights(str(root), "ztf"))
+    return build_transfer_dataframe(spark, plan)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """CPU time used so far by these processes and all their descendants (exited ones included
+    once reaped): what the publication costs the machine whatever else runs on it."""
+    import psutil
+
+    total, seen = 0.0, set()
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            family = [root] + root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            continue
+        for process in family:
+            if process.pid in seen:
+                continue
+            seen.add(process.pid)
+            try:
+                times = process.cpu_times()
+            except psutil.NoSuchProcess:
+                continue
+            total += times.user + times.system + times.children_user + times.children_system
+    return total
+
+
+def raw_produce(settings, df, options) -> tuple[int, float]:
+    """Send the same rows, encoded beforehand, with a plain producer loop: (messages, seconds)."""
+    import numpy as np
+    from confluent_kafka import Producer
+
+    from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
+    from fink_pipeline.kafka.publish import kafka_partition_of, spark_to_arrow_schema
+    from fink_pipeline.kafka.topics import ensure_topic
+
+    table = df.toArrow()
+    avro_schema = avro_schema_from_arrow(spark_to_arrow_schema(df))
+    values = encode_batch(table, avro_schema).to_pylist()
+    ids = table["candid"].to_numpy()
+    keys = [str(v) for v in ids.tolist()]
+    parts = kafka_partition_of(ids, np.arange(options.partitions)).tolist()
+    topic = f"ftransfer_ztf_bench_raw_{uuid.uuid4().hex[:8]}"
+    ensure_topic(settings, topic, partitions=options.partitions, retention_ms=options.retention_ms,
+                 compression=options.compression)
+    producer = Producer({
+        **settings.librdkafka_config(), "compression.type": options.compression, "linger.ms": options.linger_ms,
+        "batch.size": options.batch_bytes, "batch.num.messages": 100_000,
+        "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1024 * 1024,
+    })
+    producer.produce(topic, b"warm-up", partition=0)  # connection and metadata, not timed
+    producer.flush(30)
+    started = time.perf_counter()
+    produce = producer.produce
+    for value, key, partition in zip(values, keys, parts):
+        produce(topic, value, key, partition)
+    remaining = producer.flush(120)
+    seconds = time.perf_counter() - started
+    assert remaining == 0, f"{remaining} raw messages not delivered"
+    return len(values), seconds
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alerts", type=int, default=100_000, help="alerts in the night (default 100000)")
+    parser.add_argument("--runs", type=int, default=3, help="publications to fresh topics (default 3)")
+    parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"extra Spark conf (defaults: {DEFAULT_CONF})")
+    args = parser.parse_args()
+
+    from fink_pipeline.kafka.broker import EmbeddedBroker
+    from fink_pipeline.kafka.publish import PublishOptions, publish_dataframe
+    from fink_pipeline.kafka.settings import KafkaSettings
+    from fink_pipeline.spark import build_spark_session
+    from fink_pipeline.surveys.base import JD_UNIX_EPOCH
+
+    root, generated = ensure_archive(args.alerts)
+    conf = dict(DEFAULT_CONF)
+    conf.update(item.split("=", 1) for item in args.conf)
+    options = PublishOptions()
+    rows: list[tuple[str, str, str]] = []
+    rows.append(("archive", f"{args.alerts:,} alerts, 1 night, no cutouts",
+                 f"generated in {generated:.1f} s" if generated else "reused"))
+    with EmbeddedBroker() as broker:
+        settings = KafkaSettings(bootstrap_servers=broker.address)
+        started = time.perf_counter()
+        spark = build_spark_session("local[2]", app_name="bench-publish", conf=conf)
+        rows.append(("spark start (not counted)", f"{time.perf_counter() - started:.2f} s", f"conf {conf}"))
+        try:
+            df = light_dataframe(spark, root)
+            best = 0.0
+            # the driver (this process and its JVM with the Python workers) and the broker
+            pids = [os.getpid(), broker.pid]
+            for run in range(1, args.runs + 1):
+                topic = f"ftransfer_ztf_bench_{uuid.uuid4().hex[:8]}"
+                cpu_before, load_before = cpu_seconds(pids), os.getloadavg()[0]
+                report = publish_dataframe(df, topic, settings, request_id=topic, survey_time_column="candidate.jd",
+                                           survey_time_epoch=JD_UNIX_EPOCH, options=options)
+                cpu = cpu_seconds(pids) - cpu_before
+                assert report.total == args.alerts, f"published {report.total} of {args.alerts}"
+                rate = report.alerts_per_second
+                best = max(best, rate) if run > 1 or args.runs == 1 else best
+                label = "publish run 1 (cold session)" if run == 1 else f"publish run {run}"
+                rows.append((label, f"{rate:,.0f} alerts/s",
+                             f"{report.seconds:.2f} s, {report.spark_partitions} Spark tasks, "
+                             f"{report.bytes_published / 1e6:.0f} MB Avro, {cpu:.1f} CPU-s "
+                             f"(CPU-bound on 2 idle cores: {report.total / (cpu / 2):,.0f} alerts/s), "
+                             f"machine load {load_before:.1f}"))
+                rows.append(("  task seconds by phase", "", ", ".join(
+                    f"{k} {v:.2f}" for k, v in sorted(report.task_seconds.items(), key=lambda kv: -kv[1]))))
+            messages, seconds = raw_produce(settings, df, options)
+            raw_rate = messages / seconds
+            rows.append(("raw produce (same bytes)", f"{raw_rate:,.0f} alerts/s", f"{messages:,} messages in {seconds:.2f} s"))
+        finally:
+            spark.stop()
+    width = max(len(r[0]) for r in rows)
+    for name, value, detail in rows:
+        print(f"{name:<{width}}  {value:>18}  {detail}")
+    print(f"publish vs raw produce: {best / raw_rate:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

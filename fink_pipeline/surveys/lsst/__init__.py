@@ -1,0 +1,46 @@
+"""LSST: Rubin Observatory alerts as archived by Fink (archive schema, time axis, ids, generator)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from fink_pipeline.surveys.base import Survey
+from fink_pipeline.surveys.lsst.generator import generate_night
+from fink_pipeline.surveys.lsst.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS
+
+SURVEY = Survey(
+    name="lsst",
+    description="Vera C. Rubin Observatory (LSST) alerts as archived by Fink (lsst.v7_4..v11_1 packets "
+    "plus Fink added values), one night per UTC date of diaSource.midpointMjdTai",
+    archive_schema=ARCHIVE_SCHEMA,
+    time_column="diaSource.midpointMjdTai",
+    # MJD in TAI: 37 s ahead of UTC, negligible for the night of an alert
+    time_scale="mjd",
+    alert_id="diaSourceId",
+    # null for solar-system alerts (their object is diaSource.ssObjectId)
+    object_id="diaSource.diaObjectId",
+    # Fink's LSST service has no finkclass/tnsclass and forbids class partitioning (reference
+    # 9.1, 5.4): selections use filters and blocks; tns_type_recomputed is an ordinary column.
+    class_columns=(),
+    default_partitionby="time",
+    topic_prefix="ftransfer_lsst",
+    # earliest Rubin nights Fink processed (lsst.v7_4 commissioning alerts of April 2025); the
+    # public portal offers nights from 2025-10-25 on
+    first_night=dt.date(2025, 4, 1),
+    # Fink's "Light static packet" (reference 9.1): these diaSource fields flattened to the root,
+    # plus every root column but the cutouts and the source/object/orbit sections.
+    light_fields=tuple(
+        f"diaSource.{name}"
+        for name in (
+            "diaObjectId", "snr", "psfFlux", "psfFluxErr", "scienceFlux", "scienceFluxErr", "templateFlux",
+            "templateFluxErr", "band", "midpointMjdTai", "ra", "dec", "reliability",
+        )
+    ),  # fmt: skip
+    light_excludes=(
+        *CUTOUT_COLUMNS, "diaSource", "prvDiaSources", "prvDiaForcedSources", "diaObject", "ssSource",
+        "MPCORB", "mpc_orbits", "prvDiaNondetectionLimits", "ssObject",
+    ),  # fmt: skip
+    generate_night=generate_night,
+    # lsst.v7_4 packets have `alertId` and no root diaSourceId: the triggering source's id is it
+    extra={"alert_id_fallbacks": ("diaSource.diaSourceId",)},
+)

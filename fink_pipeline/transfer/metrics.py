@@ -1,0 +1,173 @@
+"""How many archive bytes a transfer reads: from Spark's input metrics, or from Parquet footers.
+
+Two independent measures:
+
+* `measure_input_bytes(spark, df)` runs the DataFrame to the end (a `noop` write, so every
+  projected column is materialized, unlike `count()` which lets Spark prune them) in its own job
+  group and sums the `inputBytes` of its stages from Spark's status store (kept even when the UI
+  is disabled). Spark 4's Parquet reader fetches column chunks with vectored I/O on other threads,
+  which the per-thread Hadoop statistics behind `inputBytes` do not see (every query then
+  reports only its footers), so the measure turns vectored reads off for the session while it
+  runs.
+* `footer_input_bytes(files, fields)` adds up, from the files' footers alone, the compressed
+  size of the column chunks holding `fields` (dotted paths such as `candidate.magpsf`,
+  `prv_candidates` or a map column): what a reader pruning to those fields has to fetch.
+  `job_read_fields(plan)` lists the fields the transfer job reads (content, classification
+  inputs, conditions, live-stream filter).
+
+Pure: pyarrow, plus pyspark objects handed in by the caller (no Dagster).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterable, Sequence
+
+import pyarrow.parquet as pq
+
+from fink_pipeline.archive.layout import resolve
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame, SparkSession
+
+    from fink_pipeline.transfer.job import TransferPlan
+
+# Parquet's wrapper levels around list items and map entries, by writer (3-level lists of
+# pyarrow/Spark, legacy 2-level lists, maps).
+_LIST_WRAPPERS = {("list", "element"), ("list", "item"), ("bag", "array")}
+_MAP_WRAPPERS = {("key_value", "key"), ("key_value", "value")}
+_VECTORED_IO = "parquet.hadoop.vectored.io.enabled"
+
+
+@dataclass(frozen=True)
+class InputMetrics:
+    """Bytes and records Spark read from storage for one action."""
+
+    bytes_read: int
+    records_read: int
+    stages: int
+
+
+@dataclass(frozen=True)
+class FooterBytes:
+    """Compressed column-chunk bytes of some fields over some files, from their footers."""
+
+    bytes: int
+    rows: int
+    files: int
+    columns: int  # Parquet leaf columns counted
+
+    @property
+    def bytes_per_row(self) -> float:
+        return self.bytes / self.rows if self.rows else 0.0
+
+
+def logical_path(leaf_path: str) -> str:
+    """A Parquet leaf path as a dotted field path: `prv_candidates.list.element.magpsf` ->
+    `prv_candidates.magpsf`, `mangrove.key_value.key` -> `mangrove`."""
+    parts = leaf_path.split(".")
+    out: list[str] = []
+    i = 0
+    while i < len(parts):
+        pair = tuple(parts[i : i + 2])
+        if pair in _LIST_WRAPPERS:
+            i += 2
+            continue
+        if pair in _MAP_WRAPPERS:
+            break  # a map is one field: its keys and values are not addressable by path
+        out.append(parts[i])
+        i += 1
+    return ".".join(out)
+
+
+def parquet_leaf_paths(schema: pq.ParquetSchema, fields: Iterable[str]) -> list[str]:
+    """Parquet leaf column paths holding `fields` (each field: itself and everything under it).
+
+    A field that matches no leaf is shortened from the right until one does, so a map key such
+    as `mangrove.HyperLEDA_name` reads the `mangrove` map. Fields absent from the file give
+    nothing (Spark reads them as nulls).
+    """
+    leaves = [schema.column(i).path for i in range(len(schema))]
+    logical = [logical_path(p) for p in leaves]
+    selected: dict[str, None] = {}
+    for field in fields:
+        probe = field
+        while probe:
+            hits = [leaf for leaf, name in zip(leaves, logical) if name == probe or name.startswith(probe + ".")]
+            if hits:
+                selected.update(dict.fromkeys(hits))
+                break
+            probe = probe.rpartition(".")[0]
+    return list(selected)
+
+
+def footer_input_bytes(files: Sequence[str], fields: Iterable[str] | None = None) -> FooterBytes:
+    """Compressed bytes of the column chunks of `fields` (None: every column) in `files`."""
+    fields = None if fields is None else list(fields)
+    total = rows = columns = 0
+    for path in files:
+        fs, inner = resolve(path)
+        with fs.open_input_file(inner) as handle:
+            meta = pq.ParquetFile(handle).metadata
+        schema = meta.schema
+        wanted = None if fields is None else set(parquet_leaf_paths(schema, fields))
+        rows += meta.num_rows
+        for g in range(meta.num_row_groups):
+            group = meta.row_group(g)
+            for c in range(group.num_columns):
+                chunk = group.column(c)
+                if wanted is None or chunk.path_in_schema in wanted:
+                    total += chunk.total_compressed_size
+                    columns += g == 0
+    return FooterBytes(total, rows, len(files), columns)
+
+
+def job_read_fields(plan: "TransferPlan") -> list[str]:
+    """Archive fields the transfer job of `plan` reads (computed and partition columns excluded)."""
+    from fink_pipeline.archive.stats import classification_inputs
+    from fink_pipeline.transfer.content import PARTITION_COLUMNS
+
+    skip = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
+    fields: list[str] = list(classification_inputs(plan.survey))
+    fields += plan.content.source_fields
+    for condition in plan.conditions:
+        fields += condition.fields
+    if plan.livestream_filter is not None:
+        fields += list(plan.livestream_filter.columns_read)
+    return [f for f in dict.fromkeys(fields) if f.split(".")[0] not in skip]
+
+
+def measure_input_bytes(spark: "SparkSession", df: "DataFrame") -> InputMetrics:
+    """Run `df` to completion (noop write) and return what Spark read from storage for it."""
+    sc = spark.sparkContext
+    group = f"fink-pipeline-measure-{uuid.uuid4().hex[:12]}"
+    previous_group = sc.getLocalProperty("spark.jobGroup.id")
+    previous_io = spark.conf.get(_VECTORED_IO, None)
+    spark.conf.set(_VECTORED_IO, "false")
+    sc.setJobGroup(group, "measure input bytes")
+    try:
+        df.write.format("noop").mode("overwrite").save()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", previous_group)
+        sc.setLocalProperty("spark.job.description", None)
+        if previous_io is None:
+            spark.conf.unset(_VECTORED_IO)
+        else:
+            spark.conf.set(_VECTORED_IO, previous_io)
+    jsc = sc._jsc.sc()
+    jsc.listenerBus().waitUntilEmpty()  # the status store is fed asynchronously
+    store = jsc.statusStore()
+    tracker = sc.statusTracker()
+    bytes_read = records = stages = 0
+    for job_id in tracker.getJobIdsForGroup(group):
+        info = tracker.getJobInfo(job_id)
+        for stage_id in info.stageIds if info else []:
+            try:
+                data = store.lastStageAttempt(stage_id)
+            except Exception:  # a stage that never ran (skipped) has no attempt
+                continue
+            bytes_read += data.inputBytes()
+            records += data.inputRecords()
+            stages += 1
+    return InputMetrics(bytes_read, records, stages)

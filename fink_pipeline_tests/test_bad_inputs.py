@@ -1,0 +1,430 @@
+"""Bad-input corpus at the request and CLI level: every malformed or hostile input is refused
+early with the exact error class and one clear line, and nothing is executed or written.
+
+* `bad_inputs/*.yaml`: request files, each declaring in its header what it must raise
+  (`# expect: <error class>`, `# message: <fragment>`, `# why: ...`; while a product fix is
+  pending, `# xfail: <reason>` for every check or `# xfail-cli: <reason>` for the CLI ones). Each file is checked three ways: the library
+  (`load_request_file` + `plan_transfer`, exact class), `fink-pipeline request validate` and
+  `request submit` in process (exit code 2, one `error:` line on stderr, no request stored, no
+  broker started, no Spark), and a representative subset through a real `fink-pipeline`
+  subprocess (with JAVA_HOME pointing nowhere, so a Spark start would fail loudly).
+* invalid dates and ranges given as CLI flags; oversized requests (huge condition text, class
+  list, content list); the hostile-condition path through Dagster (no topic, no table, no Spark);
+  traversal in a stored topic name; fink-client credentials files (permissions, shape).
+
+The per-condition allow-list is covered by test_conditions.py; this file checks the same
+refusals reach the user through a request and the CLI.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fink_pipeline.archive.generate import generate_archive
+from fink_pipeline.archive.layout import list_nights
+from fink_pipeline.cli.main import main as fink_pipeline_main
+from fink_pipeline.kafka.settings import CredentialsError, KafkaSettings
+from fink_pipeline.surveys import get_survey
+from fink_pipeline.transfer.conditions import MAX_CONDITION_LENGTH, ConditionError
+from fink_pipeline.transfer.content import ContentError
+from fink_pipeline.transfer.job import NoDataError, plan_transfer
+from fink_pipeline.transfer.request import MAX_NIGHTS, RequestError, load_request_file, request_from_mapping
+from fink_pipeline.transfer.store import RequestStore
+
+pytestmark = pytest.mark.reliability
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+START = dt.date(2024, 3, 1)
+ERROR_CLASSES = {cls.__name__: cls for cls in (RequestError, NoDataError, ConditionError, ContentError)}
+# Cases also run through a real `fink-pipeline request validate` process (one per kind of input).
+SUBPROCESS_CASES = (
+    "syntax_unclosed_mapping", "python_object_tag", "unknown_key_typo", "portal_bad_startdate",
+    "portal_multiple_filters", "portal_blocks", "too_many_nights", "unknown_content_field",
+    "hostile_condition_reflect", "unknown_class_near_miss",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BadInput:
+    """One corpus file and what it must raise."""
+
+    path: Path
+    error: type[Exception]
+    message: str
+    why: str
+    xfail: str | None
+    xfail_cli: str | None
+
+    @property
+    def name(self) -> str:
+        return self.path.stem
+
+
+def read_corpus() -> list[BadInput]:
+    """Parse the `# key: value` header of every corpus file."""
+    cases = []
+    for path in sorted(CORPUS.glob("*.yaml")):
+        header: dict[str, str] = {}
+        for line in path.read_text().splitlines():
+            match = re.match(r"^#\s*(expect|message|why|xfail|xfail-cli):\s*(.*)$", line)
+            if not match:
+                break
+            header[match.group(1)] = match.group(2).strip()
+        assert {"expect", "message", "why"} <= set(header), f"{path.name}: header needs expect, message and why"
+        cases.append(BadInput(path, ERROR_CLASSES[header["expect"]], header["message"], header["why"],
+                              header.get("xfail"), header.get("xfail-cli")))
+    return cases
+
+
+CASES = read_corpus()
+
+
+def case_params(cases: list[BadInput], cli: bool = False):
+    params = []
+    for case in cases:
+        reason = case.xfail or (case.xfail_cli if cli else None)
+        marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+        params.append(pytest.param(case, id=case.name, marks=marks))
+    return params
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> str:
+    """Two nights of 50 alerts (2024-03-01..02): requests on them are otherwise valid."""
+    root = str(tmp_path_factory.mktemp("bad-inputs-archive"))
+    generate_archive(get_survey("ztf"), root, START, nights=2, alerts_per_night=50, seed=3, with_cutouts=False)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def no_spark(monkeypatch):
+    """Fails any attempt to build a SparkSession in this process, and checks none appeared."""
+    import fink_pipeline.spark
+
+    attempts: list[str] = []
+
+    def refuse(*args, **kwargs):
+        attempts.append(repr((args, kwargs)))
+        raise RuntimeError("a SparkSession was requested while handling a bad input")
+
+    monkeypatch.setattr(fink_pipeline.spark, "build_spark_session", refuse)
+    before = _active_spark_context()
+    yield attempts
+    assert attempts == [], "Spark was asked for"
+    assert _active_spark_context() is before, "a Spark context was created"
+
+
+def _active_spark_context():
+    pyspark = sys.modules.get("pyspark")
+    return None if pyspark is None else pyspark.SparkContext._active_spark_context
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch) -> Path:
+    """An empty FINK_PIPELINE_HOME (requests, logs and broker state would land here)."""
+    home = tmp_path / "state"
+    monkeypatch.setenv("FINK_PIPELINE_HOME", str(home))
+    monkeypatch.delenv("FINK_KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.chdir(tmp_path)  # a hostile input writing relative files would write here
+    return home
+
+
+def assert_nothing_written(home: Path, cwd: Path) -> None:
+    """No stored request, no launch log, no broker state, no table, no stray file in cwd."""
+    written = sorted(str(p.relative_to(home)) for p in home.rglob("*")) if home.exists() else []
+    assert written == [], f"files written under the state dir: {written}"
+    strays = sorted(p.name for p in cwd.iterdir() if p.name != home.name)
+    assert strays == [], f"files written in the working directory: {strays}"
+
+
+def validate_in_process(path: Path, archive: str):
+    """What `request validate` does, as library calls: load, then plan against the archive."""
+    request = load_request_file(path)
+    return plan_transfer(request, archive, list_nights(archive, request.survey))
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected one error line, got:\n{stderr}"
+    assert lines[0].startswith("error: "), lines[0]
+    return lines[0]
+
+
+# --------------------------------------------------------------------------------------------
+# the YAML corpus
+
+
+def test_corpus_covers_each_kind_of_bad_request():
+    names = {c.name for c in CASES}
+    kinds = {
+        "syntax": "syntax_", "wrong types": "wrong_type_", "unknown keys": "unknown_key",
+        "portal format": "portal_", "multiple filters": "portal_multiple_filters", "blocks": "portal_blocks",
+        "catalogue": "portal_catalogue", "hostile conditions": "hostile_condition_", "unknown classes": "unknown_class",
+        "unknown fields": "unknown_content_field", "oversized": "too_many_nights",
+    }  # fmt: skip
+    missing = [kind for kind, prefix in kinds.items() if not any(n.startswith(prefix) for n in names)]
+    assert missing == []
+    assert set(SUBPROCESS_CASES) <= names
+
+
+@pytest.mark.parametrize("case", case_params(CASES))
+def test_request_file_raises_exact_error(case: BadInput, archive, state_dir, reliability_record):
+    with pytest.raises(Exception) as info:
+        validate_in_process(case.path, archive)
+    assert type(info.value) is case.error, f"{case.why}: got {type(info.value).__name__}: {info.value}"
+    assert case.message in str(info.value)
+    assert_nothing_written(state_dir, state_dir.parent)
+    reliability_record(cases=1, failures_survived=1)
+
+
+@pytest.mark.parametrize("case", case_params(CASES, cli=True))
+def test_request_file_cli_validate_and_submit_refuse_it(case: BadInput, archive, state_dir, capsys, reliability_record):
+    for action in ("validate", "submit"):
+        code = fink_pipeline_main(["request", action, str(case.path), "--archive", archive])
+        out, err = capsys.readouterr()
+        assert code == 2, f"{action}: exit {code}\n{out}{err}"
+        assert out == ""
+        assert case.message in one_error_line(err)
+    # submit stores the request only once it is valid, and needs a broker only after that
+    assert_nothing_written(state_dir, state_dir.parent)
+    reliability_record(cases=1, failures_survived=1)
+
+
+@pytest.mark.parametrize("case", case_params([c for c in CASES if c.name in SUBPROCESS_CASES], cli=True))
+def test_request_file_cli_subprocess_refuses_it(case: BadInput, archive, state_dir, reliability_record):
+    env = {**os.environ, "FINK_PIPELINE_HOME": str(state_dir), "JAVA_HOME": str(state_dir.parent / "no-java")}
+    completed = subprocess.run(
+        [sys.executable, "-m", "fink_pipeline.cli.main", "request", "validate", str(case.path), "--archive", archive],
+        capture_output=True, text=True, timeout=120, env=env, cwd=state_dir.parent,
+    )
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert completed.stdout == ""
+    assert case.message in one_error_line(completed.stderr)
+    assert "Traceback" not in completed.stderr
+    assert_nothing_written(state_dir, state_dir.parent)
+    reliability_record(cases=1, failures_survived=1)
+
+
+def test_unquoted_yaml_dates_are_accepted(tmp_path, archive):
+    """Control: YAML reads an unquoted 2024-03-01 as a date; it is a valid night, not bad input."""
+    path = tmp_path / "portal.yaml"
+    path.write_text("dates:\n  startdate: 2024-03-01\n  stopdate: 2024-03-02\ncontent: [light]\n")
+    request = load_request_file(path)
+    assert (request.start, request.stop) == ("2024-03-01", "2024-03-02")
+
+
+# --------------------------------------------------------------------------------------------
+# invalid dates and ranges as flags
+
+
+FLAG_CASES = [
+    (["--start", "2024-03-01", "--stop", "2024-02-30"], "stop: '2024-02-30' is not a date"),
+    (["--start", "01/03/2024", "--stop", "2024-03-02"], "start: '01/03/2024' is not a date; write it as YYYY-MM-DD"),
+    (["--start", "2024-03-05", "--stop", "2024-03-01"], "stop (2024-03-01) is before start (2024-03-05); swap them"),
+    (["--start", "2024-03-01"], "stop: is required"),
+    (["--start", "1024-03-01", "--stop", "2024-03-02"], f"more than {MAX_NIGHTS}; check the years"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--limit", "0"], "limit must be a positive number"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--survey", "zft"], "did you mean 'ztf'?"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--content", "light,candid"], "cannot be combined"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--content", "candidate.nope"], "unknown field 'candidate.nope'"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--classes", "Early SN candidate"],
+     "is not a Fink class; did you mean 'Early SN Ia candidate'?"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--filter", "kn"], "unknown livestream filter 'kn'"),
+    (["--start", "2025-01-01", "--stop", "2025-01-02"], "No alert data found in between 2025-01-01 and 2025-01-02"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("flags", "message"), FLAG_CASES, ids=[m[:40] for _, m in FLAG_CASES])
+def test_invalid_flags_refused_before_anything_runs(flags, message, archive, state_dir, capsys, reliability_record):
+    for action in ("validate", "submit"):
+        code = fink_pipeline_main(["request", action, *flags, "--archive", archive])
+        out, err = capsys.readouterr()
+        assert code == 2 and out == "", f"{action}: exit {code}\n{out}{err}"
+        assert message in one_error_line(err)
+    assert_nothing_written(state_dir, state_dir.parent)
+    reliability_record(cases=1, failures_survived=1)
+
+
+# --------------------------------------------------------------------------------------------
+# oversized requests
+
+
+def test_huge_condition_text_is_refused_without_echoing_it(archive, state_dir, capsys, reliability_record):
+    condition = "candidate.magpsf > 19 AND " * 4_000 + "candidate.drb > 0.5"  # ~100 kB, 50 times the limit
+    path = state_dir.parent / "huge_condition.yaml"
+    path.write_text(yaml.safe_dump({"start": "2024-03-01", "stop": "2024-03-02", "conditions": [condition]}))
+    with pytest.raises(ConditionError) as info:
+        validate_in_process(path, archive)
+    assert f"keep each condition under {MAX_CONDITION_LENGTH} characters" in str(info.value)
+    code = fink_pipeline_main(["request", "validate", str(path), "--archive", archive])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    line = one_error_line(err)
+    assert f"condition too long ({len(condition)} characters)" in line
+    assert len(line) < 1000  # the condition is shown truncated, not echoed whole
+    path.unlink()
+    assert_nothing_written(state_dir, state_dir.parent)
+    reliability_record(cases=1, failures_survived=1)
+
+
+def test_huge_class_list_is_refused(archive, reliability_record):
+    with pytest.raises(RequestError, match="classes"):
+        request_from_mapping({"start": "2024-03-01", "stop": "2024-03-02",
+                              "classes": [f"Made-up class {i}" for i in range(5000)]})
+    reliability_record(cases=1, failures_survived=1)
+
+
+def test_huge_content_list_is_refused_by_size(archive, reliability_record):
+    fields = [f"candidate.magpsf{i}" for i in range(5000)]  # refused for its size, not the first unknown name
+    with pytest.raises(RequestError, match="at most"):
+        request_from_mapping({"start": "2024-03-01", "stop": "2024-03-02", "content": fields})
+    reliability_record(cases=1, failures_survived=1)
+
+
+# --------------------------------------------------------------------------------------------
+# hostile input through the Dagster launch path
+
+
+@pytest.mark.kafka
+def test_hostile_condition_submitted_to_dagster_fails_first_step(archive, kafka_broker, tmp_path, reliability_record):
+    """A request stored by the launchpad or a sensor is validated again by the first asset:
+    the run fails there (not retried) and neither Spark, Kafka nor the table is touched."""
+    import dagster as dg
+
+    from fink_pipeline.kafka.settings import KafkaSettings
+    from fink_pipeline.kafka.topics import topic_exists
+    from fink_pipeline.orchestration.launch import run_transfer
+    from fink_pipeline.transfer.request import TransferRequest
+
+    request = TransferRequest(
+        start="2024-03-01", stop="2024-03-02", conditions=["reflect('java.lang.System', 'exit', 0) IS NULL"]
+    ).with_identity()
+    tables = tmp_path / "tables"
+    with dg.instance_for_test() as instance:
+        result = run_transfer(request, bootstrap=kafka_broker, archive_root=archive, table_root=str(tables),
+                              request_root=str(tmp_path / "requests"), instance=instance)
+    assert not result.success
+    failures = [e for e in result.all_events if e.is_step_failure]
+    assert [e.step_key for e in failures] == ["transfer_request"]
+    message = failures[0].event_specific_data.user_failure_data.description
+    assert 'function "reflect" is not allowed (reflective call into the JVM)' in message
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    settings = KafkaSettings(bootstrap_servers=kafka_broker)
+    for topic in (request.topic, f"{request.topic}_schema", f"{request.topic}_status"):
+        assert not topic_exists(settings, topic)
+    assert not (tables / request.topic).exists()
+    reliability_record(cases=1, failures_survived=1)
+
+
+# --------------------------------------------------------------------------------------------
+# stored requests
+
+
+def test_stored_request_topic_cannot_escape_the_store(tmp_path, reliability_record):
+    outside = tmp_path / "outside.json"
+    request = request_from_mapping({"start": "2024-03-01", "stop": "2024-03-02"}).with_identity()
+    outside.write_text(request.model_dump_json())
+    store = RequestStore(tmp_path / "requests")
+    store.root.mkdir()
+    with pytest.raises(RequestError):
+        store.load("../outside")
+    reliability_record(cases=1, failures_survived=1)
+
+
+# --------------------------------------------------------------------------------------------
+# fink-client credentials files
+
+PASSWORD = "s3cr3t-Pa55word"
+
+
+def write_credentials(path: Path, mode: int, **values) -> Path:
+    data = {"username": "alice", "password": PASSWORD, "group_id": "alice_ztf", "servers": "127.0.0.1:9092",
+            "mytopics": [], "maxtimeout": 10, **values}
+    path.write_text(yaml.safe_dump(data))
+    path.chmod(mode)
+    return path
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620])
+def test_credentials_with_password_readable_by_others_are_refused(tmp_path, mode, capsys, reliability_record):
+    path = write_credentials(tmp_path / "ztf_credentials.yml", mode)
+    with pytest.raises(CredentialsError) as info:
+        KafkaSettings.from_credentials_file(path)
+    assert type(info.value) is CredentialsError
+    assert f"has mode {mode:04o}" in str(info.value)
+    assert f"run `chmod 600 {path}`" in str(info.value)
+    assert PASSWORD not in str(info.value)
+
+    # the consumer CLI refuses it before connecting or creating its output folder
+    from fink_pipeline.cli.datatransfer import main as datatransfer_main
+
+    outdir = tmp_path / "out"
+    code = datatransfer_main(["-topic", "ftransfer_ztf_2024-03-01_1", "-outdir", str(outdir), "-credentials", str(path)])
+    out, err = capsys.readouterr()
+    assert code == 2
+    line = one_error_line(err)
+    assert "chmod 600" in line and PASSWORD not in out + err
+    assert not outdir.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ztf_credentials.yml"]
+    reliability_record(cases=1, failures_survived=1)
+
+
+def test_credentials_cli_subprocess_refuses_world_readable_password(tmp_path, reliability_record):
+    path = write_credentials(tmp_path / "ztf_credentials.yml", 0o644)
+    completed = subprocess.run(
+        [sys.executable, "-m", "fink_pipeline.cli.datatransfer", "-topic", "ftransfer_ztf_2024-03-01_1",
+         "-outdir", str(tmp_path / "out"), "-credentials", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 2
+    assert f"run `chmod 600 {path}`" in one_error_line(completed.stderr)
+    assert PASSWORD not in completed.stdout + completed.stderr
+    assert not (tmp_path / "out").exists()
+    reliability_record(cases=1, failures_survived=1)
+
+
+def test_credentials_that_are_safe_are_accepted(tmp_path):
+    """Controls: the permission check is not over-broad."""
+    private = KafkaSettings.from_credentials_file(write_credentials(tmp_path / "a.yml", 0o600))
+    assert private.security_protocol == "SASL_PLAINTEXT" and private.sasl_mechanism == "SCRAM-SHA-512"
+    assert private.sasl_password.get_secret_value() == PASSWORD
+    public = KafkaSettings.from_credentials_file(write_credentials(tmp_path / "b.yml", 0o644, password=None))
+    assert public.security_protocol == "PLAINTEXT" and public.group_id == "alice_ztf"
+
+
+@pytest.mark.parametrize(
+    ("content", "error", "message"),
+    [
+        ("servers: [unclosed", CredentialsError, "is not valid YAML"),
+        ("- 127.0.0.1:9092\n", CredentialsError, "must hold a YAML mapping"),
+        ("username: alice\ngroup_id: g\n", CredentialsError, "has no `servers` entry"),
+    ],
+    ids=["not-yaml", "not-a-mapping", "no-servers"],
+)
+def test_malformed_credentials_files_are_refused(tmp_path, content, error, message, reliability_record):
+    path = tmp_path / "ztf_credentials.yml"
+    path.write_text(content)
+    path.chmod(0o600)
+    with pytest.raises(Exception) as info:
+        KafkaSettings.from_credentials_file(path)
+    assert type(info.value) is error and message in str(info.value)
+    reliability_record(cases=1, failures_survived=1)
+
+
+def test_credentials_with_bad_server_name_do_not_echo_the_password(tmp_path, reliability_record):
+    from pydantic import ValidationError
+
+    path = write_credentials(tmp_path / "ztf_credentials.yml", 0o600, servers="localhost")
+    with pytest.raises(ValidationError) as info:
+        KafkaSettings.from_credentials_file(path)
+    assert "bootstrap server 'localhost' is not host:port" in str(info.value)
+    assert PASSWORD not in str(info.value)
+    reliability_record(cases=1, failures_survived=1)

@@ -1,0 +1,425 @@
+"""The consumer core and sinks on a real broker: exact tables, status-driven completion,
+quarantine, concurrent writers, group offsets."""
+
+from __future__ import annotations
+
+import io
+import multiprocessing as mp
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import fastavro
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from fink_pipeline.consumer.core import consume_topic, kafka_consumer, read_quarantine
+from fink_pipeline.consumer.sinks import (
+    ConcurrentConsumerError,
+    DeltaSink,
+    ParquetSink,
+    Partitioning,
+    add_time_partitions,
+    read_delta_table,
+    read_parquet_dataset,
+)
+from fink_pipeline.consumer.synthetic import TopicWriter, publish_tables, synthetic_alerts
+from fink_pipeline.surveys import get_survey
+
+pytestmark = pytest.mark.kafka
+
+ZTF = get_survey("ztf")
+
+
+def unique_topic() -> str:
+    return f"ftransfer_ztf_2024-03-01_{uuid.uuid4().hex[:10]}"
+
+
+def delta_sink(path, mode: str = "finkclass", prefix: str = "t:g") -> DeltaSink:
+    return DeltaSink(str(path), Partitioning(mode, ZTF.time_column, ZTF.time_scale), app_prefix=prefix)
+
+
+def parquet_sink(path, mode: str = "finkclass") -> ParquetSink:
+    return ParquetSink(str(path), Partitioning(mode, ZTF.time_column, ZTF.time_scale))
+
+
+def fastavro_rows(settings, topic: str, schema: dict, total: int) -> list[dict]:
+    """Every message of `topic` decoded one by one with fastavro (the reference decoder)."""
+    from confluent_kafka import TopicPartition
+
+    parsed = fastavro.parse_schema(schema)
+    consumer = kafka_consumer(settings, f"reference-{uuid.uuid4().hex}")
+    consumer.assign([TopicPartition(topic, p, 0) for p in range(10)])
+    rows: list[dict] = []
+    deadline = time.monotonic() + 60
+    while len(rows) < total and time.monotonic() < deadline:
+        for m in consumer.consume(num_messages=10_000, timeout=1.0):
+            if m.error() is None:
+                rows.append(fastavro.schemaless_reader(io.BytesIO(m.value()), parsed, None))
+    consumer.close()
+    return rows
+
+
+def nan_safe(value):
+    """NaN compares unequal to itself: spell it as a string for row comparisons."""
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    if isinstance(value, dict):
+        return {k: nan_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [nan_safe(v) for v in value]
+    return value
+
+
+def same_rows(table: pa.Table, reference: list[dict]) -> bool:
+    """`table` holds exactly the fastavro-decoded records (built into Arrow with the table's own
+    schema, so maps and records compare alike), whatever the row order."""
+    expected = nan_safe(pa.Table.from_pylist(reference, schema=table.schema).sort_by("candid").to_pylist())
+    got = nan_safe(table.sort_by("candid").to_pylist())
+    for row, ref in zip(got, expected):
+        differing = {k: (row[k], ref[k]) for k in row if row[k] != ref[k]}
+        assert not differing, f"candid {row['candid']}: {str(differing)[:800]}"
+    return len(got) == len(expected)
+
+
+@pytest.fixture(scope="module")
+def light_topic(kafka_broker):
+    """3,000 light-packet alerts on 10 partitions, with status and schema companions."""
+    from fink_pipeline.kafka.settings import KafkaSettings
+
+    settings = KafkaSettings(bootstrap_servers=kafka_broker)
+    topic = unique_topic()
+    published = publish_tables(settings, topic, synthetic_alerts(ZTF, 3000, "light", seed=3, batch_size=1000))
+    return topic, published
+
+
+# ------------------------------------------------------------------------------------------
+# exactness
+
+
+def check_delta_equals_fastavro(settings, topic, published, path, quarantine):
+    report = consume_topic(settings, topic, delta_sink(path), group_id="g", quarantine_dir=quarantine)
+    assert report.complete and report.state == "finished"
+    assert report.consumed == report.written == published.total and report.quarantined == 0
+    table = read_delta_table(str(path))
+    reference = fastavro_rows(settings, topic, published.avro_schema, published.total)
+    assert table.num_rows == len(reference) == published.total
+    # finkclass partitioning adds no column
+    assert sorted(table.column_names) == sorted(f["name"] for f in published.avro_schema["fields"])
+    assert same_rows(table, reference)
+
+
+def test_delta_table_equals_fastavro_decoding_row_for_row_light(kafka_settings, light_topic, tmp_path):
+    topic, published = light_topic
+    check_delta_equals_fastavro(kafka_settings, topic, published, tmp_path / "t", tmp_path / "q")
+
+
+def test_delta_table_equals_fastavro_decoding_row_for_row_full_packet(kafka_settings, tmp_path):
+    """Cutouts, history arrays of records, maps, nested records."""
+    topic = unique_topic()
+    published = publish_tables(kafka_settings, topic, synthetic_alerts(ZTF, 60, "full", seed=11, batch_size=30))
+    check_delta_equals_fastavro(kafka_settings, topic, published, tmp_path / "t", tmp_path / "q")
+
+
+def test_parquet_dataset_equals_fastavro_decoding(kafka_settings, light_topic, tmp_path):
+    topic, published = light_topic
+    report = consume_topic(kafka_settings, topic, parquet_sink(tmp_path / "p", "none"), group_id="g",
+                           quarantine_dir=tmp_path / "q", batch_size=700)
+    assert report.complete and report.batches >= 5
+    table = read_parquet_dataset(str(tmp_path / "p"))
+    reference = fastavro_rows(kafka_settings, topic, published.avro_schema, published.total)
+    assert table.num_rows == len(reference) == published.total
+    assert table.column_names == [f["name"] for f in published.avro_schema["fields"]]
+    assert same_rows(table, reference)
+
+
+def test_resume_is_exact_after_partial_runs(kafka_settings, light_topic, tmp_path):
+    """Stopping after any number of messages and starting again never loses or repeats one."""
+    topic, published = light_topic
+    for fmt, make in (("delta", lambda: delta_sink(tmp_path / "d")), ("parquet", lambda: parquet_sink(tmp_path / "p"))):
+        total = 0
+        for limit in (1, 777):
+            total += consume_topic(kafka_settings, topic, make(), group_id="g", limit=limit, batch_size=250,
+                                   quarantine_dir=tmp_path / "q").consumed
+        report = consume_topic(kafka_settings, topic, make(), group_id="g", quarantine_dir=tmp_path / "q")
+        assert report.complete and total + report.consumed == published.total
+        again = consume_topic(kafka_settings, topic, make(), group_id="g", quarantine_dir=tmp_path / "q")
+        assert again.consumed == 0 and again.complete
+        table = read_delta_table(str(tmp_path / "d")) if fmt == "delta" else read_parquet_dataset(str(tmp_path / "p"))
+        ids = table["candid"].to_pylist()
+        assert len(ids) == len(set(ids)) == published.total, fmt
+        assert set(ids) == set(published.ids)
+
+
+def test_parquet_resume_removes_files_of_an_unfinished_batch(kafka_settings, light_topic, tmp_path):
+    topic, published = light_topic
+    root = tmp_path / "p"
+    consume_topic(kafka_settings, topic, parquet_sink(root), group_id="g", limit=500, batch_size=500)
+    # a crash between the data files and the marker leaves files without a marker
+    sink = parquet_sink(root)
+    sink.resume_offsets(range(10))
+    orphan = read_parquet_dataset(str(root)).slice(0, 50).drop_columns(["finkclass"])
+    sink.write(orphan.append_column("finkclass", pa.array(["X"] * 50)), {0: 10_000}, {0: 9_000})
+    next(iter((root / "_offsets").glob("batch-0-9000-10000.json"))).unlink()
+    sink.close()
+    assert read_parquet_dataset(str(root)).num_rows == 550
+    report = consume_topic(kafka_settings, topic, parquet_sink(root), group_id="g")
+    assert report.complete
+    ids = read_parquet_dataset(str(root))["candid"].to_pylist()
+    assert len(ids) == len(set(ids)) == published.total
+
+
+def test_kafka_group_offsets_follow_the_table(kafka_settings, light_topic, tmp_path):
+    from confluent_kafka import TopicPartition
+
+    topic, published = light_topic
+    group = f"group-{uuid.uuid4().hex[:6]}"
+    report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d", prefix=f"{topic}:{group}"),
+                           group_id=group)
+    consumer = kafka_consumer(kafka_settings, group)
+    committed = consumer.committed([TopicPartition(topic, p) for p in range(10)], timeout=20)
+    consumer.close()
+    assert {tp.partition: tp.offset for tp in committed} == report.next_offsets
+    assert report.next_offsets == {p: o["last_offset"] + 1 for p, o in published.per_partition.items()}
+
+
+# ------------------------------------------------------------------------------------------
+# partitioning
+
+
+def test_time_partitions_are_vectorised_zero_padded_and_right(tmp_path):
+    import datetime as dt
+
+    jd = np.array([2460370.5, 2460371.49999, 2460400.75, 2451544.5])  # 2024-03-01 00:00 ... 2000-01-01
+    table = pa.table({"jd": jd, "year": pa.array([1, 1, 1, 1], pa.int32())})
+    out = add_time_partitions(table, "candidate.jd", "jd")
+    assert out.column_names == ["jd", "year", "month", "day"]
+    expected = [dt.datetime(1970, 1, 1) + dt.timedelta(days=float(v) - 2440587.5) for v in jd]
+    assert out["year"].to_pylist() == [f"{d.year:04d}" for d in expected]
+    assert out["month"].to_pylist() == [f"{d.month:02d}" for d in expected]
+    assert out["day"].to_pylist() == [f"{d.day:02d}" for d in expected]
+    assert out["month"].to_pylist()[:2] == ["03", "03"]
+
+
+def test_time_partitioning_writes_fink_client_hive_layout(kafka_settings, light_topic, tmp_path):
+    topic, published = light_topic
+    consume_topic(kafka_settings, topic, parquet_sink(tmp_path / "p", "time"), group_id="g")
+    folders = sorted({str(p.parent.relative_to(tmp_path / "p")) for p in (tmp_path / "p").rglob("*.parquet")})
+    assert folders == ["year=2024/month=03/day=01"]
+    delta_path = tmp_path / "d"
+    consume_topic(kafka_settings, topic, delta_sink(delta_path, "time"), group_id="g")
+    assert (delta_path / "year=2024" / "month=03" / "day=01").is_dir()
+    assert read_delta_table(str(delta_path)).num_rows == published.total
+
+
+def test_partitioning_errors_name_the_field_and_the_fix():
+    schema = pa.schema([("candid", pa.int64()), ("magpsf", pa.float32())])
+    with pytest.raises(ValueError, match="no 'finkclass' field; choose time, none"):
+        Partitioning("finkclass").check(schema)
+    with pytest.raises(ValueError, match="needs the time column 'candidate.jd'"):
+        Partitioning("time", "candidate.jd").check(schema)
+    with pytest.raises(ValueError, match="-partitionby 'day': choose one of"):
+        Partitioning("day")
+    Partitioning("time", "candidate.jd").check(pa.schema([("jd", pa.float64())]))  # flattened: fine
+
+
+# ------------------------------------------------------------------------------------------
+# completion from the status topic
+
+
+def test_consumer_started_before_the_end_stops_exactly_at_the_end_record(kafka_settings, tmp_path):
+    topic = unique_topic()
+    chunks = list(synthetic_alerts(ZTF, 1000, "light", seed=5, batch_size=250))
+    writer = TopicWriter(kafka_settings, topic, chunks[0].schema).start()
+    ended_at: list[float] = []
+
+    def publish_slowly():
+        for chunk in chunks:
+            writer.write(chunk)
+            writer.flush()
+            time.sleep(0.3)
+        time.sleep(1.0)  # the consumer has read everything and waits for the status
+        writer.end()
+        ended_at.append(time.monotonic())
+
+    thread = threading.Thread(target=publish_slowly)
+    thread.start()
+    try:
+        report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g",
+                               batch_size=300, max_timeout=0.5)
+        returned_at = time.monotonic()
+    finally:
+        thread.join()
+    # max_timeout is ignored while the status says "running": only the end record ends it
+    assert report.complete and report.state == "finished" and report.expected_total == 1000
+    assert report.consumed == 1000 and read_delta_table(str(tmp_path / "d")).num_rows == 1000
+    assert 0 <= returned_at - ended_at[0] < 10
+
+
+def test_failed_job_stops_the_consumer_with_what_was_published(kafka_settings, tmp_path):
+    topic = unique_topic()
+    chunks = list(synthetic_alerts(ZTF, 400, "light", seed=6, batch_size=200))
+    writer = TopicWriter(kafka_settings, topic, chunks[0].schema).start()
+    writer.write(chunks[0])
+    writer.fail("Spark job lost its executors")
+    report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g", max_timeout=1)
+    assert report.state == "failed" and not report.complete
+
+
+def test_topic_without_status_falls_back_to_the_timeout(kafka_settings, tmp_path):
+    topic = unique_topic()
+    published = publish_tables(kafka_settings, topic, synthetic_alerts(ZTF, 500, "light", seed=7), with_status=False)
+    started = time.monotonic()
+    report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g", max_timeout=2)
+    assert report.state == "unknown" and report.consumed == published.total == 500
+    assert time.monotonic() - started < 30
+
+
+# ------------------------------------------------------------------------------------------
+# quarantine
+
+
+def test_undecodable_messages_are_quarantined_with_coordinates_and_counted(kafka_settings, tmp_path):
+    topic = unique_topic()
+    chunks = list(synthetic_alerts(ZTF, 1200, "light", seed=8, batch_size=400))
+    writer = TopicWriter(kafka_settings, topic, chunks[0].schema).start()
+    rng = np.random.default_rng(1)
+    garbage = [b"", b"\x00", b"not avro at all", rng.bytes(300), rng.bytes(5000)]
+    for i, chunk in enumerate(chunks):
+        writer.write(chunk)
+        writer.send_raw(garbage, np.arange(len(garbage)) + 10 * i)
+        writer.flush()
+    valid = chunks[0].slice(0, 1)
+    from fink_pipeline.avro import encode_batch
+
+    truncated = encode_batch(valid, writer.avro_schema).to_pylist()[0][:-7]
+    writer.send_raw([truncated], np.array([99]))
+    published = writer.end()
+    n_bad = 3 * len(garbage) + 1
+    assert published.total == 1200 + n_bad
+
+    report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g",
+                           quarantine_dir=tmp_path / "q", batch_size=500)
+    assert report.complete and report.quarantined == n_bad and report.written == 1200
+    table = read_delta_table(str(tmp_path / "d"))
+    assert sorted(table["candid"].to_pylist()) == sorted(c for t in chunks for c in t["candid"].to_pylist())
+    quarantine = read_quarantine(tmp_path / "q")
+    assert quarantine.num_rows == n_bad
+    assert sorted(quarantine["value"].to_pylist()) == sorted(garbage * 3 + [truncated])
+    assert set(zip(quarantine["partition"].to_pylist(), quarantine["offset"].to_pylist())) <= {
+        (p, o) for p, e in published.per_partition.items() for o in range(e["last_offset"] + 1)}
+    assert all(quarantine["error"].to_pylist())
+    # a second run neither re-reads nor re-quarantines them
+    assert consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g",
+                         quarantine_dir=tmp_path / "q").consumed == 0
+    assert read_quarantine(tmp_path / "q").num_rows == n_bad
+
+
+# ------------------------------------------------------------------------------------------
+# two consumers on one table by mistake
+
+
+def test_delta_rs_rejects_a_commit_whose_app_id_moved_since_its_snapshot(tmp_path):
+    """The delta-rs behaviour DeltaSink relies on (ConcurrentTransaction on the same app_id)."""
+    from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    uri = str(tmp_path / "t")
+    data = pa.table({"a": [1]})
+    DeltaTable.create(uri, schema=data.schema)
+    stale, fresh = DeltaTable(uri), DeltaTable(uri)
+
+    def commit(table, app, version):
+        write_deltalake(table, data, mode="append",
+                        commit_properties=CommitProperties(app_transactions=[Transaction(app_id=app, version=version)]))
+
+    commit(fresh, "x:0", 10)
+    commit(stale, "x:1", 10)  # another partition: a plain append conflict, retried and accepted
+    stale_again = DeltaTable(uri)
+    commit(fresh, "x:0", 20)
+    with pytest.raises(CommitFailedError, match="Concurrent transaction"):
+        commit(stale_again, "x:0", 20)
+    assert DeltaTable(uri).transaction_version("x:0") == 20
+
+
+def test_delta_sink_refuses_when_another_writer_moved_its_offsets(tmp_path):
+    first, second = delta_sink(tmp_path / "d"), delta_sink(tmp_path / "d")
+    schema = pa.schema([("candid", pa.int64()), ("finkclass", pa.string())])
+    for sink in (first, second):
+        sink.prepare(schema)
+        assert sink.resume_offsets([0, 1]) == {0: 0, 1: 0}
+    rows = pa.table({"candid": [1, 2], "finkclass": ["a", "b"]})
+    first.write(rows, {0: 2}, {0: 0})
+    with pytest.raises(ConcurrentConsumerError, match="another consumer is writing the same topic partitions"):
+        second.write(rows, {0: 2}, {0: 0})
+    second.write(pa.table({"candid": [3], "finkclass": ["a"]}), {1: 1}, {1: 0})  # its other partition is fine
+    assert sorted(read_delta_table(str(tmp_path / "d"))["candid"].to_pylist()) == [1, 2, 3]
+
+
+def test_parquet_sink_locks_its_partitions(tmp_path):
+    first, second = parquet_sink(tmp_path / "p"), parquet_sink(tmp_path / "p")
+    first.resume_offsets([0, 1])
+    with pytest.raises(ConcurrentConsumerError, match="partition 1 of this topic is being written by another consumer"):
+        second.resume_offsets([1, 2])
+    second.resume_offsets([2, 3])  # disjoint partitions: parallel consumers of one run
+    first.close()
+    second.close()
+    third = parquet_sink(tmp_path / "p")
+    third.resume_offsets([0, 1, 2, 3])  # locks die with their holder
+    third.close()
+
+
+def _consume_in_process(servers: str, topic: str, path: str, fmt: str, out) -> None:
+    from fink_pipeline.kafka.settings import KafkaSettings
+
+    sink = delta_sink(path) if fmt == "delta" else parquet_sink(path)
+    try:
+        report = consume_topic(KafkaSettings(bootstrap_servers=servers), topic, sink, group_id="g", batch_size=100)
+        out.put(("ok", report.consumed))
+    except ConcurrentConsumerError as exc:
+        out.put(("refused", str(exc)))
+
+
+@pytest.mark.parametrize("fmt", ["delta", pytest.param("parquet", marks=pytest.mark.slow)])
+def test_two_concurrent_consumers_on_one_table_stay_exact(kafka_settings, light_topic, tmp_path, fmt):
+    topic, published = light_topic
+    context = mp.get_context("spawn")
+    out = context.Queue()
+    procs = [context.Process(target=_consume_in_process,
+                             args=(kafka_settings.bootstrap_servers, topic, str(tmp_path / "t"), fmt, out))
+             for _ in range(2)]
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    outcomes = sorted(kind for kind, _ in results)
+    assert outcomes in (["ok", "refused"], ["ok", "ok"]), results
+    table = read_delta_table(str(tmp_path / "t")) if fmt == "delta" else read_parquet_dataset(str(tmp_path / "t"))
+    ids = table["candid"].to_pylist()
+    # whether one refused or both went on, every message is in the table exactly once
+    assert len(ids) == len(set(ids)) == published.total
+    assert pc.all(pc.is_in(table["candid"], value_set=pa.array(published.ids))).as_py()
+
+
+def test_parquet_folders_are_named_like_pyarrows_dataset_writer(tmp_path):
+    """fink-client writes with pyarrow's dataset writer: same Hive folder names, nulls included."""
+    import pyarrow.dataset as ds
+
+    from fink_pipeline.consumer.sinks import hive_groups
+
+    table = pa.table({"candid": [1, 2, 3, 4, 5], "finkclass": ["SN candidate", None, "(TNS) SN Ia", "a/b", "SN candidate"],
+                      "year": ["2024", "2024", "2023", "2024", None]})
+    for columns in (["finkclass"], ["year", "finkclass"]):
+        ds.write_dataset(table, tmp_path / "ref", format="parquet", partitioning=columns, partitioning_flavor="hive",
+                         existing_data_behavior="delete_matching")
+        reference = {str(p.parent.relative_to(tmp_path / "ref")) for p in (tmp_path / "ref").rglob("*.parquet")}
+        groups = list(hive_groups(table, columns))
+        assert {folder for folder, _ in groups} == reference
+        assert sum(rows.num_rows for _, rows in groups) == 5
+        assert all(set(rows.column_names) == set(table.column_names) - set(columns) for _, rows in groups)
+        (tmp_path / "ref").rename(tmp_path / f"done-{len(columns)}")
+
