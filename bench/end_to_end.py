@@ -48,9 +48,10 @@ def run_in_process(request, bootstrap: str, root: Path) -> int:
 
     from fink_pipeline.orchestration.launch import run_transfer
 
-    result = run_transfer(request, bootstrap=bootstrap, archive_root=str(root / "archive"),
-                          table_root=str(root / "tables"), request_root=str(root / "requests"),
-                          instance=dg.DagsterInstance.ephemeral())
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = run_transfer(request, bootstrap=bootstrap, archive_root=str(root / "archive"),
+                              table_root=str(root / "tables"), request_root=str(root / "requests"),
+                              instance=instance)
     if not result.success:
         failure = next((e.message for e in result.all_events if e.is_failure), "see the run log")
         raise RuntimeError(f"transfer {request.topic} failed: {failure}")

@@ -116,10 +116,10 @@ def main() -> None:
 
     def launch() -> None:
         try:
-            outcome["result"] = run_transfer(request, bootstrap=settings.bootstrap_servers,
-                                             archive_root=str(root / "archive"), table_root=str(root / "tables"),
-                                             request_root=str(root / "requests"),
-                                             instance=dg.DagsterInstance.ephemeral())
+            with dg.DagsterInstance.ephemeral() as instance:  # disposed in the thread that made it
+                outcome["result"] = run_transfer(request, bootstrap=settings.bootstrap_servers,
+                                                 archive_root=str(root / "archive"), table_root=str(root / "tables"),
+                                                 request_root=str(root / "requests"), instance=instance)
         finally:
             outcome["run ended"] = time.monotonic() - launched
             run_done.set()

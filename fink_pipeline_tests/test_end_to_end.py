@@ -163,9 +163,8 @@ def test_demo_command_end_to_end_leaves_no_process(tmp_path):
     assert published == consumed > 0
     assert lines["topic"].startswith("ftransfer_ztf_")
     assert Path(lines["delta table"]).exists()
-    # the demo really started a broker and a Spark JVM, and neither outlived it
-    names = set(seen.values())
-    assert "java" in names and any(name.startswith("tansu") for name in names), names
+    # the demo really started a Spark JVM (and a broker unless one was reachable); none outlived it
+    assert "java" in set(seen.values()), seen
     # Dagster's compute-log tailers notice their parent's exit within a second or two
     deadline = time.monotonic() + 15
     while _descendants_alive(set(seen)) and time.monotonic() < deadline:

@@ -220,9 +220,6 @@ def with_signal(pgid: int, sig: int) -> None:
 
 
 @pytest.mark.kafka
-@pytest.mark.xfail(strict=True, raises=ConsumerHung, reason=(
-    "consume_topic loops forever once its finished topic disappears (memory broker restarted): "
-    "nothing checks that the assigned topic still exists; see the reliability report"))
 def test_broker_killed_and_restarted_while_consuming(private_broker, full_packets, tmp_path, reliability_record):
     broker = private_broker[0]
     address = broker.address
@@ -451,9 +448,10 @@ def test_two_transfers_at_once_write_two_exact_tables(spark, kafka_broker, archi
     def transfer(i: int) -> None:
         began = time.monotonic()
         # one in-memory instance per run, as two separate launches would have
-        results[i] = run_transfer(requests[i], bootstrap=kafka_broker, archive_root=archive,
-                                  table_root=str(tmp_path / "tables"), request_root=str(tmp_path / "requests"),
-                                  instance=dg.DagsterInstance.ephemeral())
+        with dg.DagsterInstance.ephemeral() as instance:  # disposed in the thread that made it
+            results[i] = run_transfer(requests[i], bootstrap=kafka_broker, archive_root=archive,
+                                      table_root=str(tmp_path / "tables"), request_root=str(tmp_path / "requests"),
+                                      instance=instance)
         spans[i] = (began, time.monotonic())
 
     threads = [threading.Thread(target=transfer, args=(i,)) for i in range(2)]

@@ -63,6 +63,7 @@ import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from fink_pipeline.avro.schema import AVRO_PRIMITIVE_TO_ARROW
 from fink_pipeline.archive.generate import (
     COMPRESSION,
     MAX_FILE_BYTES,
@@ -349,15 +350,6 @@ def _read_avro(path: str, gzipped: bool, chunk_rows: int) -> tuple[str, pa.Schem
     return str(writer.get("name", "")), arrow_schema, batches()
 
 
-_AVRO_PRIMITIVES = {
-    "boolean": pa.bool_(),
-    "int": pa.int32(),
-    "long": pa.int64(),
-    "float": pa.float32(),
-    "double": pa.float64(),
-    "bytes": pa.binary(),
-    "string": pa.string(),
-}
 _AVRO_LOGICAL = {
     "timestamp-millis": pa.timestamp("ms", tz="UTC"),
     "timestamp-micros": pa.timestamp("us", tz="UTC"),
@@ -386,8 +378,8 @@ def _avro_to_arrow(avro_type, named: dict, path: str) -> pa.DataType:
             raise ImportFileError(f"field {path!r}: union {avro_type} of several types is not supported")
         return _avro_to_arrow(branches[0], named, path)
     if isinstance(avro_type, str):
-        if avro_type in _AVRO_PRIMITIVES:
-            return _AVRO_PRIMITIVES[avro_type]
+        if avro_type in AVRO_PRIMITIVE_TO_ARROW:
+            return AVRO_PRIMITIVE_TO_ARROW[avro_type]
         if avro_type == "null":
             return pa.null()
         if avro_type in named:
@@ -409,7 +401,7 @@ def _avro_to_arrow(avro_type, named: dict, path: str) -> pa.DataType:
         return pa.string()
     if kind == "fixed":
         return pa.binary()
-    if kind in _AVRO_PRIMITIVES or kind == "null":
+    if kind in AVRO_PRIMITIVE_TO_ARROW or kind == "null":
         return _avro_to_arrow(kind, named, path)
     raise ImportFileError(f"field {path!r}: Avro type {kind!r} is not supported")
 

@@ -214,7 +214,8 @@ def split_nullable(avro_type: AvroType) -> tuple[AvroType, int | None]:
     raise NotImplementedError(f"only [T, 'null'] unions are supported, got {avro_type}")
 
 
-_ARROW_PRIMITIVES = {
+#: Avro primitive type name -> Arrow type (shared with the archive importer)
+AVRO_PRIMITIVE_TO_ARROW = {
     "boolean": pa.bool_(),
     "int": pa.int32(),
     "long": pa.int64(),
@@ -228,8 +229,8 @@ _ARROW_PRIMITIVES = {
 def _arrow_type(avro_type: AvroType, named: dict[str, dict]) -> pa.DataType:
     avro_type = resolve(avro_type, named)
     if isinstance(avro_type, str):
-        if avro_type in _ARROW_PRIMITIVES:
-            return _ARROW_PRIMITIVES[avro_type]
+        if avro_type in AVRO_PRIMITIVE_TO_ARROW:
+            return AVRO_PRIMITIVE_TO_ARROW[avro_type]
         raise NotImplementedError(f"Avro type {avro_type!r} is not supported")
     kind = avro_type["type"]
     if kind == "record":
