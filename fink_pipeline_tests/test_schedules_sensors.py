@@ -251,3 +251,20 @@ def test_topic_sensor_skips_without_a_broker(tmp_path, monkeypatch):
     with dg.instance_for_test() as instance:
         result = sensors.transfer_topic_sensor(dg.build_sensor_context(instance=instance, resources=resources))
     assert isinstance(result, dg.SkipReason) and "no Kafka broker" in result.skip_message
+
+
+# -- schedules --------------------------------------------------------------------------------
+
+def test_night_statistics_schedule_counts_the_night_that_just_ended():
+    schedule = defs.resolve_schedule_def("night_statistics_schedule")
+    assert schedule.cron_schedule == "0 9 * * *"
+    assert schedule.job_name == "night_statistics_job"
+    assert defs.resolve_job_def("night_statistics_job").asset_layer.executable_asset_keys == {
+        dg.AssetKey("night_statistics")
+    }
+    with dg.instance_for_test() as instance:
+        context = dg.build_schedule_context(
+            instance=instance, scheduled_execution_time=dt.datetime(2024, 3, 2, 9, 0, tzinfo=UTC)
+        )
+        result = schedule.evaluate_tick(context)
+    assert [request.partition_key for request in result.run_requests] == ["2024-03-01"]
