@@ -7,7 +7,6 @@ step and the table step) never duplicates: the publisher skips the Spark partiti
 data. Bad input fails at once, without retries, with the CLI's message.
 """
 
-
 import contextlib
 
 import dagster as dg
@@ -39,6 +38,7 @@ from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
 from fink_pipeline.transfer.estimate import estimate_request
 from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
+from fink_pipeline.transfer.metrics import footer_input_bytes, job_read_fields
 from fink_pipeline.transfer.request import RequestError
 
 # Transient failures (broker restarting, network, a Spark executor lost): 3 more attempts,
@@ -72,15 +72,6 @@ def _transient(context: dg.AssetExecutionContext, what: str, bootstrap: str):
             f"(Kafka {bootstrap}): {type(exc).__name__}: {first_line}",
             allow_retries=True,
         ) from exc
-
-
-def _bytes_read(plan, files: list[str], default: int) -> int:
-    """Compressed bytes of the column chunks the job reads (from the Parquet footers)."""
-    try:
-        from fink_pipeline.transfer.metrics import footer_input_bytes, job_read_fields
-    except ImportError:  # older tree without the footer measure: the files' whole size
-        return default
-    return footer_input_bytes(files, job_read_fields(plan)).bytes
 
 
 @dg.asset(
@@ -193,7 +184,8 @@ def published_alerts(
     plot_path = save_png(png, paths.state_dir() / "reports" / request.topic / "alerts_per_class_night.png")
     files = archive_files(plan.night_paths)
     bytes_on_disk = sum(size for _, size in files)
-    bytes_read = _bytes_read(plan, [path for path, _ in files], default=bytes_on_disk)
+    # compressed bytes of the column chunks the job reads, from the Parquet footers
+    bytes_read = footer_input_bytes([path for path, _ in files], job_read_fields(plan)).bytes
     if "selected_alerts" in selected:
         yield dg.MaterializeResult(
             asset_key="selected_alerts",
