@@ -169,7 +169,9 @@ _CANONICAL_NAMES: Mapping[str, str] = {
     "SAFE_DIVIDE": "TRY_DIVIDE",
 }
 # sqlglot flags that carry no meaning for the Spark SQL we regenerate.
-_HARMLESS_FLAGS = frozenset({"ignore_nulls", "safe", "coalesce", "is_nvl", "is_null"})
+# zero_start (sqlglot >= 30.31, set by the Spark dialect on SUBSTRING) records Spark's own
+# reading of a start of 0; the regenerated call runs on Spark, which reads it the same way.
+_HARMLESS_FLAGS = frozenset({"ignore_nulls", "safe", "coalesce", "is_nvl", "is_null", "zero_start"})
 
 # First tokens of statements (a condition is an expression, never a statement).
 _STATEMENT_TOKENS = frozenset(
