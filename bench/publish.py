@@ -10,8 +10,10 @@ machine and broker for these bytes.
 
 Printed: archive generation and Spark start-up times (not counted in any rate), the publish rate
 of every run (the first run of a session also pays Spark's warm-up: JIT, Python workers), the
-seconds the tasks spent per phase, and the raw produce rate. Last line:
-`publish vs raw produce: X` (best publish rate / raw produce rate).
+CPU seconds each run cost per process (Spark JVM, Python workers, broker) with the rate they
+would allow on 2 idle cores (the machine is shared: wall rates depend on its load, printed
+too), the wall and CPU seconds of the tasks per phase, and the raw produce rate. Last line:
+`publish vs raw produce: X` (best warm publish rate / raw produce rate).
 
     .venv/bin/python bench/publish.py [--alerts 100000] [--runs 3] [--conf spark.key=value ...]
 """
@@ -32,9 +34,7 @@ sys.path.insert(0, str(REPO))
 
 RESULTS = REPO / "bench" / "results"
 NIGHT = dt.date(2024, 3, 1)
-# Spark reads the ~60 light columns (two of them 26-field structs) as rows unless whole-stage
-# codegen may handle that many fields; the vectorized Parquet reader needs it.
-DEFAULT_CONF = {"spark.sql.codegen.maxFields": "1000"}
+DEFAULT_CONF: dict[str, str] = {}  # the embedded stack's own defaults (fink_pipeline.spark)
 
 
 def archive_root(alerts: int) -> Path:
@@ -69,28 +69,29 @@ def light_dataframe(spark, root: Path):
     return build_transfer_dataframe(spark, plan)
 
 
-def cpu_seconds(pids: list[int]) -> float:
-    """CPU time used so far by these processes and all their descendants (exited ones included
-    once reaped): what the publication costs the machine whatever else runs on it."""
+def cpu_seconds(broker_pid: int) -> dict[str, float]:
+    """CPU seconds used so far by the driver's Python, its Spark JVM, the JVM's Python workers
+    and the broker (exited children included once reaped): what the publication costs the
+    machine, whatever else runs on it."""
     import psutil
 
-    total, seen = 0.0, set()
-    for pid in pids:
+    def used(process) -> float:
         try:
-            root = psutil.Process(pid)
-            family = [root] + root.children(recursive=True)
+            times = process.cpu_times()
         except psutil.NoSuchProcess:
-            continue
-        for process in family:
-            if process.pid in seen:
-                continue
-            seen.add(process.pid)
-            try:
-                times = process.cpu_times()
-            except psutil.NoSuchProcess:
-                continue
-            total += times.user + times.system + times.children_user + times.children_system
-    return total
+            return 0.0
+        return times.user + times.system + times.children_user + times.children_system
+
+    me = psutil.Process()
+    jvms = [child for child in me.children() if child.name() == "java"]
+    workers = [w for jvm in jvms for w in jvm.children(recursive=True)]
+    times = me.cpu_times()
+    return {
+        "driver": times.user + times.system,
+        "jvm": sum(used(jvm) for jvm in jvms) - sum(used(w) for w in workers),
+        "python workers": sum(used(w) for w in workers),
+        "broker": used(psutil.Process(broker_pid)),
+    }
 
 
 def raw_produce(settings, df, options) -> tuple[int, float]:
@@ -157,14 +158,13 @@ def main() -> int:
         try:
             df = light_dataframe(spark, root)
             best = 0.0
-            # the driver (this process and its JVM with the Python workers) and the broker
-            pids = [os.getpid(), broker.pid]
             for run in range(1, args.runs + 1):
                 topic = f"ftransfer_ztf_bench_{uuid.uuid4().hex[:8]}"
-                cpu_before, load_before = cpu_seconds(pids), os.getloadavg()[0]
+                cpu_before, load_before = cpu_seconds(broker.pid), os.getloadavg()[0]
                 report = publish_dataframe(df, topic, settings, request_id=topic, survey_time_column="candidate.jd",
                                            survey_time_epoch=JD_UNIX_EPOCH, options=options)
-                cpu = cpu_seconds(pids) - cpu_before
+                cpu_by = {k: v - cpu_before[k] for k, v in cpu_seconds(broker.pid).items()}
+                cpu = sum(cpu_by.values())
                 assert report.total == args.alerts, f"published {report.total} of {args.alerts}"
                 rate = report.alerts_per_second
                 best = max(best, rate) if run > 1 or args.runs == 1 else best
@@ -174,8 +174,11 @@ def main() -> int:
                              f"{report.bytes_published / 1e6:.0f} MB Avro, {cpu:.1f} CPU-s "
                              f"(CPU-bound on 2 idle cores: {report.total / (cpu / 2):,.0f} alerts/s), "
                              f"machine load {load_before:.1f}"))
-                rows.append(("  task seconds by phase", "", ", ".join(
+                rows.append(("  CPU s by process", "", ", ".join(f"{k} {v:.2f}" for k, v in cpu_by.items())))
+                rows.append(("  task wall s by phase", "", ", ".join(
                     f"{k} {v:.2f}" for k, v in sorted(report.task_seconds.items(), key=lambda kv: -kv[1]))))
+                rows.append(("  task CPU s by phase", "", ", ".join(
+                    f"{k} {v:.2f}" for k, v in sorted(report.task_cpu_seconds.items(), key=lambda kv: -kv[1]))))
             messages, seconds = raw_produce(settings, df, options)
             raw_rate = messages / seconds
             rows.append(("raw produce (same bytes)", f"{raw_rate:,.0f} alerts/s", f"{messages:,} messages in {seconds:.2f} s"))

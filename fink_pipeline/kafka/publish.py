@@ -131,8 +131,10 @@ class PublishReport:
     # messages an earlier attempt or run had already published (found and not sent again)
     already_published: int = 0
     published_now: int = 0
-    # seconds the tasks spent per phase, summed over tasks (input = waiting for Spark's rows)
+    # seconds the tasks spent per phase, summed over tasks (input = waiting for Spark's rows),
+    # and the CPU seconds of their Python workers per phase
     task_seconds: dict[str, float] = field(default_factory=dict)
+    task_cpu_seconds: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -227,7 +229,7 @@ def _read_existing(config: _TaskConfig, owned: list[int]) -> dict[int, _Partitio
     try:
         to_read = []
         for k in owned:
-            low, high = consumer.get_watermark_offsets(
+            _, high = consumer.get_watermark_offsets(
                 TopicPartition(config.topic, k), timeout=_READ_BACK_TIMEOUT_S, cached=False
             )
             if high > 0:
@@ -265,7 +267,7 @@ def _read_existing(config: _TaskConfig, owned: list[int]) -> dict[int, _Partitio
                     "it was not written by this publisher (publish to a new topic name)"
                 ) from None
             span = ends[k] - first.get(k, ends[k])
-            if len(ids) != span or last[k] + 1 != ends[k] and len(ids):
+            if len(ids) != span or (len(ids) and last[k] + 1 != ends[k]):
                 raise PublicationConflict(
                     f"Kafka partition {k} of {config.topic} holds {len(ids)} messages between offsets "
                     f"{first.get(k)} and {ends[k]}: it holds records this publisher does not write "
@@ -288,16 +290,19 @@ def _hold_back_last(parts: np.ndarray) -> np.ndarray:
 
 
 class _Laps:
-    """Seconds spent per phase of a task (reported in its summary, printed by the bench)."""
+    """Wall and CPU seconds spent per phase of a task (in its summary, printed by the bench).
+    CPU time is the worker process's, librdkafka's threads included."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
-        self._last = time.perf_counter()
+        self.cpu: dict[str, float] = {}
+        self._wall, self._cpu = time.perf_counter(), time.process_time()
 
     def lap(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self._last
-        self._last = now
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + wall - self._wall
+        self.cpu[phase] = self.cpu.get(phase, 0.0) + cpu - self._cpu
+        self._wall, self._cpu = wall, cpu
 
 
 class _SparkPartitionPublisher:
@@ -516,7 +521,8 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
     if attempt == 0 and options.fail_first_attempt_after_commit:
         raise RuntimeError(f"injected failure in Spark partition {spark_partition} after its commit")
     summary.update(produced=publisher.produced, bytes=publisher.payload_bytes,
-                   seconds={k: round(v, 4) for k, v in laps.seconds.items()})
+                   seconds={k: round(v, 4) for k, v in laps.seconds.items()},
+                   cpu={k: round(v, 4) for k, v in laps.cpu.items()})
     yield pa.RecordBatch.from_pydict({"summary": [json.dumps(summary)]})
 
 
@@ -686,6 +692,8 @@ def publish_dataframe(
             for summary in summaries:
                 for phase, seconds in summary.get("seconds", {}).items():
                     report.task_seconds[phase] = report.task_seconds.get(phase, 0.0) + seconds
+                for phase, seconds in summary.get("cpu", {}).items():
+                    report.task_cpu_seconds[phase] = report.task_cpu_seconds.get(phase, 0.0) + seconds
             missing = set(range(spark_partitions)) - final.completed_spark_partitions
             if missing:
                 raise PublicationConflict(f"Spark partitions {sorted(missing)} finished without a progress record")
