@@ -62,6 +62,10 @@ class SourceFile:
     rows: int
 
 
+# The one label of the statistics of a survey whose alerts carry no class (LSST).
+ALL_ALERTS_LABEL = "all alerts"
+
+
 @dataclass(frozen=True)
 class NightStatistics:
     """Alert counts of one night per combination of class labels."""
@@ -85,7 +89,10 @@ class NightStatistics:
         return sum(f.rows for f in self.source_files)
 
     def per_label(self, column: str | None = None) -> dict[str, int]:
-        """Alerts per label of one class column (default: the first), largest first."""
+        """Alerts per label of one class column (default: the first), largest first; a survey
+        without class labels (LSST) has one, `ALL_ALERTS_LABEL`."""
+        if not self.class_columns:
+            return {ALL_ALERTS_LABEL: self.total}
         column = column or self.class_columns[0]
         out: Counter[str] = Counter()
         for label, count in zip(self.counts.column(column).to_pylist(), self.counts.column(COUNT_COLUMN).to_pylist()):
@@ -234,6 +241,9 @@ def compute_night_statistics(
             parquet = pq.ParquetFile(handle)
             sources.append(SourceFile(path.rsplit("/", 1)[-1], size, parquet.metadata.num_rows))
             for group in range(parquet.num_row_groups):
+                if not class_columns:  # LSST: one count, from the footer alone
+                    counter[()] += parquet.metadata.row_group(group).num_rows
+                    continue
                 table = parquet.read_row_group(group, columns=columns)
                 labels = classify_table(survey, table, tns_catalog)
                 keyed = pa.table({c: pc.cast(labels[c], pa.string()) for c in class_columns})
@@ -384,7 +394,10 @@ def known_labels(root: str, survey: str, column: str | None = None) -> set[str]:
 
     from fink_pipeline.surveys import get_survey
 
-    column = column or get_survey(survey).class_columns[0]
+    class_columns = get_survey(survey).class_columns
+    if not class_columns:  # LSST: no class label to know
+        return set()
+    column = column or class_columns[0]
     paths = [statistics_path(root, survey, night) for night in stored_nights(root, survey)]
     if not paths:
         return set()

@@ -58,6 +58,9 @@ class Survey:
     # Synthetic alerts of one night: (night, n_alerts, seed, with_cutouts) -> record batches
     # matching `archive_schema`, produced lazily so memory stays bounded at any scale.
     generate_night: Callable[..., Iterator[pa.RecordBatch]] | None = None
+    # Labels a class filter may name when the classes are stored, not computed (ELAsTiCC's
+    # classIds as text) -> their descriptions; empty where the survey has no fixed label set.
+    class_labels: dict[str, str] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def time_to_unix_seconds(self, values):

@@ -209,12 +209,11 @@ def format_count(row: EstimateRow) -> str:
 
 
 def selection_mask(survey_name: str, class_columns: Sequence[str], values: Mapping[str, Sequence],
-                   classes: Sequence[str]) -> np.ndarray:
-    """Rows whose labels the job's class filter keeps (`filter_classes` semantics)."""
-    first = values[class_columns[0]]
-    n = len(first)
+                   classes: Sequence[str], n: int) -> np.ndarray:
+    """Which of the `n` rows the job's class filter keeps (`filter_classes` semantics)."""
     if not classes:
         return np.ones(n, dtype=bool)
+    first = values[class_columns[0]]
     if survey_name != "ztf":
         wanted = {str(c) for c in classes}
         return np.fromiter((v is not None and str(v) in wanted for v in first), bool, n)
@@ -229,7 +228,7 @@ def selection_mask(survey_name: str, class_columns: Sequence[str], values: Mappi
 def class_mask(stats: NightStatistics, classes: Sequence[str]) -> list[bool]:
     """Which rows (label combinations) of a night's statistics the class filter keeps."""
     values = {c: stats.counts.column(c).to_pylist() for c in stats.class_columns}
-    return selection_mask(stats.survey, stats.class_columns, values, classes).tolist()
+    return selection_mask(stats.survey, stats.class_columns, values, classes, stats.counts.num_rows).tolist()
 
 
 def _row_labels(survey_name: str, classes: Sequence[str], stats: Sequence[NightStatistics]) -> list[str]:
@@ -244,12 +243,14 @@ def _row_labels(survey_name: str, classes: Sequence[str], stats: Sequence[NightS
 
 
 def _label_values(stats_or_sample_values: Mapping[str, Sequence], survey_name: str, class_columns: Sequence[str],
-                  label: str, all_classes: bool) -> np.ndarray:
-    """Rows belonging to one displayed label."""
+                  label: str, all_classes: bool, n: int) -> np.ndarray:
+    """Which of the `n` rows belong to one displayed label."""
+    if not class_columns:  # LSST: the one label is every alert
+        return np.ones(n, bool)
     if all_classes:
         first = stats_or_sample_values[class_columns[0]]
         return np.fromiter((str(v) == label for v in first), bool, len(first))
-    return selection_mask(survey_name, class_columns, stats_or_sample_values, [label])
+    return selection_mask(survey_name, class_columns, stats_or_sample_values, [label], n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -423,7 +424,9 @@ def avro_bytes_per_alert(table: pa.Table, content: ContentPlan, classes: Mapping
 def _size_sample(plan: "TransferPlan", nights: Sequence[dt.date], size_rows: int, seed: int) -> tuple[pa.Table, dict]:
     """A few alerts from up to three nights (first, middle, last) with every column the content needs."""
     survey = plan.survey
-    skip = set(survey.class_columns) | set(PARTITION_COLUMNS)
+    # computed class columns are not in the files (ELAsTiCC's stored classId is)
+    computed = set(survey.class_columns) if survey.classify_arrow is not None else set()
+    skip = computed | set(PARTITION_COLUMNS)
     fields = [f for f in dict.fromkeys(list(classification_inputs(survey)) + plan.content.source_fields)
               if f.split(".")[0] not in skip]
     chosen = sorted({nights[0], nights[len(nights) // 2], nights[-1]}) if nights else []
@@ -488,6 +491,7 @@ def estimate_request(
 
     # Sample and evaluate once for all nights.
     sample_values: dict[dt.date, dict[str, list]] = {}
+    sample_rows_per_night: dict[dt.date, int] = {}
     passing: set[tuple[int, int]] = set()
     if sampled:
         fields = _sample_fields(plan)
@@ -496,6 +500,7 @@ def estimate_request(
         for night in nights:
             sample, _ = read_sample(archive_root, survey, night, fields, per_night, seed)
             sample_values[night] = _sample_classes(survey, sample, plan.tns_catalog)
+            sample_rows_per_night[night] = sample.num_rows
             sample = sample.append_column(_NIGHT, pa.array([night.toordinal()] * sample.num_rows, pa.int64()))
             sample = sample.append_column(_ROW, pa.array(np.arange(sample.num_rows), pa.int64()))
             tables.append(sample)
@@ -512,26 +517,28 @@ def estimate_request(
     for night, s in zip(nights, stats):
         stat_values = {c: s.counts.column(c).to_pylist() for c in class_columns}
         counts = np.asarray(s.counts.column(COUNT_COLUMN).to_pylist(), dtype=np.int64)
-        union = selection_mask(survey.name, class_columns, stat_values, request.classes)
+        union = selection_mask(survey.name, class_columns, stat_values, request.classes, len(counts))
         in_union = int(counts[union].sum())
         if not sampled:
             for label in labels:
-                n = int(counts[_label_values(stat_values, survey.name, class_columns, label, all_classes)].sum())
+                n = int(counts[_label_values(stat_values, survey.name, class_columns, label, all_classes,
+                                             len(counts))].sum())
                 if n or not all_classes:
                     rows.append(EstimateRow(night, label, n, float(n), float(n), float(n)))
             exact = float(in_union)
             night_rows.append(EstimateRow(night, "selected", in_union, exact, exact, exact))
             continue
         values = sample_values[night]
-        size = len(values[class_columns[0]])
+        size = sample_rows_per_night[night]
         passed = np.fromiter(((night.toordinal(), i) in passing for i in range(size)), bool, size)
-        in_sample = selection_mask(survey.name, class_columns, values, request.classes)
+        in_sample = selection_mask(survey.name, class_columns, values, request.classes, size)
         pooled = passed[in_sample].mean() if in_sample.any() else (passed.mean() if size else math.nan)
         for label in labels:
-            n = int(counts[_label_values(stat_values, survey.name, class_columns, label, all_classes)].sum())
+            n = int(counts[_label_values(stat_values, survey.name, class_columns, label, all_classes,
+                                         len(counts))].sum())
             if not n and all_classes:
                 continue
-            member = _label_values(values, survey.name, class_columns, label, all_classes)
+            member = _label_values(values, survey.name, class_columns, label, all_classes, size)
             rows.append(_stratum(night, label, n, int(member.sum()), int((member & passed).sum()), pooled, confidence))
         night_rows.append(_stratum(night, "selected", in_union, int(in_sample.sum()),
                                    int((in_sample & passed).sum()), pooled, confidence))
@@ -550,7 +557,7 @@ def estimate_request(
     footer = footer_input_bytes(files, job_read_fields(plan)) if files else None
     method = "nightly statistics (exact)"
     if sampled:
-        evaluated = sum(len(v[class_columns[0]]) for v in sample_values.values())
+        evaluated = sum(sample_rows_per_night.values())
         method = (f"nightly statistics x pass rate of a {evaluated:,}-alert sample evaluated by Spark "
                   f"({confidence:.0%} Wilson intervals)")
     return Estimate(

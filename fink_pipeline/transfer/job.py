@@ -146,6 +146,7 @@ def validate_classes(
       with a warning, unless they are a near miss of a Fink label, an error.
     """
     if survey.name != "ztf":
+        _validate_stored_classes(survey, classes, seen_labels)
         return []
     from fink_pipeline.surveys.ztf.classification import FINK_CLASS_LABELS
 
@@ -202,6 +203,27 @@ def validate_classes(
             "'(SIMBAD) <type>' or '(TNS) <type>'")
         )
     return warnings
+
+
+def _validate_stored_classes(survey: Survey, classes: Sequence[str], seen_labels: Collection[str]) -> None:
+    """Surveys whose classes are stored with the alerts (ELAsTiCC classId) or absent (LSST):
+    a label must be one of the survey's, or one the nightly statistics have seen."""
+    if not survey.class_columns:
+        raise RequestError(
+            f"classes: {survey.name} alerts carry no class label (Fink's {survey.name} service has no "
+            "finkclass): remove classes and select with conditions instead, e.g. 'diaSource.reliability > 0.9'"
+        )
+    valid = set(survey.class_labels) | {str(label) for label in seen_labels}
+    by_name = {name.lower(): label for label, name in survey.class_labels.items()}
+    for label in classes:
+        if str(label) in valid:
+            continue
+        if str(label).lower() in by_name:
+            code = by_name[str(label).lower()]
+            hint = f"; did you mean {code!r} ({survey.class_labels[code]})?"
+        else:
+            hint = "; choose among " + ", ".join(f"{code} ({name})" for code, name in survey.class_labels.items())
+        raise RequestError(f"classes: {label!r} is not a known {survey.name} {survey.class_columns[0]}{hint}")
 
 
 def read_nights(spark: "SparkSession", plan: TransferPlan) -> "DataFrame":

@@ -7,6 +7,7 @@ import datetime as dt
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.surveys.elasticc.generator import generate_night
 from fink_pipeline.surveys.elasticc.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS
+from fink_pipeline.surveys.elasticc.taxonomy import CLASS_NAMES
 
 SURVEY = Survey(
     name="elasticc",
@@ -31,4 +32,5 @@ SURVEY = Survey(
         "cmidPointTai", "cfilterName", "cpsFlux", "cpsFluxErr",
     ),  # fmt: skip
     generate_night=generate_night,
+    class_labels={str(class_id): name for class_id, name in CLASS_NAMES.items()},
 )

@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 import pyarrow as pa
 
+from fink_pipeline.surveys.elasticc.taxonomy import CLASS_NAMES
 from fink_pipeline.surveys.elasticc.schema import (
     ARCHIVE_SCHEMA,
     DIA_FORCED_SOURCE,
@@ -43,8 +44,8 @@ BLOCK_SIZE = 1000
 FILTERS = ("u", "g", "r", "i", "z", "Y")
 #: Filter of the triggering detection (120 sample alerts: r 33 %, i 28 %, z 13 %, Y 12 %, g 11 %, u 3 %).
 FILTER_WEIGHTS = np.array([0.03, 0.11, 0.33, 0.28, 0.13, 0.12])
-#: ELAsTiCC taxonomy classes (elasticc `taxonomy/`) and assumed shares of the alert stream
-#: (the class counts of Fink's portal, `elasticc_*_classes.csv`, are not in the samples).
+#: Assumed shares of the alert stream per taxonomy class (`taxonomy.CLASS_NAMES`; the class
+#: counts of Fink's portal, `elasticc_*_classes.csv`, are not in the samples).
 CLASSES = {
     111: 0.20, 112: 0.06, 113: 0.18, 114: 0.03, 115: 0.03,  # SN Ia, Ib/c, II, Iax, 91bg
     121: 0.002, 122: 0.03, 123: 0.03, 124: 0.01,  # KN, M-dwarf flare, dwarf nova, microlensing
@@ -54,6 +55,7 @@ CLASSES = {
 }  # fmt: skip
 CLASS_IDS = np.array(list(CLASSES), dtype=np.int32)
 CLASS_WEIGHTS = np.array(list(CLASSES.values())) / sum(CLASSES.values())
+assert set(CLASSES) == set(CLASS_NAMES), "every generated classId is a taxonomy class"
 #: ELAsTiCC campaign (alerts streamed to brokers) started 2022-09-28.
 CAMPAIGN_START_MJD = 59850.0
 NO_VALUE = -9.0  # ELAsTiCC's "no measurement" for host quantities
