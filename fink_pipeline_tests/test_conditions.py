@@ -18,10 +18,14 @@ import pytest
 
 from fink_pipeline.surveys.base import flatten_schema
 from fink_pipeline.surveys.ztf.schema import ARCHIVE_SCHEMA, CANDIDATE, LC_FEATURES, PRV_CANDIDATE
+from fink_pipeline.transfer import conditions as conditions_module
 from fink_pipeline.transfer.conditions import (
     MAX_CONDITION_LENGTH,
+    MAX_CONDITIONS,
+    MAX_CONDITIONS_LENGTH,
     MAX_DEPTH,
     ConditionError,
+    ConditionsSizeError,
     ValidatedCondition,
     split_conditions,
     validate_condition,
@@ -379,6 +383,62 @@ def test_limits_are_inclusive() -> None:
     validate_condition("NOT " * (MAX_DEPTH - 1) + "from_upper", FIELDS)
     # Long chains of one operator are wide, not deep.
     validate_condition(" AND ".join(["candidate.magpsf > 1"] * 80), FIELDS)
+
+
+@pytest.fixture
+def parse_calls(monkeypatch) -> dict[str, int]:
+    """Counts the conditions validated and the textareas split (an oversized request: none)."""
+    calls = {"validate_condition": 0, "split_conditions": 0}
+    for name in calls:
+        original = getattr(conditions_module, name)
+
+        def counting(*args, _original=original, _name=name, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(conditions_module, name, counting)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("conditions", "message", "splits"),
+    [
+        (["candidate.magpsf > 19"] * 10_000, f"10000 extra conditions, at most {MAX_CONDITIONS}; keep the ones", 0),
+        ("candidate.magpsf > 19;" * (MAX_CONDITIONS + 1),
+         f"{MAX_CONDITIONS + 1} extra conditions, at most {MAX_CONDITIONS}", 1),
+        (["candidate.magpsf > 19 AND " * 40_000], f"1040000 characters of extra conditions, at most "
+         f"{MAX_CONDITIONS_LENGTH} in all; shorten them (each under {MAX_CONDITION_LENGTH} characters)", 0),
+        ("rb>0;" * 200_000, "1000000 characters of extra conditions", 0),  # 200,000 tiny conditions
+    ],
+    ids=["10k-conditions", "textarea-101", "1MB-condition", "1MB-textarea"],
+)
+def test_oversized_condition_sets_are_refused_before_any_is_parsed(conditions, message, splits, parse_calls) -> None:
+    with pytest.raises(ConditionError) as info:
+        validate_conditions(conditions, FIELDS)
+    assert type(info.value) is ConditionsSizeError
+    assert message in str(info.value)
+    assert len(str(info.value)) < 200  # no condition is quoted
+    # nothing was parsed; a text over the total length was not even split
+    assert parse_calls == {"validate_condition": 0, "split_conditions": splits}
+
+
+def test_condition_set_limits_are_inclusive(parse_calls) -> None:
+    assert len(validate_conditions(["candidate.magpsf > 19"] * MAX_CONDITIONS, FIELDS)) == MAX_CONDITIONS
+    longest = "finkclass = '" + "x" * (MAX_CONDITION_LENGTH - 14) + "'"
+    count = MAX_CONDITIONS_LENGTH // MAX_CONDITION_LENGTH
+    assert len(validate_conditions([longest] * count, FIELDS)) == count  # exactly MAX_CONDITIONS_LENGTH
+    with pytest.raises(ConditionsSizeError):
+        validate_conditions([longest] * count + ["x"], FIELDS)
+    assert parse_calls["validate_condition"] == MAX_CONDITIONS + count
+
+
+def test_conditions_size_error_survives_pickling() -> None:
+    import pickle
+
+    with pytest.raises(ConditionsSizeError) as info:
+        validate_conditions(["candidate.magpsf > 19"] * (MAX_CONDITIONS + 1), FIELDS)
+    copy = pickle.loads(pickle.dumps(info.value))
+    assert type(copy) is ConditionsSizeError and str(copy) == str(info.value) and copy.problem == info.value.problem
 
 
 def test_map_keys_can_be_unconstrained_and_results_are_frozen() -> None:

@@ -20,12 +20,30 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fink_pipeline.archive.layout import parse_night
 from fink_pipeline.surveys import available_surveys, get_survey
+from fink_pipeline.transfer.conditions import (
+    MAX_CONDITION_LENGTH,
+    MAX_CONDITIONS,
+    MAX_CONDITIONS_LENGTH,
+    conditions_size_problem,
+)
 
 PACKETS = ("light", "medium", "full")
 ALL_CLASSES = "allclasses"
 MAX_NIGHTS = 3660  # ten years: beyond this a typo in a year is far more likely than intent
 MAX_CLASSES = 500  # Fink labels + every SIMBAD otype + TNS types stay well below this
 MAX_CONTENT_FIELDS = 1000  # more than any survey schema has fields
+# A survey, date, class, filter or field name: the longest real ones are under 100 characters.
+# Longer text is refused before it is looked up or echoed in an error message.
+MAX_NAME_LENGTH = 200
+# A request file is a few kB; at the limits above it stays well under this. PyYAML needs
+# seconds and hundreds of MB for a file of tens of MB, so larger files are not parsed.
+MAX_REQUEST_FILE_BYTES = 1_048_576
+# The limits of oversized requests, re-exported for users of this module.
+__all__ = [
+    "ALL_CLASSES", "MAX_CLASSES", "MAX_CONDITIONS", "MAX_CONDITIONS_LENGTH", "MAX_CONDITION_LENGTH",
+    "MAX_CONTENT_FIELDS", "MAX_NAME_LENGTH", "MAX_NIGHTS", "MAX_REQUEST_FILE_BYTES", "PACKETS", "RequestError",
+    "TransferRequest", "TransferRequestFields", "load_request_file", "request_from_mapping",
+]
 
 
 class RequestError(ValueError):
@@ -35,6 +53,19 @@ class RequestError(ValueError):
 def _closest(value: str, choices: Iterable[str]) -> str:
     match = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def _check_name_lengths(value: Any, what: str) -> Any:
+    """Refuse any string (or list item) longer than MAX_NAME_LENGTH, without echoing it."""
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for index, item in enumerate(items):
+        if isinstance(item, str) and len(item) > MAX_NAME_LENGTH:
+            where = f"item {index} is " if item is not value else ""
+            raise ValueError(
+                f"{where}{len(item)} characters long, at most {MAX_NAME_LENGTH} for {what}; "
+                "check what was pasted there"
+            )
+    return value
 
 
 class TransferRequestFields(BaseModel):
@@ -62,6 +93,16 @@ class TransferRequestFields(BaseModel):
     )
     limit: int | None = Field(default=None, description="Publish at most this many alerts (test job).")
 
+    @field_validator("survey", "livestream_filter", mode="before")
+    @classmethod
+    def _short_name(cls, value: Any) -> Any:
+        return _check_name_lengths(value, "a name")
+
+    @field_validator("classes", mode="before")
+    @classmethod
+    def _short_class_names(cls, value: Any) -> Any:
+        return _check_name_lengths(value, "a class name")
+
     @field_validator("survey")
     @classmethod
     def _known_survey(cls, value: str) -> str:
@@ -77,7 +118,7 @@ class TransferRequestFields(BaseModel):
     @classmethod
     def _date_as_text(cls, value: Any) -> Any:
         # YAML reads an unquoted 2024-03-01 as a date
-        return value.isoformat()[:10] if isinstance(value, dt.date) else value
+        return value.isoformat()[:10] if isinstance(value, dt.date) else _check_name_lengths(value, "a date")
 
     @field_validator("start", "stop")
     @classmethod
@@ -98,6 +139,10 @@ class TransferRequestFields(BaseModel):
     @field_validator("conditions")
     @classmethod
     def _strip_conditions(cls, values: list[str]) -> list[str]:
+        # sized before anything parses them: 10,000 conditions or a 1 MB textarea stop here
+        _, problem = conditions_size_problem(values)
+        if problem is not None:
+            raise ValueError(problem)
         return [v.strip() for v in values if v and v.strip()]
 
     @field_validator("content", mode="before")
@@ -106,7 +151,16 @@ class TransferRequestFields(BaseModel):
         if value is None:
             return ["light"]
         if isinstance(value, str):
+            longest = MAX_CONTENT_FIELDS * (MAX_NAME_LENGTH + 1)
+            if len(value) > longest:
+                raise ValueError(f"{len(value)} characters of content fields, at most {longest}; "
+                                 "use the full packet instead")
             value = [part for part in re.split(r"[,\s]+", value) if part]
+        if not isinstance(value, (list, tuple)):
+            return value  # pydantic names the wrong type
+        if len(value) > MAX_CONTENT_FIELDS:
+            raise ValueError(f"{len(value)} content fields, at most {MAX_CONTENT_FIELDS}; use the full packet instead")
+        _check_name_lengths(value, "a field name")
         items = [str(v).strip() for v in value if str(v).strip()]
         if len(items) > MAX_CONTENT_FIELDS:
             raise ValueError(f"{len(items)} content fields, at most {MAX_CONTENT_FIELDS}; use the full packet instead")
@@ -246,9 +300,21 @@ def load_request_file(path: str | Path, overrides: Mapping[str, Any] | None = No
     """Load a request YAML (Fink portal export or flat keys); `overrides` win."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        with path.open("rb") as stream:  # read at most the limit: the path may be a pipe or /dev/zero
+            raw = stream.read(MAX_REQUEST_FILE_BYTES + 1)
     except FileNotFoundError:
         raise RequestError(f"request file {path} does not exist") from None
+    except IsADirectoryError:
+        raise RequestError(f"request file {path} is a directory; give the path of a YAML file") from None
+    if len(raw) > MAX_REQUEST_FILE_BYTES:
+        raise RequestError(
+            f"request file {path} is larger than {MAX_REQUEST_FILE_BYTES} bytes, the limit for a request; "
+            "check that it is the request you meant"
+        )
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise RequestError(f"request file {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     except yaml.YAMLError as exc:
         # one line (problem, line, column): PyYAML's own text spans several lines with a snippet
         mark = getattr(exc, "problem_mark", None)
