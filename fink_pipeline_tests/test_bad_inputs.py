@@ -8,9 +8,12 @@ early with the exact error class and one clear line, and nothing is executed or 
   `request submit` in process (exit code 2, one `error:` line on stderr, no request stored, no
   broker started, no Spark), and a representative subset through a real `fink-pipeline`
   subprocess (with JAVA_HOME pointing nowhere, so a Spark start would fail loudly).
-* invalid dates and ranges given as CLI flags; oversized requests (huge condition text, class
-  list, content list); the hostile-condition path through Dagster (no topic, no table, no Spark);
-  traversal in a stored topic name; fink-client credentials files (permissions, shape).
+* invalid dates and ranges given as CLI flags (exact class through the CLI's own parser too);
+  oversized requests built at run time (10,000 conditions, a 1 MB condition or textarea, 1 MB
+  names, a 2 MB request file, huge class and content lists): refused by the request model
+  before any condition is parsed, with the field and the limit; the hostile-condition path
+  through Dagster (no topic, no table, no Spark); traversal in a stored topic name; fink-client
+  credentials files (permissions, shape).
 
 The per-condition allow-list is covered by test_conditions.py; this file checks the same
 refusals reach the user through a request and the CLI.
@@ -34,10 +37,22 @@ from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.cli.main import main as fink_pipeline_main
 from fink_pipeline.kafka.settings import CredentialsError, KafkaSettings
 from fink_pipeline.surveys import get_survey
+from fink_pipeline.transfer import conditions as conditions_module
 from fink_pipeline.transfer.conditions import MAX_CONDITION_LENGTH, ConditionError
 from fink_pipeline.transfer.content import ContentError
 from fink_pipeline.transfer.job import NoDataError, plan_transfer
-from fink_pipeline.transfer.request import MAX_NIGHTS, RequestError, load_request_file, request_from_mapping
+from fink_pipeline.transfer.request import (
+    MAX_CLASSES,
+    MAX_CONDITIONS,
+    MAX_CONDITIONS_LENGTH,
+    MAX_CONTENT_FIELDS,
+    MAX_NAME_LENGTH,
+    MAX_NIGHTS,
+    MAX_REQUEST_FILE_BYTES,
+    RequestError,
+    load_request_file,
+    request_from_mapping,
+)
 from fink_pipeline.transfer.store import RequestStore
 
 pytestmark = pytest.mark.reliability
@@ -49,7 +64,7 @@ ERROR_CLASSES = {cls.__name__: cls for cls in (RequestError, NoDataError, Condit
 SUBPROCESS_CASES = (
     "syntax_unclosed_mapping", "python_object_tag", "unknown_key_typo", "portal_bad_startdate",
     "portal_multiple_filters", "portal_blocks", "too_many_nights", "unknown_content_field",
-    "hostile_condition_reflect", "unknown_class_near_miss",
+    "hostile_condition_reflect", "unknown_class_near_miss", "oversized_conditions_count",
 )  # fmt: skip
 
 
@@ -169,7 +184,9 @@ def test_corpus_covers_each_kind_of_bad_request():
         "syntax": "syntax_", "wrong types": "wrong_type_", "unknown keys": "unknown_key",
         "portal format": "portal_", "multiple filters": "portal_multiple_filters", "blocks": "portal_blocks",
         "catalogue": "portal_catalogue", "hostile conditions": "hostile_condition_", "unknown classes": "unknown_class",
-        "unknown fields": "unknown_content_field", "oversized": "too_many_nights",
+        "unknown fields": "unknown_content_field", "oversized range": "too_many_nights",
+        "too many conditions": "oversized_conditions_count", "conditions too long": "oversized_conditions_total",
+        "oversized textarea": "oversized_conditions_textarea", "oversized names": "oversized_class_name",
     }  # fmt: skip
     missing = [kind for kind, prefix in kinds.items() if not any(n.startswith(prefix) for n in names)]
     assert missing == []
@@ -227,25 +244,44 @@ def test_unquoted_yaml_dates_are_accepted(tmp_path, archive):
 
 
 FLAG_CASES = [
-    (["--start", "2024-03-01", "--stop", "2024-02-30"], "stop: '2024-02-30' is not a date"),
-    (["--start", "01/03/2024", "--stop", "2024-03-02"], "start: '01/03/2024' is not a date; write it as YYYY-MM-DD"),
-    (["--start", "2024-03-05", "--stop", "2024-03-01"], "stop (2024-03-01) is before start (2024-03-05); swap them"),
-    (["--start", "2024-03-01"], "stop: is required"),
-    (["--start", "1024-03-01", "--stop", "2024-03-02"], f"more than {MAX_NIGHTS}; check the years"),
-    (["--start", "2024-03-01", "--stop", "2024-03-02", "--limit", "0"], "limit must be a positive number"),
-    (["--start", "2024-03-01", "--stop", "2024-03-02", "--survey", "zft"], "did you mean 'ztf'?"),
-    (["--start", "2024-03-01", "--stop", "2024-03-02", "--content", "light,candid"], "cannot be combined"),
-    (["--start", "2024-03-01", "--stop", "2024-03-02", "--content", "candidate.nope"], "unknown field 'candidate.nope'"),
-    (["--start", "2024-03-01", "--stop", "2024-03-02", "--classes", "Early SN candidate"],
+    (["--start", "2024-03-01", "--stop", "2024-02-30"], RequestError, "stop: '2024-02-30' is not a date"),
+    (["--start", "01/03/2024", "--stop", "2024-03-02"], RequestError,
+     "start: '01/03/2024' is not a date; write it as YYYY-MM-DD"),
+    (["--start", "2024-03-05", "--stop", "2024-03-01"], RequestError,
+     "stop (2024-03-01) is before start (2024-03-05); swap them"),
+    (["--start", "2024-03-01"], RequestError, "stop: is required"),
+    (["--start", "1024-03-01", "--stop", "2024-03-02"], RequestError, f"more than {MAX_NIGHTS}; check the years"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--limit", "0"], RequestError, "limit must be a positive number"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--survey", "zft"], RequestError, "did you mean 'ztf'?"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--content", "light,candid"], RequestError, "cannot be combined"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--content", "candidate.nope"], ContentError,
+     "unknown field 'candidate.nope'"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--classes", "Early SN candidate"], RequestError,
      "is not a Fink class; did you mean 'Early SN Ia candidate'?"),
-    (["--start", "2024-03-01", "--stop", "2024-03-02", "--filter", "kn"], "unknown livestream filter 'kn'"),
-    (["--start", "2025-01-01", "--stop", "2025-01-02"], "No alert data found in between 2025-01-01 and 2025-01-02"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--filter", "kn"], RequestError, "unknown livestream filter 'kn'"),
+    (["--start", "2024-03-01", "--stop", "2024-03-02", "--condition", "reflect('java.lang.System', 'exit', 0)"],
+     ConditionError, 'function "reflect" is not allowed'),
+    (["--start", "2025-01-01", "--stop", "2025-01-02"], NoDataError,
+     "No alert data found in between 2025-01-01 and 2025-01-02"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("flags", "message"), FLAG_CASES, ids=[m[:40] for _, m in FLAG_CASES])
-def test_invalid_flags_refused_before_anything_runs(flags, message, archive, state_dir, capsys, reliability_record):
+def plan_from_flags(action: str, flags: list[str], archive: str):
+    """What `fink-pipeline request <action> <flags>` validates, through the CLI's own parser."""
+    from fink_pipeline.cli.main import build_parser
+    from fink_pipeline.cli.request import plan_request
+
+    return plan_request(build_parser().parse_args(["request", action, *flags, "--archive", archive]))
+
+
+@pytest.mark.parametrize(("flags", "error", "message"), FLAG_CASES, ids=[m[:40] for _, _, m in FLAG_CASES])
+def test_invalid_flags_refused_before_anything_runs(flags, error, message, archive, state_dir, capsys,
+                                                    reliability_record):
     for action in ("validate", "submit"):
+        with pytest.raises(Exception) as info:
+            plan_from_flags(action, flags, archive)
+        assert type(info.value) is error, f"{action}: got {type(info.value).__name__}: {info.value}"
+        assert message in str(info.value)
         code = fink_pipeline_main(["request", action, *flags, "--archive", archive])
         out, err = capsys.readouterr()
         assert code == 2 and out == "", f"{action}: exit {code}\n{out}{err}"
@@ -258,12 +294,29 @@ def test_invalid_flags_refused_before_anything_runs(flags, message, archive, sta
 # oversized requests
 
 
-def test_huge_condition_text_is_refused_without_echoing_it(archive, state_dir, capsys, reliability_record):
-    condition = "candidate.magpsf > 19 AND " * 4_000 + "candidate.drb > 0.5"  # ~100 kB, 50 times the limit
-    path = state_dir.parent / "huge_condition.yaml"
+@pytest.fixture
+def conditions_parsed(monkeypatch) -> list[str]:
+    """Every condition the allow-list parses (an oversized request must be refused before any)."""
+    parsed: list[str] = []
+    original = conditions_module.validate_condition
+
+    def counting(condition, *args, **kwargs):
+        parsed.append(condition[:40])
+        return original(condition, *args, **kwargs)
+
+    monkeypatch.setattr(conditions_module, "validate_condition", counting)
+    return parsed
+
+
+def test_condition_over_its_own_limit_is_refused_without_echoing_it(archive, state_dir, capsys, reliability_record):
+    """Under the request's total but over the per-condition limit: the allow-list refuses it."""
+    condition = "candidate.magpsf > 19 AND " * 400 + "candidate.drb > 0.5"  # ~10 kB, 5 times the limit
+    assert MAX_CONDITION_LENGTH < len(condition) <= MAX_CONDITIONS_LENGTH
+    path = state_dir.parent / "long_condition.yaml"
     path.write_text(yaml.safe_dump({"start": "2024-03-01", "stop": "2024-03-02", "conditions": [condition]}))
-    with pytest.raises(ConditionError) as info:
+    with pytest.raises(Exception) as info:
         validate_in_process(path, archive)
+    assert type(info.value) is ConditionError
     assert f"keep each condition under {MAX_CONDITION_LENGTH} characters" in str(info.value)
     code = fink_pipeline_main(["request", "validate", str(path), "--archive", archive])
     out, err = capsys.readouterr()
@@ -276,18 +329,121 @@ def test_huge_condition_text_is_refused_without_echoing_it(archive, state_dir, c
     reliability_record(cases=1, failures_survived=1)
 
 
-def test_huge_class_list_is_refused(archive, reliability_record):
-    with pytest.raises(RequestError, match="classes"):
-        request_from_mapping({"start": "2024-03-01", "stop": "2024-03-02",
-                              "classes": [f"Made-up class {i}" for i in range(5000)]})
+ONE_MB = 1_000_000
+CONDITION = "candidate.magpsf > 19"
+# (request keys, message): hostile sizes refused by the request model, naming the field and the limit
+OVERSIZED = {
+    "10k-conditions": ({"conditions": [CONDITION] * 10_000},
+                       f"conditions: 10000 extra conditions, at most {MAX_CONDITIONS}; keep the ones you need"),
+    "1MB-condition": ({"conditions": ["candidate.magpsf > 19 AND " * (ONE_MB // 26) + CONDITION]},
+                      f"characters of extra conditions, at most {MAX_CONDITIONS_LENGTH} in all"),
+    "1MB-textarea": ({"extra_cond": "rb > 0;" * (ONE_MB // 7)},  # 142,857 tiny conditions in one text
+                     f"conditions: 999999 characters of extra conditions, at most {MAX_CONDITIONS_LENGTH} in all"),
+    "1MB-class-name": ({"classes": ["SN candidate", "x" * ONE_MB]},
+                       f"classes: item 1 is {ONE_MB} characters long, at most {MAX_NAME_LENGTH} for a class name"),
+    "10k-classes": ({"classes": [f"Made-up class {i}" for i in range(10_000)]},
+                    f"classes: 10000 classes requested, at most {MAX_CLASSES}"),
+    "1MB-content-field": ({"content": ["candidate." + "m" * ONE_MB]},
+                          f"content: item 0 is {ONE_MB + 10} characters long, at most {MAX_NAME_LENGTH}"),
+    "5k-content-fields": ({"content": [f"candidate.magpsf{i}" for i in range(5000)]},
+                          f"content: 5000 content fields, at most {MAX_CONTENT_FIELDS}; use the full packet"),
+    "1MB-survey": ({"survey": "z" * ONE_MB}, f"survey: {ONE_MB} characters long, at most {MAX_NAME_LENGTH} for a name"),
+    "1MB-date": ({"start": "2" * ONE_MB}, f"start: {ONE_MB} characters long, at most {MAX_NAME_LENGTH} for a date"),
+    "1MB-filter": ({"filters": ["k" * ONE_MB]},
+                   f"livestream_filter: {ONE_MB} characters long, at most {MAX_NAME_LENGTH} for a name"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(OVERSIZED))
+def test_oversized_request_is_refused_before_anything_is_parsed(name, archive, state_dir, conditions_parsed, capsys,
+                                                                reliability_record):
+    keys, message = OVERSIZED[name]
+    path = state_dir.parent / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"start": "2024-03-01", "stop": "2024-03-02", **keys}, width=2**31))
+    assert path.stat().st_size <= MAX_REQUEST_FILE_BYTES  # refused for its content, not its size
+    for attempt in (lambda: request_from_mapping({"start": "2024-03-01", "stop": "2024-03-02", **keys}),
+                    lambda: validate_in_process(path, archive)):
+        with pytest.raises(Exception) as info:
+            attempt()
+        assert type(info.value) is RequestError, f"got {type(info.value).__name__}: {str(info.value)[:300]}"
+        assert message in str(info.value)
+        assert len(str(info.value)) < 300, "the oversized value was echoed"
+    code = fink_pipeline_main(["request", "submit", str(path), "--archive", archive])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(one_error_line(err)) < 400
+    assert conditions_parsed == [], "conditions were parsed before the request's size was checked"
+    path.unlink()
+    assert_nothing_written(state_dir, state_dir.parent)
     reliability_record(cases=1, failures_survived=1)
 
 
-def test_huge_content_list_is_refused_by_size(archive, reliability_record):
-    fields = [f"candidate.magpsf{i}" for i in range(5000)]  # refused for its size, not the first unknown name
-    with pytest.raises(RequestError, match="at most"):
-        request_from_mapping({"start": "2024-03-01", "stop": "2024-03-02", "content": fields})
+def test_oversized_condition_flags_are_refused_before_any_is_parsed(archive, state_dir, conditions_parsed, capsys,
+                                                                    reliability_record):
+    flags = ["--start", "2024-03-01", "--stop", "2024-03-02"]
+    cases = [
+        ([arg for _ in range(10_000) for arg in ("--condition", CONDITION)], "10000 extra conditions"),
+        (["--condition", "candidate.magpsf > 19 AND " * (ONE_MB // 26) + CONDITION],
+         f"characters of extra conditions, at most {MAX_CONDITIONS_LENGTH} in all"),
+        (["--condition", ";".join([CONDITION] * (MAX_CONDITIONS + 1))], f"{MAX_CONDITIONS + 1} extra conditions"),
+    ]
+    for extra, message in cases:
+        for action in ("validate", "submit"):
+            with pytest.raises(Exception) as info:
+                plan_from_flags(action, flags + extra, archive)
+            assert type(info.value) is RequestError and message in str(info.value)
+            code = fink_pipeline_main(["request", action, *flags, *extra, "--archive", archive])
+            out, err = capsys.readouterr()
+            assert code == 2 and out == ""
+            line = one_error_line(err)
+            assert line.startswith("error: conditions: ") and message in line and len(line) < 300
+    assert conditions_parsed == []
+    assert_nothing_written(state_dir, state_dir.parent)
+    reliability_record(cases=len(cases), failures_survived=len(cases))
+
+
+def test_oversized_request_file_is_not_parsed(archive, state_dir, capsys, reliability_record, monkeypatch):
+    path = state_dir.parent / "big.yaml"
+    path.write_text("start: '2024-03-01'\nstop: '2024-03-02'\n" + "# padding\n" * (2 * ONE_MB // 10))
+    parsed: list[int] = []
+    monkeypatch.setattr(yaml, "safe_load", lambda *a, **k: parsed.append(1) or pytest.fail("YAML was parsed"))
+    with pytest.raises(Exception) as info:
+        load_request_file(path)
+    assert type(info.value) is RequestError
+    assert f"request file {path} is larger than {MAX_REQUEST_FILE_BYTES} bytes" in str(info.value)
+    code = fink_pipeline_main(["request", "validate", str(path), "--archive", archive])
+    _, err = capsys.readouterr()
+    assert code == 2 and "is larger than" in one_error_line(err)
+    assert parsed == []
+    path.unlink()
+    assert_nothing_written(state_dir, state_dir.parent)
     reliability_record(cases=1, failures_survived=1)
+
+
+def test_request_path_that_never_ends_is_read_only_up_to_the_limit(state_dir, reliability_record):
+    with pytest.raises(Exception) as info:
+        load_request_file("/dev/zero")  # a naive read would never return
+    assert type(info.value) is RequestError and "is larger than" in str(info.value)
+    with pytest.raises(Exception) as info:
+        load_request_file(state_dir.parent)
+    assert type(info.value) is RequestError and "is a directory" in str(info.value)
+    assert_nothing_written(state_dir, state_dir.parent)
+    reliability_record(cases=2, failures_survived=2)
+
+
+def test_requests_at_the_limits_are_accepted(archive):
+    """Controls: the size limits are inclusive and do not refuse real requests."""
+    request = request_from_mapping({"start": "2024-03-01", "stop": "2024-03-02",
+                                    "conditions": [CONDITION] * MAX_CONDITIONS,
+                                    "classes": ["SN candidate", "x" * MAX_NAME_LENGTH]})
+    assert len(request.conditions) == MAX_CONDITIONS
+    plan = plan_transfer(request.model_copy(update={"classes": ["SN candidate"]}), archive,
+                         list_nights(archive, "ztf"))
+    assert len(plan.conditions) == MAX_CONDITIONS
+    longest = "candidate.magpsf > 19" + " " * (MAX_CONDITION_LENGTH - 21)
+    full = request_from_mapping({"start": "2024-03-01", "stop": "2024-03-02",
+                                 "conditions": [longest] * (MAX_CONDITIONS_LENGTH // MAX_CONDITION_LENGTH)})
+    assert len(full.conditions) == MAX_CONDITIONS_LENGTH // MAX_CONDITION_LENGTH
 
 
 # --------------------------------------------------------------------------------------------
@@ -335,8 +491,11 @@ def test_stored_request_topic_cannot_escape_the_store(tmp_path, reliability_reco
     outside.write_text(request.model_dump_json())
     store = RequestStore(tmp_path / "requests")
     store.root.mkdir()
-    with pytest.raises(RequestError):
+    with pytest.raises(Exception) as info:
         store.load("../outside")
+    assert type(info.value) is RequestError, f"got {type(info.value).__name__}: {info.value}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside.json", "requests"]
+    assert list(store.root.iterdir()) == []
     reliability_record(cases=1, failures_survived=1)
 
 
@@ -416,6 +575,7 @@ def test_malformed_credentials_files_are_refused(tmp_path, content, error, messa
     with pytest.raises(Exception) as info:
         KafkaSettings.from_credentials_file(path)
     assert type(info.value) is error and message in str(info.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ztf_credentials.yml"]
     reliability_record(cases=1, failures_survived=1)
 
 
