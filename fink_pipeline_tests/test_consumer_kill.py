@@ -91,6 +91,7 @@ def kill_topic(kafka_broker):
 # Each restart costs a few seconds of process start-up (imports, consumer processes), so the
 # default suite kills 4 + 3 times; the slow suite does the full 20 kills per format, on 20,000
 # and on 200,000 alerts.
+@pytest.mark.reliability(failures_survived="kills")
 @pytest.mark.parametrize("fmt, kills", [
     ("delta", 4), ("parquet", 3),
     pytest.param("delta", 20, marks=pytest.mark.slow), pytest.param("parquet", 20, marks=pytest.mark.slow),
@@ -103,6 +104,7 @@ def test_sigkill_at_random_moments_then_resume_is_exactly_once(kafka_broker, kil
     check_exact(out, fmt, published)
 
 
+@pytest.mark.reliability(failures_survived=20)
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["delta", "parquet"])
 def test_sigkill_twenty_times_on_200k_alerts(kafka_broker, tmp_path, fmt):

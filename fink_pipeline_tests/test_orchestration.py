@@ -107,6 +107,7 @@ def step_events(result, step: str, kind: str) -> list:
     return [e for e in result.all_events if e.step_key == step and e.event_type_value == kind]
 
 
+@pytest.mark.reliability(failures_survived=1)
 @pytest.mark.spark
 @pytest.mark.kafka
 def test_broker_restart_mid_publish_retries_to_an_exact_table(spark, archive_root, tmp_path):
@@ -170,6 +171,7 @@ def assert_run_metadata_tells_the_story(result, topic: str, published: int) -> N
     assert table["rows"].value == table["published"].value == published
 
 
+@pytest.mark.reliability(failures_survived=1)
 @pytest.mark.slow
 @pytest.mark.spark
 @pytest.mark.kafka

@@ -208,6 +208,7 @@ def assert_exactly_once(settings, topic, source: list[int]) -> list:
     return messages
 
 
+@pytest.mark.reliability(failures_survived=1)
 def test_retried_task_after_partial_output_publishes_each_alert_once(kafka_settings, light):
     df, source, sizes = light
     topic = new_topic()
@@ -225,6 +226,7 @@ def test_retried_task_after_partial_output_publishes_each_alert_once(kafka_setti
         assert max(m.offset() for m in messages if m.partition() == partition) == entry["last_offset"]
 
 
+@pytest.mark.reliability(failures_survived=1)
 def test_failure_right_after_commit_is_retried_and_skipped(kafka_settings, light):
     df, source, sizes = light
     topic = new_topic()
@@ -246,6 +248,7 @@ def test_rerun_of_finished_topic_publishes_nothing(kafka_settings, light, publis
         publish(df, topic, kafka_settings, request_id="another-request")
 
 
+@pytest.mark.reliability(failures_survived=1)
 def test_rerun_after_failed_job_resumes_unfinished_partitions_only(kafka_settings, light):
     df, source, sizes = light
     non_empty = [i for i, n in enumerate(sizes) if n]
