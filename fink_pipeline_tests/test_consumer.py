@@ -282,6 +282,7 @@ def test_topic_without_status_falls_back_to_the_timeout(kafka_settings, tmp_path
 # quarantine
 
 
+@pytest.mark.reliability(failures_survived=1)
 def test_undecodable_messages_are_quarantined_with_coordinates_and_counted(kafka_settings, tmp_path):
     topic = unique_topic()
     chunks = list(synthetic_alerts(ZTF, 1200, "light", seed=8, batch_size=400))
@@ -345,6 +346,7 @@ def test_delta_rs_rejects_a_commit_whose_app_id_moved_since_its_snapshot(tmp_pat
     assert DeltaTable(uri).transaction_version("x:0") == 20
 
 
+@pytest.mark.reliability(failures_survived=1)
 def test_delta_sink_refuses_when_another_writer_moved_its_offsets(tmp_path):
     first, second = delta_sink(tmp_path / "d"), delta_sink(tmp_path / "d")
     schema = pa.schema([("candid", pa.int64()), ("finkclass", pa.string())])
@@ -359,6 +361,7 @@ def test_delta_sink_refuses_when_another_writer_moved_its_offsets(tmp_path):
     assert sorted(read_delta_table(str(tmp_path / "d"))["candid"].to_pylist()) == [1, 2, 3]
 
 
+@pytest.mark.reliability(failures_survived=1)
 def test_parquet_sink_locks_its_partitions(tmp_path):
     first, second = parquet_sink(tmp_path / "p"), parquet_sink(tmp_path / "p")
     first.resume_offsets([0, 1])
@@ -383,6 +386,7 @@ def _consume_in_process(servers: str, topic: str, path: str, fmt: str, out) -> N
         out.put(("refused", str(exc)))
 
 
+@pytest.mark.reliability(failures_survived=1)
 @pytest.mark.parametrize("fmt", ["delta", pytest.param("parquet", marks=pytest.mark.slow)])
 def test_two_concurrent_consumers_on_one_table_stay_exact(kafka_settings, light_topic, tmp_path, fmt):
     topic, published = light_topic
