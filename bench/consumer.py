@@ -44,14 +44,33 @@ FINK_CLIENT_DEFAULT_BATCHSIZE = 100  # `finkctl transfer -batchsize` default
 FINK_CLIENT = "fink-client==12.3.0"
 
 
+def _installing_compat_venv() -> bool:
+    """True while another process (the compat test, another bench) installs into .venv-compat."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(process.info["cmdline"] or [])
+        if str(COMPAT_VENV) in cmdline and ("pip" in cmdline or "venv" in cmdline) and process.pid != os.getpid():
+            return True
+    return False
+
+
 def ensure_fink_client() -> Path:
-    """Path of `finkctl` in the compat venv, creating the venv when missing."""
+    """Path of `finkctl` in the compat venv (fink-client 12.3.0), creating the venv when missing;
+    an installation already running elsewhere is waited for rather than raced."""
     finkctl = COMPAT_VENV / "bin" / "finkctl"
-    if not finkctl.exists():
-        print(f"creating {COMPAT_VENV} with {FINK_CLIENT} ...", flush=True)
-        if not (COMPAT_VENV / "bin" / "python").exists():
-            subprocess.run([sys.executable, "-m", "venv", str(COMPAT_VENV)], check=True)
-        subprocess.run([str(COMPAT_VENV / "bin" / "python"), "-m", "pip", "install", "-q", FINK_CLIENT], check=True)
+    python = COMPAT_VENV / "bin" / "python"
+    check = [str(python), "-c", "import importlib.metadata as m; print(m.version('fink-client'))"]
+    while _installing_compat_venv():
+        print(f"waiting for another installation into {COMPAT_VENV} ...", flush=True)
+        time.sleep(20)
+    if finkctl.exists() and subprocess.run(check, capture_output=True, text=True).stdout.strip() == \
+            FINK_CLIENT.split("==")[1]:
+        return finkctl
+    print(f"creating {COMPAT_VENV} with {FINK_CLIENT} ...", flush=True)
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(COMPAT_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", FINK_CLIENT], check=True)
     return finkctl
 
 

@@ -25,10 +25,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def peak_tree_rss(cmd: list[str], interval: float = 0.05) -> tuple[int, float, int]:
-    """(max summed RSS of the process tree in bytes, wall seconds, exit code) of `cmd`."""
+def peak_tree_rss(cmd: list[str], interval: float = 0.05) -> tuple[int, float, int, list[int]]:
+    """(max summed RSS of the process tree in bytes, wall seconds, exit code, each process's
+    own peak RSS, command first) of `cmd`."""
     process = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
+    own: dict[int, int] = {}
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
     reader.start()
@@ -36,15 +38,19 @@ def peak_tree_rss(cmd: list[str], interval: float = 0.05) -> tuple[int, float, i
     while process.poll() is None:
         try:
             tree = [process, *process.children(recursive=True)]
-            peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+            sizes = {p.pid: p.memory_info().rss for p in tree if p.is_running()}
         except psutil.Error:
-            pass  # a process ended between listing and reading: next sample
+            sizes = {}  # a process ended between listing and reading: next sample
+        peak = max(peak, sum(sizes.values()))
+        for pid, rss in sizes.items():
+            own[pid] = max(own.get(pid, 0), rss)
         time.sleep(interval)
     seconds = time.monotonic() - started
     reader.join(5)
     if process.returncode != 0:
         print("".join(stderr)[-3000:], file=sys.stderr)
-    return peak, seconds, process.returncode
+    per_process = [own.pop(process.pid, 0), *sorted(own.values(), reverse=True)]
+    return peak, seconds, process.returncode, per_process
 
 
 def main() -> None:
@@ -72,12 +78,14 @@ def main() -> None:
             cmd = [str(REPO / ".venv" / "bin" / "fink_datatransfer"), "-topic", topic, "-outdir",
                    str(Path(tmp) / label), "-servers", broker.address, "-nconsumers", str(args.nconsumers),
                    "-format", args.format]
-            peak, seconds, code = peak_tree_rss(cmd)
+            peak, seconds, code, per_process = peak_tree_rss(cmd)
             if code != 0:
                 raise SystemExit(f"fink_datatransfer failed with exit code {code}")
             peaks[label] = peak
             print(f"{label}: {n:,} alerts in {seconds:.1f} s ({n / seconds:,.0f} alerts/s), "
-                  f"peak RSS of the consumer tree {peak / 2**20:,.0f} MiB", flush=True)
+                  f"peak RSS of the consumer tree {peak / 2**20:,.0f} MiB (each process's own peak: command "
+                  f"{per_process[0] / 2**20:,.0f}, then {', '.join(f'{r / 2**20:,.0f}' for r in per_process[1:])} MiB)",
+                  flush=True)
     ratio = peaks["large"] / peaks["small"]
     print(f"peak RSS ratio (large/small): {ratio:.2f}")
 

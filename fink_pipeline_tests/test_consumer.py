@@ -427,3 +427,67 @@ def test_parquet_folders_are_named_like_pyarrows_dataset_writer(tmp_path):
         assert all(set(rows.column_names) == set(table.column_names) - set(columns) for _, rows in groups)
         (tmp_path / "ref").rename(tmp_path / f"done-{len(columns)}")
 
+
+
+# ------------------------------------------------------------------------------------------
+# decoding in slices, user Kafka options
+
+
+def test_decoding_in_slices_equals_one_decode_and_keeps_bad_positions():
+    """A batch decoded slice by slice gives the same rows, and bad messages keep their
+    positions in the whole batch (quarantine coordinates depend on them)."""
+    from fink_pipeline.avro import avro_schema_from_arrow, decode_batch, encode_batch
+    from fink_pipeline.consumer.core import decode_in_slices
+
+    table = pa.concat_tables(list(synthetic_alerts(ZTF, 900, "light", seed=5, batch_size=300)))
+    schema = avro_schema_from_arrow(table.schema)
+    values = encode_batch(table, schema).to_pylist()
+    whole = decode_batch(values, schema)
+    nbytes = sum(map(len, values))
+    sliced, bad, errors = decode_in_slices(values, nbytes, schema, slice_bytes=nbytes // 7)
+    assert bad == [] and sliced.schema == whole.schema
+    assert nan_safe(sliced.to_pylist()) == nan_safe(whole.to_pylist())  # same rows, same order
+    broken = list(values)
+    for i in (3, 450, 899):
+        broken[i] = b"\x00garbage"
+    sliced, bad, errors = decode_in_slices(broken, nbytes, schema, slice_bytes=nbytes // 7)
+    assert bad == [3, 450, 899] and len(errors) == 3 and all(errors)
+    keep = [i for i in range(900) if i not in (3, 450, 899)]
+    assert nan_safe(sliced.to_pylist()) == nan_safe(whole.take(keep).to_pylist())
+
+
+def test_user_kafka_options_win_over_the_fetch_defaults(tmp_path, caplog):
+    from fink_pipeline.consumer.core import FETCH_CONFIG, REQUIRED_CONSUMER_CONFIG, consumer_config
+    from fink_pipeline.kafka.settings import KafkaSettings, write_credentials_file
+
+    assert FETCH_CONFIG["fetch.max.bytes"] != "1048576"
+    settings = KafkaSettings(bootstrap_servers="127.0.0.1:9092",
+                             extra={"fetch.max.bytes": 1048576, "queued.max.messages.kbytes": 2048})
+    config = consumer_config(settings, "g")
+    assert config["fetch.max.bytes"] == "1048576" and config["queued.max.messages.kbytes"] == "2048"
+    assert config["max.partition.fetch.bytes"] == FETCH_CONFIG["max.partition.fetch.bytes"]  # default kept
+    # options exactly once depends on stay, and the user is told
+    with caplog.at_level("WARNING", logger="fink_pipeline.consumer"):
+        config = consumer_config(KafkaSettings(bootstrap_servers="127.0.0.1:9092",
+                                               extra={"isolation.level": "read_uncommitted"}), "g")
+    assert {k: config[k] for k in REQUIRED_CONSUMER_CONFIG} == REQUIRED_CONSUMER_CONFIG
+    assert "isolation.level" in caplog.text and "ignored" in caplog.text
+    # from the credentials file (an optional `extra:` mapping next to fink-client's keys)
+    path = write_credentials_file(tmp_path / "ztf_credentials.yml", servers="127.0.0.1:9092")
+    path.write_text(path.read_text() + "extra:\n  fetch.wait.max.ms: 250\n  socket.timeout.ms: 7000\n")
+    config = consumer_config(KafkaSettings.from_credentials_file(path), "g")
+    assert config["fetch.wait.max.ms"] == "250" and config["socket.timeout.ms"] == "7000"
+
+
+def test_consumer_with_user_fetch_options_stays_exact(kafka_settings, light_topic, tmp_path):
+    """Small fetches and prefetch queue set by the user, on the real broker: same table."""
+    from fink_pipeline.kafka.settings import KafkaSettings
+
+    topic, published = light_topic
+    settings = KafkaSettings(bootstrap_servers=kafka_settings.bootstrap_servers,
+                             extra={"fetch.max.bytes": 1_048_576, "max.partition.fetch.bytes": 16384,
+                                    "queued.max.messages.kbytes": 512})
+    report = consume_topic(settings, topic, delta_sink(tmp_path / "d"), group_id="g", batch_size=400)
+    assert report.complete and report.consumed == published.total
+    ids = read_delta_table(str(tmp_path / "d"))["candid"].to_pylist()
+    assert len(ids) == len(set(ids)) == published.total

@@ -143,6 +143,7 @@ def test_delta_run_summary_progress_and_schema_dump(cli_tables):
     assert "Downloading" in err and "alerts/s" in err  # tqdm bar: rate (and ETA while running)
     assert f"total" in err and f"4,000 of 4,000 published" in err
     assert "0 undecodable messages quarantined" in err
+    assert "4,000 alerts downloaded" in err  # counted from the consumers' progress events
     table = read_delta_table(str(cli_tables["work"] / "delta"))
     counts = table.group_by("finkclass").aggregate([([], "count_all")]).to_pydict()
     for label, n in zip(counts["finkclass"], counts["count_all"]):

@@ -38,7 +38,7 @@ import pytest
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.layout import night_dir
-from fink_pipeline.consumer.sinks import DeltaSink, Partitioning
+from fink_pipeline.consumer.sinks import DeltaSink, DiskFullError, Partitioning
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.surveys import get_survey
@@ -352,9 +352,13 @@ def test_disk_full_under_table_then_resume_after_space_is_freed(kafka_settings, 
     ballast.write_bytes(b"\0" * (2 * needed + 2 * 2**20 - needed // 2))
     uri = str(disk / "table")
 
-    with pytest.raises(Exception) as info:
+    with pytest.raises(DiskFullError) as info:
         consume_all(kafka_settings, topic, uri)
-    assert "no space left on device" in str(info.value).lower(), f"unclear error: {info.value!r}"
+    # one line naming the cause and the table, not deltalake's "Failed to parse parquet"
+    message = str(info.value)
+    assert message.startswith(f"no space left on device writing {uri}: free space and rerun"), message
+    assert "\n" not in message and "parquet" not in message.lower(), message
+    assert info.value.__cause__ is None and info.value.__suppress_context__
     candids, offsets = table_state(uri, topic)
     assert 0 < len(candids) < published.total, "the disk should fill up mid-download"
     assert len(candids) == sum(offsets.values()), "rows differ from the offsets committed with them"
@@ -368,6 +372,47 @@ def test_disk_full_under_table_then_resume_after_space_is_freed(kafka_settings, 
     reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates + unexpected)
     assert lost == duplicates == unexpected == 0
     assert sum(offsets.values()) == published.total
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize("fmt", ["delta", "parquet"])
+def test_disk_full_under_the_command_says_it_in_one_line_then_resumes(kafka_settings, small_tmpfs, tmp_path,
+                                                                      reliability_record, fmt):
+    """`fink_datatransfer` with 2 consumers on a disk that fills up: one line saying so (not one
+    per consumer, not deltalake's parquet error), exit 1, then an exact resume."""
+    from fink_pipeline.consumer.sinks import read_parquet_dataset, read_delta_table
+    from fink_pipeline.consumer.synthetic import publish_synthetic_topic
+
+    topic = f"ftransfer_ztf_2024-03-01_90001{'01' if fmt == 'delta' else '02'}"
+    published = publish_synthetic_topic(kafka_settings, topic, SURVEY, 3000, packet="light", seed=14,
+                                        partitions=KAFKA_PARTITIONS)
+    command = [str(Path(sys.executable).parent / "fink_datatransfer"), "-topic", topic, "-servers",
+               kafka_settings.bootstrap_servers, "-nconsumers", "2", "-batchsize", str(BATCH_SIZE), "-format", fmt]
+
+    def download(outdir: Path) -> subprocess.CompletedProcess:
+        return subprocess.run([*command, "-outdir", str(outdir)], capture_output=True, text=True, timeout=300)
+
+    assert download(tmp_path / "measure").returncode == 0
+    needed = disk_usage(tmp_path / "measure")
+    disk = small_tmpfs(2 * needed + 2 * 2**20)
+    ballast = disk / "ballast"
+    ballast.write_bytes(b"\0" * (2 * needed + 2 * 2**20 - needed // 2))
+    outdir = disk / "table"
+    done = download(outdir)
+    assert done.returncode == 1, done.stderr[-2000:]
+    lines = [line for line in done.stderr.splitlines() if "no space left on device" in line.lower()]
+    assert lines == [f"consumer failed: DiskFullError: no space left on device writing {outdir}: free space and "
+                     "rerun; the table keeps every batch committed before and the transfer resumes where it "
+                     "stopped"], done.stderr[-3000:]
+    assert "Failed to parse parquet" not in done.stderr and "Traceback" not in done.stderr
+
+    ballast.unlink()
+    done = download(outdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    table = read_delta_table(str(outdir)) if fmt == "delta" else read_parquet_dataset(str(outdir))
+    lost, duplicates, unexpected = count_loss(table["candid"].to_pylist(), published.ids)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates + unexpected)
+    assert lost == duplicates == unexpected == 0
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,6 +29,11 @@ from fink_pipeline.consumer.sinks import PARTITION_CHOICES, DeltaSink, ParquetSi
 from fink_pipeline.kafka.settings import KafkaSettings
 
 LOGGER = logging.getLogger("fink_datatransfer")
+WORKER_ALLOCATOR_ENV = {
+    "MALLOC_ARENA_MAX": "2",  # glibc: delta-rs and Arrow threads would each grow an arena
+    "MALLOC_TRIM_THRESHOLD_": str(1 << 20),
+    "_RJEM_MALLOC_CONF": "background_thread:true,dirty_decay_ms:500,muzzy_decay_ms:500",  # polars' jemalloc
+}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 TOPIC_PREFIXES = ("ftransfer_", "fxmatch_", "fink_ai_")
 
@@ -48,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-nconsumers", type=int, default=os.cpu_count() or 1,
                         help="parallel consumer processes (default: number of cores)")
     parser.add_argument("-batchsize", type=int, default=50_000,
-                        help="messages decoded and committed per batch (fewer when they exceed 128 MB)")
+                        help="messages decoded and committed per batch (fewer when they exceed 32 MB)")
     parser.add_argument("-limit", type=int, default=None, help="stop after about this many alerts in total")
     parser.add_argument("-maxtimeout", type=float, default=None,
                         help="seconds without messages before stopping, only for topics without a "
@@ -161,9 +166,6 @@ def _worker(parent_pid: int, inbox, events) -> None:
     """
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent
-    # polars' allocator (jemalloc) returns freed batches to the system within 0.5 s instead of
-    # keeping them for 10 s: memory stays that of one batch however long the topic
-    os.environ.setdefault("_RJEM_MALLOC_CONF", "background_thread:true,dirty_decay_ms:500,muzzy_decay_ms:500")
     from fink_pipeline.consumer.core import consume_topic
 
     assignment = inbox.get()
@@ -197,6 +199,11 @@ class _Workers:
     """Consumer processes started early and told their partitions later."""
 
     def __init__(self, n: int) -> None:
+        # Allocators that hand freed batches back instead of caching them per thread, so that a
+        # consumer's memory stays that of one batch however long the topic (read by the C
+        # libraries at process start: set for the children, which inherit the environment).
+        for name, value in WORKER_ALLOCATOR_ENV.items():
+            os.environ.setdefault(name, value)
         context = mp.get_context("spawn")  # librdkafka threads do not survive fork
         self.events = context.Queue()
         self.inboxes = [context.Queue() for _ in range(n)]
@@ -328,7 +335,7 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
     seconds = time.monotonic() - started
     quarantined = sum(d["quarantined"] for d in done)
     print_summary(console, options, partitioning, consumed, seconds, quarantined, status.total)
-    for error in errors:
+    for error in dict.fromkeys(errors):  # consumers failing alike (a full disk) say it once
         console.print(f"[red]consumer failed[/red]: {error}")
     if errors:
         return EXIT_FAILED

@@ -45,6 +45,23 @@ class ConcurrentConsumerError(RuntimeError):
     """Another consumer is writing the same Kafka partitions into the same table."""
 
 
+class DiskFullError(RuntimeError):
+    """The disk under the table is full; the batch was not committed."""
+
+    def __init__(self, location: str) -> None:
+        super().__init__(
+            f"no space left on device writing {location}: free space and rerun; the table keeps every "
+            "batch committed before and the transfer resumes where it stopped")
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    """ENOSPC, as an OSError or inside a deltalake error message ("... (os error 28)")."""
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        return True
+    text = str(exc)
+    return "No space left on device" in text or "os error 28)" in text
+
+
 class Sink(Protocol):
     """Where decoded alerts go; `resume_offsets` and `write` must be exact across crashes."""
 
@@ -253,6 +270,14 @@ class DeltaSink:
                     "while this one was writing them; this batch was not committed. Run only one "
                     "fink_datatransfer per topic and output folder."
                 ) from exc
+            if _is_disk_full(exc):
+                raise DiskFullError(self.uri) from None
+            raise
+        except Exception as exc:
+            # delta-rs reports a full disk as "Failed to parse parquet: ... (os error 28)": say
+            # what happened instead (data files without a commit are not part of the table)
+            if _is_disk_full(exc):
+                raise DiskFullError(self.uri) from None
             raise
 
     def _conflict_message(self, moved: dict[int, int], start: dict[int, int]) -> str:
@@ -345,6 +370,14 @@ class ParquetSink:
         return done
 
     def write(self, table: pa.Table, next_offsets: dict[int, int], start_offsets: dict[int, int]) -> None:
+        try:
+            self._write(table, next_offsets, start_offsets)
+        except OSError as exc:
+            if _is_disk_full(exc):  # the batch has no marker: its files are removed on resume
+                raise DiskFullError(str(self.root)) from None
+            raise
+
+    def _write(self, table: pa.Table, next_offsets: dict[int, int], start_offsets: dict[int, int]) -> None:
         table = self.partitioning.apply(table)
         p0 = min(next_offsets)
         batch_id = f"{p0}-{start_offsets[p0]}-{next_offsets[p0]}"
@@ -488,6 +521,7 @@ def rows_per_partition_value(uri: str, fmt: str, columns: list[str]) -> dict[str
 __all__ = [
     "ConcurrentConsumerError",
     "DeltaSink",
+    "DiskFullError",
     "ParquetSink",
     "Partitioning",
     "PARTITION_CHOICES",

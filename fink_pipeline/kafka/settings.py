@@ -202,10 +202,13 @@ class KafkaSettings(BaseModel):
         """Settings from a fink-client credentials YAML (default `credentials_path(survey)`).
 
         A registered password selects SASL_PLAINTEXT with SCRAM-SHA-512, as fink-client does;
-        `overrides` (e.g. `security_protocol="SASL_SSL"`) win over the file. A file holding a
-        password must not be readable by group or others (mode 0600), or CredentialsError.
+        an optional `extra:` mapping gives further librdkafka options (they win over the
+        consumer's fetch defaults); `overrides` (e.g. `security_protocol="SASL_SSL"`) win over
+        the file. A file holding a password must not be readable by group or others (mode
+        0600), or CredentialsError.
         """
-        creds = read_credentials_file(path if path is not None else credentials_path(survey))
+        path = path if path is not None else credentials_path(survey)
+        creds = read_credentials_file(path)
         values: dict[str, Any] = {"bootstrap_servers": creds.get("servers")}
         group = creds.get("group_id") or creds.get("groupid")
         if group:
@@ -219,6 +222,11 @@ class KafkaSettings(BaseModel):
                 sasl_username=str(username or ""),
                 sasl_password=str(password),
             )
+        options = creds.get("extra")  # optional librdkafka options (not a fink-client key)
+        if options is not None:
+            if not isinstance(options, dict):
+                raise CredentialsError(f"credentials file {path}: `extra` must map librdkafka option names to values")
+            values["extra"] = options
         values.update(overrides)
         return cls(**values)
 
