@@ -481,6 +481,35 @@ def test_hostile_condition_submitted_to_dagster_fails_first_step(archive, kafka_
     reliability_record(cases=1, failures_survived=1)
 
 
+def test_oversized_launchpad_form_fails_its_submit_run_before_parsing(archive, tmp_path, conditions_parsed,
+                                                                      reliability_record):
+    """The launchpad form goes through the same request model: one clear, non-retried failure."""
+    import dagster as dg
+
+    from fink_pipeline.orchestration.partitions import transfer_partitions
+    from fink_pipeline.orchestration.resources import ArchiveResource, KafkaResource, RequestStoreResource
+    from fink_pipeline.orchestration.submit import submit_transfer_job
+
+    form = {"start": "2024-03-01", "stop": "2024-03-02", "conditions": [CONDITION] * 10_000}
+    with dg.instance_for_test() as instance:
+        result = submit_transfer_job.execute_in_process(
+            run_config={"ops": {"submit_transfer": {"config": form}}},
+            resources={"archive": ArchiveResource(root=archive), "kafka": KafkaResource(),
+                       "requests": RequestStoreResource(root=str(tmp_path / "requests"))},
+            instance=instance, raise_on_error=False,
+        )
+        assert instance.get_dynamic_partitions(transfer_partitions.name) == []
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert failure.event_specific_data.user_failure_data.description == (
+        f"conditions: 10000 extra conditions, at most {MAX_CONDITIONS}; "
+        "keep the ones you need (they are ANDed: merge those on one field)"
+    )
+    assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
+    assert not (tmp_path / "requests").exists() and conditions_parsed == []
+    reliability_record(cases=1, failures_survived=1)
+
+
 # --------------------------------------------------------------------------------------------
 # stored requests
 
