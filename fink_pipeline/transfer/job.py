@@ -337,6 +337,11 @@ def build_transfer_dataframe(
         log.info(f"Applying user-defined filter {plan.livestream_filter.fink_module}...")
         df = apply_livestream_filter(df, plan.livestream_filter)
     log.info(f"Selecting content {plan.content.packet or plan.content.source_fields}...")
+    if request.limit:
+        # A bare limit keeps whichever rows the tasks return first, which may differ between
+        # evaluations; publishing exactly once needs the same rows on a retry: the first
+        # alert ids (Spark keeps only the top `limit` rows per task, no full sort).
+        df = df.orderBy(plan.survey.alert_id)
     df = project(df, plan.content)
     if request.limit:
         log.info(f"Limiting to {request.limit} first entries...")
