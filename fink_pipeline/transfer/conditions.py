@@ -488,8 +488,9 @@ def validate_conditions(
 def conditions_size_problem(conditions: str | Sequence[str]) -> tuple[list[str], str | None]:
     """(the split conditions, or [] when too long to split; the problem with their size or None).
 
-    The total length is checked first, on the raw text, so that a huge textarea is never
-    scanned; then the number of conditions once split. The problem names the limit and the fix.
+    The number of texts given and their total length are checked first, on the raw input, so
+    that a huge textarea is never scanned; then the number of conditions once split. The
+    problem names the limit and the fix.
     """
     texts = [conditions] if isinstance(conditions, str) else list(conditions)
     given = sum(1 for t in texts if isinstance(t, str) and t.strip())  # each holds one condition or more
