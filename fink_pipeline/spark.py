@@ -31,7 +31,7 @@ LOCAL_DEFAULT_CONF: dict[str, str] = {
     # then hands column batches straight to the generated projection. Its loop exceeds
     # HotSpot's 8 kB limit for JIT compilation, so huge methods must be compiled, or it runs
     # interpreted (measured, 100k light alerts: 1.7 task CPU-s with both, 2.8 with neither,
-    # 5.3 with codegen alone).
+    # 5.3 with codegen alone). On a cluster the flag goes to spark.executor.extraJavaOptions.
     "spark.sql.codegen.maxFields": "1000",
     "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods",
     # Int.MaxValue turns off the byte limit of the Arrow batches sent to Python workers,

@@ -32,12 +32,12 @@ import json
 import logging
 import time
 import uuid
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from fink_pipeline.avro import avro_schema_from_arrow, encode_batch, schema_fingerprint, schema_json
 from fink_pipeline.kafka.settings import KafkaSettings
@@ -368,14 +368,15 @@ class _SparkPartitionPublisher:
         """Queue the encoded rows (`ids`, `parts` of the same rows), holding back the last row
         of each partition until the next batch or the end; at most `limit` rows (test hook)."""
         value_list = values.to_pylist()
-        key_list = [str(v) for v in ids.tolist()]
+        key_list = pc.cast(pa.array(ids, pa.int64()), pa.string()).to_pylist()  # C, not str() per row
         part_list = parts.tolist()
-        held = np.flatnonzero(_hold_back_last(parts)).tolist()
+        held_mask = _hold_back_last(parts)
+        held = np.flatnonzero(held_mask).tolist()
         held_back = [(value_list[i], key_list[i], part_list[i]) for i in held]
         for i in reversed(held):  # a few list deletions instead of copying every value
             del value_list[i], key_list[i], part_list[i]
         # the previous batch's held-back message of a partition goes before this batch's rows
-        for k in set(part_list) | {p for _, _, p in held_back}:
+        for k in np.unique(parts).tolist():  # every partition of the batch, held-back rows included
             state = self.states[k]
             if state.pending is not None:
                 self.send(state.pending[0], state.pending[1], k)
@@ -394,8 +395,10 @@ class _SparkPartitionPublisher:
                     i += 1
             except BufferError:  # queue full: let librdkafka deliver, then go on
                 self.producer.poll(0.05)
-        for k, count in Counter(part_list).items():
-            self.states[k].sent += count
+        sent_parts = parts[~held_mask][:n]
+        for k, count in enumerate(np.bincount(sent_parts, minlength=self.config.kafka_partitions).tolist()):
+            if count:
+                self.states[k].sent += count
         self.produced += n
         if limit is not None and self.produced >= limit:
             return
@@ -562,8 +565,6 @@ def _committed_partitions(settings: KafkaSettings, topic: str) -> frozenset[int]
 def _count_class_night(batch: pa.RecordBatch, config: _TaskConfig, out: dict[str, dict[str, int]]) -> None:
     """Alerts per class and night of this batch (for the run's summary plot)."""
     import datetime as dt
-
-    import pyarrow.compute as pc
 
     if config.night_column is None or config.night_column not in batch.schema.names:
         return
