@@ -10,9 +10,8 @@ beginning, as soon as the topic exists). It reports, from the launch:
 * when the topic appeared, when the first alert could be read, when every alert had been read
   (the `_status` end record's total reached), and when the run (table included) ended.
 
-The job publishes each Spark partition in one Kafka transaction (exactly once), so alerts
-become visible partition by partition; more nights (more Spark partitions) bring the first one
-earlier relative to the whole.
+Published alerts are readable at once (exactly once comes from partition ownership, not Kafka
+transactions), so the first one arrives with the first Arrow batch a Spark task publishes.
 
 Last line: `first alert vs whole topic: X` (seconds to the first alert / seconds to the last).
 
