@@ -39,6 +39,7 @@ DECODE_SLICE_BYTES = 8 * 1024 * 1024
 # librdkafka fetch sizing: fetches of a few MB and a prefetch queue of 16 MB (it fills while a
 # batch is decoded and written; the fetch rate is far above the decode+write rate, so a deeper
 # queue would only add memory that a short topic never uses and a long one always does).
+# Defaults only: the user's librdkafka options (KafkaSettings.extra) win, see consumer_config.
 FETCH_CONFIG = {
     "fetch.max.bytes": 16 * 1024 * 1024,
     "max.partition.fetch.bytes": 4 * 1024 * 1024,
@@ -237,7 +238,7 @@ def consume_topic(
                         "the topic is published again to resume")
             if got_messages:
                 last_message_at = now
-                n_messages = len(messages)  # before _write_batch frees the values
+                n_messages = len(messages)
                 touched = _write_batch(messages, avro_schema, sink, next_offsets, report, quarantine_dir, log)
                 # free this batch (and the memory pool's unused pages) before fetching the next:
                 # peak memory stays that of one batch, whatever the topic's size
@@ -301,7 +302,7 @@ class FetchedBatch:
     nbytes: int = 0
 
     def __len__(self) -> int:
-        return len(self.values)
+        return len(self.offsets)  # values are freed once decoded; coordinates stay
 
 
 def _fetch_batch(consumer, want: int, max_bytes: int, log, topic: str) -> tuple[FetchedBatch, bool]:
