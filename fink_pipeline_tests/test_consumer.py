@@ -491,3 +491,22 @@ def test_consumer_with_user_fetch_options_stays_exact(kafka_settings, light_topi
     assert report.complete and report.consumed == published.total
     ids = read_delta_table(str(tmp_path / "d"))["candid"].to_pylist()
     assert len(ids) == len(set(ids)) == published.total
+
+
+def test_batches_stay_within_the_byte_cap_for_full_packets(kafka_settings, tmp_path):
+    """One consume() call can gather far more than the prefetch queue: the byte cap must bound
+    the batch itself (full-packet batches reached 330 MB, 1.7 GB per consumer, before)."""
+    from fink_pipeline.avro import encode_batch
+
+    topic = unique_topic()
+    tables = list(synthetic_alerts(ZTF, 120, "full", seed=12, batch_size=60))
+    published = publish_tables(kafka_settings, topic, tables)
+    sizes = [len(v) for t in tables for v in encode_batch(t, published.avro_schema).to_pylist()]
+    cap = 12 * max(sizes)
+    batches: list[int] = []
+    report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g", max_batch_bytes=cap,
+                           progress=lambda n, status: batches.append(n) if n else None)
+    assert report.complete and report.consumed == published.total == 120
+    # a batch closes at the first message reaching the cap
+    assert max(batches) <= cap // min(sizes) + 1, batches
+    assert len(batches) >= sum(sizes) // (cap + max(sizes)), batches

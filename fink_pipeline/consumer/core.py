@@ -291,7 +291,7 @@ def _topic_exists(consumer, topic: str) -> bool:
 _UNKNOWN_TOPIC_CODES = ("UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION")
 
 
-_PROBE_MESSAGES = 100  # 5.5 MB of full packets, 0.1 MB of light ones
+_PROBE_MESSAGES = 10  # 0.5 MB of full packets: below any sensible cap
 _MAX_MESSAGES_PER_CONSUME = 20_000
 
 
