@@ -46,7 +46,9 @@ def test_services_and_images(services):
         assert services[name]["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}, name
         assert services[name]["image"] == "fink-pipeline:latest"
     dockerfile = (DOCKER / "Dockerfile").read_text()
-    assert 'pip install ".[production]"' in dockerfile and "openjdk-17" in dockerfile
+    # the image installs the versions the suite passed with (constraints.txt), and Java for Spark
+    assert 'pip install -c constraints.txt ".[production]"' in dockerfile and "openjdk-17" in dockerfile
+    assert "COPY pyproject.toml README.md constraints.txt" in dockerfile
     assert "COPY docker/dagster.yaml ${DAGSTER_HOME}/dagster.yaml" in dockerfile
     # the production extra brings the dagster-postgres paired with the pinned dagster
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
