@@ -159,6 +159,8 @@ class _TaskConfig:
     class_column: str | None
     night_column: str | None
     night_epoch: float
+    # rows are archive locations whose content the task reads (transfer.arrow_content)
+    arrow_content: Any = None
 
 
 def owned_kafka_partitions(spark_partition: int, spark_partitions: int, kafka_partitions: int) -> list[int]:
@@ -489,6 +491,10 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
         publisher = _SparkPartitionPublisher(config, spark_partition, attempt, producer)
         summary["already_published"] = publisher.already_published
         laps.lap("read_back")
+        if config.arrow_content is not None:
+            selection = config.arrow_content.collect(batches)  # archive locations and Spark's columns
+            laps.lap("select")
+            batches = config.arrow_content.batches(selection)
         for batch in batches:
             laps.lap("input")
             summary["rows"] += batch.num_rows
@@ -595,7 +601,8 @@ def spark_to_arrow_schema(df: "DataFrame") -> pa.Schema:
     """The Arrow schema of the batches `mapInArrow` will hand to the tasks."""
     from pyspark.sql.pandas.types import to_arrow_schema
 
-    return to_arrow_schema(df.schema)
+    # nested timestamps (Rubin's diaSource.time_processed) stay timestamps, in the session's zone
+    return to_arrow_schema(df.schema, timezone=df.sparkSession.conf.get("spark.sql.session.timeZone"))
 
 
 def publish_dataframe(
@@ -610,18 +617,21 @@ def publish_dataframe(
     class_column: str | None = "finkclass",
     options: PublishOptions | None = None,
     log: logging.Logger | None = None,
+    arrow_content: Any = None,
 ) -> PublishReport:
     """Publish `df` to `topic` (+ `_schema` and `_status` companions), exactly once.
 
     Re-running it after a failure publishes only what is missing; on a finished topic it
     publishes nothing. The rows of each Spark partition of `df` must be the same on every
     evaluation (any order), which holds for the transfer job's read-filter-project plans.
+    With `arrow_content` (a `transfer.arrow_content.ArrowContent`), `df` holds archive
+    locations and the tasks read the published content from the archive files.
     """
     options = options or PublishOptions()
     log = log or LOGGER
     started = time.monotonic()
     log.info("Determining data schema...")
-    arrow_schema = spark_to_arrow_schema(df)
+    arrow_schema = arrow_content.output_schema if arrow_content is not None else spark_to_arrow_schema(df)
     if key_column not in arrow_schema.names:
         raise ValueError(f"the published content must contain {key_column!r} to key the messages")
     if not pa.types.is_integer(arrow_schema.field(key_column).type):
@@ -676,6 +686,7 @@ def publish_dataframe(
             class_column=class_column if class_column in arrow_schema.names else None,
             night_column=time_leaf if time_leaf in arrow_schema.names else None,
             night_epoch=survey_time_epoch,
+            arrow_content=arrow_content,
         )
         log.info(f"Starting to send data to topic {topic}")
         try:

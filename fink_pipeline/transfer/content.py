@@ -108,7 +108,7 @@ def avro_safe(df: "DataFrame", source: str, name: str) -> "Column":
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
-    dtype = _field_type(df.schema, source)
+    dtype = field_type(df.schema, source)
     column = F.col(source) if _is_plain_path(df.schema, source) else F.expr(source)
     if isinstance(dtype, T.StructType):
         # struct(X.*) is never null: the schema publishes records without a null branch
@@ -119,10 +119,11 @@ def avro_safe(df: "DataFrame", source: str, name: str) -> "Column":
 
 
 def _is_plain_path(schema, path: str) -> bool:
-    return _field_type(schema, path) is not None
+    return field_type(schema, path) is not None
 
 
-def _field_type(schema, path: str):
+def field_type(schema, path: str):
+    """The Spark type of dotted `path` in `schema`, or None when it is not a plain field path."""
     from pyspark.sql import types as T
 
     dtype = schema

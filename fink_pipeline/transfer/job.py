@@ -17,7 +17,7 @@ from fink_pipeline.archive.layout import night_dir
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.conditions import ValidatedCondition, validate_conditions
-from fink_pipeline.transfer.content import ContentPlan, available_fields, project, resolve_content
+from fink_pipeline.transfer.content import ContentPlan, field_type, available_fields, project, resolve_content
 from fink_pipeline.transfer.request import RequestError, TransferRequestFields
 
 if TYPE_CHECKING:
@@ -311,7 +311,77 @@ def build_transfer_dataframe(
     spark: "SparkSession", plan: TransferPlan, log: logging.Logger | None = None
 ) -> "DataFrame":
     """The whole selection: read -> classify -> classes -> conditions -> filter -> content."""
+    df, _ = _select(spark, plan, log or LOGGER, locate=False)
+    return _limit(project(df, plan.content), plan, log or LOGGER)
+
+
+@dataclass
+class Publication:
+    """What the publisher runs: `rows` is either the projected content (`arrow_content` None)
+    or the selected alerts' archive locations, which the tasks read with Arrow."""
+
+    rows: "DataFrame"
+    arrow_content: Any = None  # fink_pipeline.transfer.arrow_content.ArrowContent
+
+
+def build_publication(
+    spark: "SparkSession", plan: TransferPlan, log: logging.Logger | None = None, *, arrow_content: bool = True
+) -> Publication:
+    """The transfer's selection, ready to publish.
+
+    With `arrow_content` (the default) and a content of plain fields of a local archive,
+    Spark selects and the publishing tasks read the content columns of the selected rows
+    with Arrow (`fink_pipeline.transfer.arrow_content`: ~4x less CPU on a light packet);
+    otherwise Spark projects the content itself, as `build_transfer_dataframe` does.
+    """
+    from pyspark.sql import functions as F
+
+    from fink_pipeline.kafka.publish import spark_to_arrow_schema
+    from fink_pipeline.transfer.arrow_content import (
+        FILE_COLUMN,
+        ROW_COLUMN,
+        ArrowContent,
+        file_paths,
+        is_local_archive,
+    )
+
     log = log or LOGGER
+    deferrable = arrow_content and is_local_archive(plan.archive_root)
+    df, carried = _select(spark, plan, log, locate=deferrable)
+    content = plan.content
+    stored = set(plan.survey.archive_schema.names)
+    file_columns = file_paths([source for source, name in content.columns if source not in carried])
+    if (not deferrable or not file_columns or not {c.split(".", 1)[0] for c in file_columns} <= stored
+            or any(field_type(df.schema, source) is None for source, _ in content.columns)):
+        # map keys (`mangrove.HyperLEDA_name`) and other expressions: Spark evaluates them
+        if deferrable:
+            df = df.drop(FILE_COLUMN, ROW_COLUMN)
+        return Publication(_limit(project(df, content), plan, log))
+    output_schema = spark_to_arrow_schema(project(df, content))
+    carried_names = tuple(name for source, name in content.columns if source in carried)
+    selection = df.select(F.col(FILE_COLUMN), F.col(ROW_COLUMN),
+                          *[F.col(source).alias(name) for source, name in content.columns if source in carried])
+    return Publication(
+        _limit(selection, plan, log),
+        ArrowContent(
+            columns=content.columns,
+            carried=carried_names,
+            file_columns=file_columns,
+            archive_schema=plan.survey.archive_schema,
+            output_schema=output_schema,
+        ),
+    )
+
+
+def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, locate: bool):
+    """read -> classify -> classes -> conditions -> filter (ordered by alert id under a limit);
+    with `locate`, each row also carries its archive file and row index. Returns the DataFrame
+    and the columns Spark computes rather than reads (classes, night partition columns)."""
+    from pyspark.sql import functions as F
+
+    from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN
+    from fink_pipeline.transfer.content import PARTITION_COLUMNS
+
     request = plan.request
     log.info("Generating data paths...")
     for night in plan.missing_nights:
@@ -324,6 +394,9 @@ def build_transfer_dataframe(
         + (f" ({counts[0]:,} alerts according to the nightly statistics)..." if counts else "...")
     )
     df = read_nights(spark, plan)
+    if locate:
+        df = df.withColumn(FILE_COLUMN, F.col("_metadata.file_path")).withColumn(
+            ROW_COLUMN, F.col("_metadata.row_index"))
     df = classify(df, plan.survey, plan.tns_catalog)
     if request.classes:
         log.info(f"Filtering for classes {list(request.classes)}...")
@@ -342,8 +415,12 @@ def build_transfer_dataframe(
         # evaluations; publishing exactly once needs the same rows on a retry: the first
         # alert ids (Spark keeps only the top `limit` rows per task, no full sort).
         df = df.orderBy(plan.survey.alert_id)
-    df = project(df, plan.content)
-    if request.limit:
-        log.info(f"Limiting to {request.limit} first entries...")
-        df = df.limit(request.limit)
+    computed = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
+    return df, computed
+
+
+def _limit(df: "DataFrame", plan: TransferPlan, log: logging.Logger) -> "DataFrame":
+    if plan.request.limit:
+        log.info(f"Limiting to {plan.request.limit} first entries...")
+        df = df.limit(plan.request.limit)
     return df

@@ -37,7 +37,7 @@ from fink_pipeline.orchestration.topic_recovery import publication_problems, res
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
 from fink_pipeline.transfer.estimate import estimate_request
-from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
+from fink_pipeline.transfer.job import build_publication, plan_transfer
 from fink_pipeline.transfer.metrics import footer_input_bytes, job_read_fields
 from fink_pipeline.transfer.request import RequestError
 
@@ -157,9 +157,9 @@ def published_alerts(
     request_id = request.request_id or request.topic
     with _transient(context, f"publishing {request.topic}", settings.bootstrap_servers):
         reset_orphaned_topics(settings, request.topic, log=context.log)
-        df = build_transfer_dataframe(spark.get_session(), plan, log=context.log)
+        publication = build_publication(spark.get_session(), plan, log=context.log)
         report = publish_dataframe(
-            df,
+            publication.rows,
             request.topic,
             settings,
             request_id=request_id,
@@ -169,6 +169,7 @@ def published_alerts(
             class_column=survey.class_columns[0] if survey.class_columns else None,
             options=kafka.publish_options(),
             log=context.log,
+            arrow_content=publication.arrow_content,
         )
         problems = publication_problems(settings, request.topic, report, request_id)
     if problems:
