@@ -38,7 +38,7 @@ from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.kafka.settings import read_credentials_file
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH
-from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
+from fink_pipeline.transfer.job import build_publication, build_transfer_dataframe, plan_transfer
 from fink_pipeline.transfer.request import TransferRequest
 
 pytestmark = [pytest.mark.compat, pytest.mark.spark, pytest.mark.kafka]
@@ -127,10 +127,13 @@ def test_finkctl_transfer_downloads_every_published_alert(spark, kafka_broker, k
     generate_archive(get_survey("ztf"), root, START, nights=2, alerts_per_night=2000, seed=31, with_cutouts=False)
     request = TransferRequest(survey="ztf", start=START.isoformat(),
                               stop=(START + dt.timedelta(days=1)).isoformat(), content="light").with_identity()
-    df = build_transfer_dataframe(spark, plan_transfer(request, root, list_nights(root, "ztf")))
+    plan = plan_transfer(request, root, list_nights(root, "ztf"))
+    df = build_transfer_dataframe(spark, plan)
+    publication = build_publication(spark, plan)  # as the transfer asset publishes: content read with Arrow
+    assert publication.arrow_content is not None
     report = publish_dataframe(
-        df, request.topic, kafka_settings, request_id=request.request_id, survey_time_column="candidate.jd",
-        survey_time_epoch=JD_UNIX_EPOCH,
+        publication.rows, request.topic, kafka_settings, request_id=request.request_id,
+        survey_time_column="candidate.jd", survey_time_epoch=JD_UNIX_EPOCH, arrow_content=publication.arrow_content,
     )
     source = sorted(df.select("candid").toArrow()["candid"].to_pylist())
     assert report.total == len(source) == 4000
