@@ -1,9 +1,11 @@
 """Publishing throughput: the real publish path vs a raw produce loop of the same bytes, one run.
 
 A night of light-packet ZTF alerts (synthetic, no cutouts; generated once under bench/results/
-and reused) is published to a private embedded broker (Tansu) by `publish_dataframe`: Spark
-`local[2]` reads and projects the night, `mapInArrow` tasks encode Avro batch-wise and publish
-with idempotent producers, status records included. Then, in the same run, the same rows are
+and reused) is published to a private embedded broker (Tansu) by `publish_dataframe`, as the transfer
+asset runs it (`build_publication`): Spark `local[2]` selects the night's alerts, its
+`mapInArrow` tasks read their content with Arrow, encode Avro batch-wise and publish with
+idempotent producers (one per Python worker, kept for its later tasks and runs), status
+records included; `--spark-content` makes Spark read and project the content instead. Then, in the same run, the same rows are
 collected, encoded beforehand (not timed) and sent by a plain confluent-kafka producer loop
 (same partition count, compression, keys and linger) to a fresh topic: the ceiling of this
 machine and broker for these bytes.

@@ -21,7 +21,7 @@ from fink_pipeline.archive.layout import night_dir
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.conditions import ValidatedCondition, validate_conditions
-from fink_pipeline.transfer.content import ContentPlan, field_type, available_fields, project, resolve_content
+from fink_pipeline.transfer.content import ContentPlan, available_fields, field_type, project, resolve_content
 from fink_pipeline.transfer.request import RequestError, TransferRequestFields
 
 if TYPE_CHECKING:
