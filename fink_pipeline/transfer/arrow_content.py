@@ -109,7 +109,8 @@ class ArrowContent:
             for raw in batches:
                 lo, hi = np.searchsorted(wanted, [offset, offset + raw.num_rows])
                 if hi > lo:
-                    taken = raw.take(pa.array(wanted[lo:hi] - offset))
+                    # rows are unique and sorted: as many as the slice holds means all of them
+                    taken = raw if hi - lo == raw.num_rows else raw.take(pa.array(wanted[lo:hi] - offset))
                     yield self.project(taken, carried.slice(done, hi - lo))
                     done += hi - lo
                 offset += raw.num_rows
