@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 # Columns of the selection rows that locate an alert in the archive.
 FILE_COLUMN = "_fink_archive_file"
 ROW_COLUMN = "_fink_archive_row"
+_TWO_DIGITS = pa.array([f"{i:02d}" for i in range(60)])
 # Rows decoded at once: bounds the task's memory for heavy contents (cutouts: ~45 kB/alert).
 _SLICE_BYTES = 32 * 1024 * 1024
 
@@ -92,7 +93,8 @@ class ArrowContent:
     def _file_batches(self, uri: str, rows: np.ndarray, carried: pa.Table) -> Iterator[pa.RecordBatch]:
         parquet = pq.ParquetFile(local_path(uri))
         metadata = parquet.metadata
-        columns = [path for path in self.file_columns if _has_path(parquet.schema_arrow, path)]
+        file_schema = parquet.schema_arrow  # built on each access: once per file
+        columns = [path for path in self.file_columns if _has_path(file_schema, path)]
         group_rows = np.array([metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)])
         group_starts = np.r_[0, np.cumsum(group_rows)]
         if len(rows) and (rows[0] < 0 or rows[-1] >= group_starts[-1]):
@@ -176,12 +178,8 @@ def spark_timestamp_strings(column: pa.Array) -> pa.Array:
     epoch = dt.datetime(1970, 1, 1)
     prefixes = pa.array([(epoch + dt.timedelta(hours=int(h))).strftime("%Y-%m-%d %H") for h in distinct.tolist()])
     minutes, secs = np.divmod(within_hour, 60)
-
-    def two_digits(numbers: np.ndarray) -> pa.Array:
-        return pc.utf8_lpad(pc.cast(pa.array(numbers), pa.string()), 2, "0")
-
-    text = pc.binary_join_element_wise(prefixes.take(pa.array(inverse.reshape(-1))), two_digits(minutes),
-                                       two_digits(secs), ":")
+    text = pc.binary_join_element_wise(prefixes.take(pa.array(inverse.reshape(-1))), _TWO_DIGITS.take(minutes),
+                                       _TWO_DIGITS.take(secs), ":")
     digits = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(pa.array(fraction), pa.string()), 6, "0"), "0")
     suffix = pc.if_else(pa.array(fraction == 0), "", pc.binary_join_element_wise(".", digits, ""))
     result = pc.binary_join_element_wise(text, suffix, "")
@@ -250,13 +248,12 @@ def _nested_type(dtype: pa.DataType, path: Sequence[str]) -> pa.DataType:
 
 def _slice_rows(group: pq.RowGroupMetaData, columns: Sequence[str]) -> int:
     """Rows per decoded slice of a row group, so that a slice of `columns` is ~32 MB."""
-    def wanted(path: str) -> bool:
-        return any(path == c or path.startswith(c + ".") for c in columns)
-
-    size = sum(
-        group.column(i).total_uncompressed_size
-        for i in range(group.num_columns)
-        if wanted(group.column(i).path_in_schema)
-    )
+    exact, prefixes = set(columns), tuple(c + "." for c in columns)
+    size = 0
+    for i in range(group.num_columns):
+        chunk = group.column(i)
+        path = chunk.path_in_schema
+        if path in exact or path.startswith(prefixes):
+            size += chunk.total_uncompressed_size
     per_row = max(1, size // max(1, group.num_rows))
     return int(max(256, min(group.num_rows, _SLICE_BYTES // per_row)))
