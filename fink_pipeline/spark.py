@@ -32,11 +32,8 @@ LOCAL_DEFAULT_CONF: dict[str, str] = {
     # HotSpot's 8 kB limit for JIT compilation, so huge methods must be compiled, or it runs
     # interpreted (measured, 100k light alerts: 1.7 task CPU-s with both, 2.8 with neither,
     # 5.3 with codegen alone). On a cluster the flag goes to spark.executor.extraJavaOptions.
-    # TieredStopAtLevel=1: the embedded stack runs short jobs in a fresh JVM, where C2's
-    # compilations cost more CPU than they save (publishing 100k light alerts: 17 CPU-s instead
-    # of 26 in a cold session, 3.5-4.6 instead of 4.4-5.6 in warm ones; Spark starts in 9 s, not 14).
     "spark.sql.codegen.maxFields": "1000",
-    "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods -XX:TieredStopAtLevel=1",
+    "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods",
     # Int.MaxValue turns off the byte limit of the Arrow batches sent to Python workers,
     # which Spark otherwise checks by sizing every vector after every row (~20 % of the
     # JVM's time on a light packet); maxRecordsPerBatch still bounds them.
