@@ -60,14 +60,27 @@ def _wait(predicate, timeout_s: float, what: str, interval_s: float = 1.0):
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def _dismiss_welcome(page) -> None:
-    """The first visit shows a "Join the Dagster community" dialog: skip it."""
+def _dismiss_welcome(page, timeout_ms: int = 15_000) -> None:
+    """The first visit shows a "Join the Dagster community" dialog: skip it. On a busy machine
+    it can appear late, over the launchpad: `_click_past_welcome` skips it there too."""
     skip = page.get_by_role("button", name="Skip")
     try:
-        skip.wait_for(timeout=5_000)
+        skip.first.wait_for(timeout=timeout_ms)
     except Exception:  # not shown (already dismissed in this browser profile)
         return
-    skip.click()
+    skip.first.click()
+
+
+def _click_past_welcome(page, locator, attempts: int = 4) -> None:
+    """Click `locator`; when the welcome dialog covers it, skip the dialog and click again."""
+    for attempt in range(attempts):
+        try:
+            locator.click(timeout=15_000)
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            _dismiss_welcome(page, timeout_ms=2_000)
 
 
 def launch(page, base: str, run_config_yaml: str, fresh: bool = False) -> None:
@@ -78,7 +91,7 @@ def launch(page, base: str, run_config_yaml: str, fresh: bool = False) -> None:
     if fresh:  # the scaffolded form: defaults filled in, the required dates flagged
         page.get_by_text("Missing required config entries ['start', 'stop']").first.wait_for()
         page.get_by_text("light").first.wait_for()
-    editor.click()
+    _click_past_welcome(page, editor)
     page.keyboard.press("Control+A")
     page.keyboard.press("Delete")
     page.keyboard.insert_text(run_config_yaml)  # no key events: the editor's auto-closing stays out
