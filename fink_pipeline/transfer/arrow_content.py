@@ -48,8 +48,8 @@ class ArrowContent:
     `columns` are the content's (source path, output name) pairs in publication order;
     outputs named in `carried` come from the selection rows (computed by Spark), the others
     from the archive file's columns `file_columns`, dotted paths read as structs holding only
-    those fields (7 of the 103 `candidate` fields for a light packet; typed by `archive_schema`, so nights
-    written with an older schema read as Spark reads them: missing fields are null).
+    those fields (7 of the 103 `candidate` fields for a light packet). `archive_schema` types
+    what a night written with an older schema lacks, so it reads as Spark reads it (null).
     `output_schema` is the Arrow schema Spark's projection would have (the Avro schema's source).
     """
 
