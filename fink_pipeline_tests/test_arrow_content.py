@@ -29,6 +29,7 @@ from fink_pipeline.surveys.base import JD_UNIX_EPOCH
 from fink_pipeline.transfer.arrow_content import spark_timestamp_strings
 from fink_pipeline.transfer.job import build_publication, build_transfer_dataframe, plan_transfer
 from fink_pipeline.transfer.request import TransferRequest
+from fink_pipeline_tests.test_publish import new_topic, read_topic, schema_from_topic
 
 pytestmark = pytest.mark.spark
 
@@ -144,15 +145,13 @@ def test_timestamps_format_as_spark_casts_them(spark):
 def test_publication_read_with_arrow_survives_a_failed_attempt(spark, kafka_settings, ztf_archive):
     plan = plan_for(ztf_archive, content=["light"])
     publication = build_publication(spark, plan)
-    topic = f"ftransfer_ztf_test_arrow_{dt.datetime.now().strftime('%H%M%S%f')}"
+    topic = new_topic()
     report = publish_dataframe(
         publication.rows, topic, kafka_settings, request_id="arrow-1", survey_time_column="candidate.jd",
         survey_time_epoch=JD_UNIX_EPOCH, options=PublishOptions(fail_first_attempt_after=150),
         arrow_content=publication.arrow_content,
     )
     assert report.total == 1400 and report.retried_tasks >= 1
-    from fink_pipeline_tests.test_publish import read_topic, schema_from_topic
-
     messages = read_topic(kafka_settings, topic)
     counts = Counter(int(m.key()) for m in messages)
     assert len(counts) == 1400 and max(counts.values()) == 1

@@ -548,15 +548,15 @@ def _worker_producer(config: _TaskConfig):
 
     settings = producer_config(config)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    if _WORKER_PRODUCER.get("key") != key or _WORKER_PRODUCER.get("fatal"):
+    if _WORKER_PRODUCER.get("key") != key or _WORKER_PRODUCER["health"]["fatal"]:
         _drop_worker_producer(purge=False)
-        state = _WORKER_PRODUCER
+        health = {"fatal": False}  # this producer's own: a dropped one's late errors don't count
 
         def on_error(err) -> None:  # a fatal error (e.g. the broker forgot our producer id)
             if err.fatal():
-                state["fatal"] = True
+                health["fatal"] = True
 
-        _WORKER_PRODUCER.update(key=key, fatal=False, producer=Producer({**settings, "error_cb": on_error}))
+        _WORKER_PRODUCER.update(key=key, health=health, producer=Producer({**settings, "error_cb": on_error}))
     return _WORKER_PRODUCER["producer"]
 
 

@@ -70,10 +70,10 @@ class ArrowContent:
             known = [files.setdefault(name, len(files)) for name in encoded.dictionary.to_pylist()]
             codes.append(np.array(known, dtype=np.int32)[encoded.indices.to_numpy(zero_copy_only=False)])
             rows.append(batch.column(ROW_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64, copy=False))
-            carried.append(pa.Table.from_batches([batch]).select(list(self.carried)))
+            carried.append(batch.select(list(self.carried)))
         if not codes:
             return Selection([], np.empty(0, np.int32), np.empty(0, np.int64), None)
-        return Selection(list(files), np.concatenate(codes), np.concatenate(rows), pa.concat_tables(carried))
+        return Selection(list(files), np.concatenate(codes), np.concatenate(rows), pa.Table.from_batches(carried))
 
     def batches(self, selection: "Selection") -> Iterator[pa.RecordBatch]:
         """The content of the selected rows, file by file in row order, in bounded batches."""

@@ -21,7 +21,14 @@ from fink_pipeline.archive.layout import night_dir
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.conditions import ValidatedCondition, validate_conditions
-from fink_pipeline.transfer.content import ContentPlan, available_fields, field_type, project, resolve_content
+from fink_pipeline.transfer.content import (
+    PARTITION_COLUMNS,
+    ContentPlan,
+    available_fields,
+    field_type,
+    project,
+    resolve_content,
+)
 from fink_pipeline.transfer.request import RequestError, TransferRequestFields
 
 if TYPE_CHECKING:
@@ -315,8 +322,8 @@ def build_transfer_dataframe(
     spark: "SparkSession", plan: TransferPlan, log: logging.Logger | None = None
 ) -> "DataFrame":
     """The whole selection: read -> classify -> classes -> conditions -> filter -> content."""
-    df, _ = _select(spark, plan, log or LOGGER, locate=False)
-    return _limit(project(df, plan.content), plan, log or LOGGER)
+    log = log or LOGGER
+    return _limit(project(_select(spark, plan, log, locate=False), plan.content), plan, log)
 
 
 @dataclass
@@ -351,11 +358,13 @@ def build_publication(
 
     log = log or LOGGER
     deferrable = arrow_content and is_local_archive(plan.archive_root)
-    df, carried = _select(spark, plan, log, locate=deferrable)
+    df = _select(spark, plan, log, locate=deferrable)
     content = plan.content
-    stored = set(plan.survey.archive_schema.names)
+    # classes and night partition columns come from Spark; every other plain field is stored
+    carried = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
     file_columns = file_paths([source for source, name in content.columns if source not in carried])
-    if (not deferrable or not file_columns or not {c.split(".", 1)[0] for c in file_columns} <= stored
+    # an empty column list would make pyarrow read every column
+    if (not deferrable or not file_columns
             or any(field_type(df.schema, source) is None for source, _ in content.columns)):
         # map keys (`mangrove.HyperLEDA_name`) and other expressions: Spark evaluates them
         if deferrable:
@@ -377,14 +386,12 @@ def build_publication(
     )
 
 
-def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, locate: bool):
+def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, locate: bool) -> "DataFrame":
     """read -> classify -> classes -> conditions -> filter (ordered by alert id under a limit);
-    with `locate`, each row also carries its archive file and row index. Returns the DataFrame
-    and the columns Spark computes rather than reads (classes, night partition columns)."""
+    with `locate`, each row also carries its archive file and row index."""
     from pyspark.sql import functions as F
 
     from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN
-    from fink_pipeline.transfer.content import PARTITION_COLUMNS
 
     request = plan.request
     log.info("Generating data paths...")
@@ -419,8 +426,7 @@ def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, l
         # evaluations; publishing exactly once needs the same rows on a retry: the first
         # alert ids (Spark keeps only the top `limit` rows per task, no full sort).
         df = df.orderBy(plan.survey.alert_id)
-    computed = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
-    return df, computed
+    return df
 
 
 def _limit(df: "DataFrame", plan: TransferPlan, log: logging.Logger) -> "DataFrame":
