@@ -540,35 +540,44 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
 # task publishing a few seconds of rows would otherwise pay at its end (measured on the
 # embedded broker: 20,000 light alerts took 1.1 s alone, as long as 40,000 with a warm one).
 # Dropped after any failed attempt, on a fatal producer error and when the configuration changes.
-_WORKER_PRODUCER: dict[str, Any] = {}
+@dataclass
+class _CachedProducer:
+    key: str  # digest of the producer settings it was made with
+    producer: Any = None
+    fatal: bool = False  # set by this producer's own error callback: a dropped one's late errors don't count
+
+
+_WORKER_PRODUCER: _CachedProducer | None = None
 
 
 def _worker_producer(config: _TaskConfig):
     from confluent_kafka import Producer
 
+    global _WORKER_PRODUCER
     settings = producer_config(config)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
-    if _WORKER_PRODUCER.get("key") != key or _WORKER_PRODUCER["health"]["fatal"]:
+    if _WORKER_PRODUCER is None or _WORKER_PRODUCER.key != key or _WORKER_PRODUCER.fatal:
         _drop_worker_producer(purge=False)
-        health = {"fatal": False}  # this producer's own: a dropped one's late errors don't count
+        cached = _CachedProducer(key)
 
         def on_error(err) -> None:  # a fatal error (e.g. the broker forgot our producer id)
             if err.fatal():
-                health["fatal"] = True
+                cached.fatal = True
 
-        _WORKER_PRODUCER.update(key=key, health=health, producer=Producer({**settings, "error_cb": on_error}))
-    return _WORKER_PRODUCER["producer"]
+        cached.producer = Producer({**settings, "error_cb": on_error})
+        _WORKER_PRODUCER = cached
+    return _WORKER_PRODUCER.producer
 
 
 def _drop_worker_producer(*, purge: bool) -> None:
-    producer = _WORKER_PRODUCER.pop("producer", None)
-    _WORKER_PRODUCER.clear()
-    if producer is None:
+    global _WORKER_PRODUCER
+    cached, _WORKER_PRODUCER = _WORKER_PRODUCER, None
+    if cached is None:
         return
     try:
         if purge:
-            producer.purge(in_queue=True, in_flight=False)
-        producer.flush(30 if purge else 5)
+            cached.producer.purge(in_queue=True, in_flight=False)
+        cached.producer.flush(30 if purge else 5)
     except Exception:  # the broker may be gone; the retry's checks still hold
         pass
 
