@@ -1,29 +1,39 @@
 """Pytest plugin of the reliability suite: tests report what they measured, the run sums it up.
 
-A test marked `reliability` calls the `reliability_record` fixture with what it measured:
+A test marked `reliability` that moves alerts counts them against its ground truth (the ids it
+published, or the ids its request selects) and calls the `reliability_record` fixture with what
+it counted, before any assertion:
 
     def test_broker_paused(reliability_record, ...):
         ...
+        lost, duplicates = count_lost_and_duplicates(table_ids, published.ids)
         reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
         assert lost == duplicates == 0
 
 and the run ends with one line (printed whenever a `reliability` test ran):
 
-    reliability summary: cases N, failures survived M, lost L, duplicates D
+    reliability summary: cases N, failures survived M, lost L, duplicates D, unmeasured K
 
 `cases` counts scenarios (a test may check several), `failures_survived` the injected faults
 and refused bad inputs handled as specified, `lost` and `duplicates` the alerts missing from or
-written twice to a table, summed over the run. Record before asserting, so that a failing
-test still shows its losses in the summary.
+written more than once to a table (an alert that was never published counts as a duplicate),
+summed over the cases that counted them. `unmeasured` is how many of the N cases counted no
+alert: `lost` and `duplicates` say nothing about them. Recording before asserting lets a
+failing test still show its losses in the summary.
 
-A fault test of another suite that does not call the fixture declares its counts on the marker:
+A case that has no alert to count (a bad input refused before anything runs) records without
+`lost` and `duplicates`: `reliability_record(cases=1, failures_survived=1)` counts it as
+unmeasured. Giving one of `lost`/`duplicates` without the other is an error.
+
+A fault test that does not call the fixture may declare its counts on the marker:
 
     @pytest.mark.reliability(failures_survived=1)        # or ="kills": a parameter's value
-    def test_broker_restart_mid_publish(...):
+    def test_refused(...):
 
-and is counted when it has run: one case (`cases=` to change it) and, if it passed, its
-failures survived. It asserts every alert exactly once itself, so lost and duplicates stay 0;
-a failed one counts as a case not survived (and fails the run).
+and is counted when it has run: one case (`cases=` to change it), unmeasured, and, if it
+passed, its failures survived; a failed one counts as a case not survived (and fails the run).
+A test that takes the fixture, fails and never called it counts as one unmeasured case, not
+survived. A test marked `reliability` with neither counts nothing (a control).
 
 `-m reliability` runs the CI sizes: a test marked both `reliability` and `slow` (a larger size
 of a reliability case) is deselected unless the `-m` expression names `slow` too
@@ -34,6 +44,7 @@ Registered from `conftest.py` (`pytest_plugins`).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import pytest
@@ -49,13 +60,23 @@ class ReliabilityTotals:
     failures_survived: int = 0
     lost: int = 0
     duplicates: int = 0
+    unmeasured: int = 0  # cases (among `cases`) that counted no alert
     tests_run: int = 0
 
     def summary_line(self) -> str:
         return (
             f"reliability summary: cases {self.cases}, failures survived {self.failures_survived}, "
-            f"lost {self.lost}, duplicates {self.duplicates}"
+            f"lost {self.lost}, duplicates {self.duplicates}, unmeasured {self.unmeasured}"
         )
+
+
+def count_lost_and_duplicates(got: Iterable[int], expected: Iterable[int]) -> tuple[int, int]:
+    """(lost, duplicates) of the alert ids `got` (a table's) against the ground truth `expected`
+    (the ids published or selected): lost = expected ids missing; duplicates = rows beyond the
+    first of an id, plus ids that were never expected."""
+    got = list(got)
+    seen, truth = set(got), set(expected)
+    return len(truth - seen), (len(got) - len(seen)) + len(seen - truth)
 
 
 TOTALS_KEY = pytest.StashKey[ReliabilityTotals]()
@@ -73,20 +94,29 @@ def totals(config: pytest.Config) -> ReliabilityTotals:
 def reliability_record(request: pytest.FixtureRequest):
     """Add one test's measured counts to the run's reliability summary.
 
-    Call it as `reliability_record(cases=1, failures_survived=k, lost=n, duplicates=m)`; every
-    count must be a non-negative integer.
+    Call it as `reliability_record(cases=1, failures_survived=k, lost=n, duplicates=m)` with
+    `lost` and `duplicates` counted against the ground truth, or without both for cases that
+    counted no alert (they add to `unmeasured`); every count must be a non-negative integer.
     """
     run_totals = totals(request.config)
 
-    def record(*, cases: int = 1, failures_survived: int = 0, lost: int = 0, duplicates: int = 0) -> None:
+    def record(*, cases: int = 1, failures_survived: int = 0, lost: int | None = None,
+               duplicates: int | None = None) -> None:
+        if (lost is None) != (duplicates is None):
+            raise ValueError("reliability_record: give lost and duplicates both (counted) or neither (unmeasured)")
         counts = {"cases": cases, "failures_survived": failures_survived, "lost": lost, "duplicates": duplicates}
         for name, value in counts.items():
+            if value is None and name in ("lost", "duplicates"):
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"reliability_record: {name} must be a non-negative integer, got {value!r}")
         run_totals.cases += cases
         run_totals.failures_survived += failures_survived
-        run_totals.lost += lost
-        run_totals.duplicates += duplicates
+        if lost is None:
+            run_totals.unmeasured += cases
+        else:
+            run_totals.lost += lost
+            run_totals.duplicates += duplicates
         request.node.stash[RECORDED_KEY] = True
 
     return record
@@ -135,10 +165,14 @@ def pytest_runtest_makereport(item: pytest.Item, call):
     if report.when != "call" or item.stash.get(RECORDED_KEY, False):
         return
     counts = declared_counts(item)
-    if counts is None:
-        return
     run_totals = totals(item.config)
+    if counts is None:
+        if report.failed and item.get_closest_marker(MARKER) and "reliability_record" in getattr(item, "fixturenames", ()):
+            run_totals.cases += 1  # failed before recording: a case not survived, nothing counted
+            run_totals.unmeasured += 1
+        return
     run_totals.cases += counts["cases"]
+    run_totals.unmeasured += counts["cases"]  # a marker declares; it counts no alert
     if report.passed:
         run_totals.failures_survived += counts["failures_survived"]
 

@@ -546,7 +546,8 @@ def test_summary_line_sums_what_tests_record(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     ran = subprocess.run([*command, str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert ran.stdout.splitlines().count("reliability summary: cases 3, failures survived 4, lost 0, duplicates 0") == 1
+    assert ran.stdout.splitlines().count(
+        "reliability summary: cases 3, failures survived 4, lost 0, duplicates 0, unmeasured 2") == 1
     plain = subprocess.run([*command, str(tmp_path / "test_other.py")], capture_output=True, text=True, cwd=tmp_path,
                            env=env, timeout=120)
     assert plain.returncode == 0 and "reliability summary" not in plain.stdout
