@@ -8,7 +8,9 @@ $FINK_CLIENT_HOME; see `fink-pipeline register`).
 
 Parallel consumers are processes, each owning a subset of the topic's partitions, so no two
 of them ever read the same message. Every batch is committed with its Kafka offsets in the
-table itself: the command can be killed at any moment and run again to resume exactly.
+table itself: the command can be killed at any moment and run again to resume exactly, with
+any group id (the progress belongs to the output folder). An output folder holds one
+publication of one topic: another topic, or the topic published again, is refused.
 """
 
 from __future__ import annotations
@@ -128,7 +130,7 @@ def make_sink(options: dict):
     partitioning = Partitioning(options["partitionby"], options["time_column"], options["time_scale"])
     if options["format"] == "parquet":
         return ParquetSink(options["outdir"], partitioning)
-    return DeltaSink(options["outdir"], partitioning, app_prefix=f"{options['topic']}:{options['group']}")
+    return DeltaSink(options["outdir"], partitioning)
 
 
 def split_partitions(partitions: list[int], n: int) -> list[list[int]]:
@@ -261,9 +263,8 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
     from tqdm import tqdm
 
     from fink_pipeline.avro import arrow_schema_for_avro
-    from fink_pipeline.consumer.core import topic_partitions
+    from fink_pipeline.consumer.core import publication_of, read_publication_status, topic_partitions
     from fink_pipeline.consumer.sinks import rows_per_partition_value
-    from fink_pipeline.kafka.status import read_status
 
     outdir = str(Path(args.outdir).expanduser().resolve())
     quarantine = f"{outdir}_quarantine"
@@ -279,10 +280,7 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
     if note:
         console.print(f"[yellow]{note}[/yellow]")
     partitions = topic_partitions(settings, args.topic)
-    status = read_status(settings, args.topic)
-    console.print(f"{args.topic}: job {status.state}"
-                  + (f", {status.total:,} alerts published" if status.total is not None else "")
-                  + f"; {len(partitions)} partitions -> {outdir} ({args.format}, by {partitioning.mode})")
+    status = read_publication_status(settings, args.topic, wait_s=maxtimeout)
     options = {
         "settings": settings, "topic": args.topic, "group": group,
         "outdir": outdir, "format": args.format, "partitionby": partitioning.mode,
@@ -290,8 +288,14 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
         "batchsize": args.batchsize, "maxtimeout": maxtimeout,
         "quarantine": quarantine, "schema": schema, "verbose": args.verbose,
     }
-    # Created once here: parallel consumers would otherwise race to create the table.
-    make_sink(options).prepare(arrow_schema_for_avro(schema))
+    # Created and claimed once here: parallel consumers would otherwise race to create the
+    # table, and a folder holding another publication is refused before any consumer starts.
+    sink = make_sink(options)
+    sink.prepare(arrow_schema_for_avro(schema))
+    sink.claim(publication_of(status))
+    console.print(f"{args.topic}: job {status.state}"
+                  + (f", {status.total:,} alerts published" if status.total is not None else "")
+                  + f"; {len(partitions)} partitions -> {outdir} ({args.format}, by {partitioning.mode})")
     already = sum(rows_per_partition_value(outdir, args.format, []).values())
     groups = split_partitions(partitions, args.nconsumers)
     limits = split_limit(args.limit, len(groups))

@@ -7,6 +7,10 @@ table commit (informational: the table is the source of truth). It knows it is d
 job's `<topic>_status` end record (final offset per partition), not from watermarks or
 time-outs; time-outs are only the fallback for topics published without a status topic.
 Messages that do not decode go to a quarantine file with their partition and offset.
+
+The table holds one publication (topic + publication id of the status start record): the
+consumer claims it before resuming, and stops with `PublicationMismatch` when the table holds
+another one or when the topic is published again while it reads (see `sinks`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Callable, Sequence
 import pyarrow as pa
 
 from fink_pipeline.avro import arrow_schema_for_avro, decode_batch_safe
-from fink_pipeline.consumer.sinks import Sink
+from fink_pipeline.consumer.sinks import Publication, PublicationMismatch, Sink
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import TransferStatus, read_status
 
@@ -164,6 +168,38 @@ def topic_partitions(settings: KafkaSettings, topic: str) -> list[int]:
         consumer.close()
 
 
+def read_publication_status(settings: KafkaSettings, topic: str, wait_s: float) -> TransferStatus:
+    """The topic's status, once it names the publication: a status topic without its start
+    record yet (the publisher writes the schema first) is read again for up to `wait_s`
+    seconds, so that a download started at that moment does not take the publication for one
+    without status. Topics without a status topic are returned at once (state "unknown")."""
+    from fink_pipeline.kafka.status import status_topic
+    from fink_pipeline.kafka.topics import topic_exists
+
+    status = read_status(settings, topic)
+    deadline = time.monotonic() + wait_s
+    while status.state == "unknown" and time.monotonic() < deadline and topic_exists(settings, status_topic(topic)):
+        time.sleep(STATUS_POLL_SECONDS)
+        status = read_status(settings, topic)
+    return status
+
+
+def publication_of(status: TransferStatus) -> Publication:
+    """The publication a status describes (no id for a topic published without status)."""
+    return Publication(status.topic, status.publication_id)
+
+
+def check_same_publication(status: TransferStatus, claimed: Publication, location: str) -> None:
+    """Raise when the status now describes another publication than the one being read."""
+    if status.state == "unknown" or status.publication_id == claimed.publication_id:
+        return
+    raise PublicationMismatch(
+        f"{status.topic} was published again while {location} was being downloaded (publication id "
+        f"{claimed.publication_id or 'none'}, now {status.publication_id or 'none'}): stopped; the table keeps the "
+        "batches of the earlier publication, so download the new one into a new output folder "
+        "(fink_datatransfer: another -outdir, or --restart_from_beginning)")
+
+
 def partition_done(status: TransferStatus, partition: int, next_offset: int) -> bool:
     """True when the end record says nothing of `partition` is left at or after `next_offset`."""
     if status.state != "finished":
@@ -205,9 +241,11 @@ def consume_topic(
     report = ConsumeReport(topic=topic)
     avro_schema = avro_schema or fetch_schema(settings, topic, timeout_s=max(max_timeout, 5.0))
     partitions = list(partitions) if partitions is not None else topic_partitions(settings, topic)
+    status = read_publication_status(settings, topic, wait_s=max_timeout)
+    publication = publication_of(status)
     sink.prepare(arrow_schema_for_avro(avro_schema))
+    sink.claim(publication)  # the table's offsets are this publication's, whatever the group id
     next_offsets = sink.resume_offsets(partitions)
-    status = read_status(settings, topic)
     last_status_read = time.monotonic()
 
     def note(status_now: TransferStatus) -> None:
@@ -253,6 +291,7 @@ def consume_topic(
                     and now - last_status_read > STATUS_POLL_SECONDS:
                 status = read_status(settings, topic)
                 last_status_read = time.monotonic()
+                check_same_publication(status, publication, sink.location)
                 note(status)
                 if progress is not None and status.state != "running":
                     progress(0, status)

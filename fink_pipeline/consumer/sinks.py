@@ -1,18 +1,29 @@
 """Table writers that commit Kafka progress atomically with the data.
 
+An output folder holds one publication (`Publication`: the topic and the publication id of its
+`<topic>_status` start record) and records it; `claim` refuses another one (another topic, or
+the same topic published again, e.g. re-created by a broker that lost its data) with
+`PublicationMismatch`. Progress belongs to the table and the publication, never to the Kafka
+consumer group: any group id resumes where the table stopped.
+
 Delta: each append carries one Delta transaction identifier per Kafka partition it contains
-(`app_id` = `<prefix>:<partition>`, `version` = next offset to read). The data files and the
-offsets land in the same commit, so after a crash at any point the table's own log says where
-to resume: nothing is lost and nothing is written twice. Before each commit the sink checks, in
+(`app_id` = `<topic>:<publication id>:<partition>`, `version` = next offset to read); the
+table's description records its publication. The data files and the offsets land in the same
+commit, so after a crash at any point the table's own log says where to resume: nothing is
+lost and nothing is written twice. Before each commit the sink checks, in
 the snapshot the commit is based on, that every partition's offset is still the one the batch
 started from; delta-rs then rejects the commit if a concurrent commit carries one of its
 `app_id`s (ConcurrentTransaction). Two consumers started on the same table by mistake therefore
 cannot both append the same messages: the late one stops with `ConcurrentConsumerError`.
 
-Parquet: fink-client's layout (Hive folders, `part-*.parquet`). File names derive from the
-batch's offsets and a batch is committed by a small marker written atomically after its files;
-on resume, files of unmarked batches are leftovers of an interrupted batch and are removed.
-Each consumer holds an exclusive lock per Kafka partition (released by the kernel when the
+Parquet: fink-client's layout (Hive folders, `part-*.parquet`), its publication recorded in
+`_offsets/publication.json`. A batch is staged, then published: its files are written under
+`_staging/` (ignored by pyarrow, pandas and Spark, like every `_` folder), then its marker is
+written atomically (the commit), then the files are moved into place. A crash before the marker
+leaves only staged files, removed on resume; a crash after it leaves staged files of a committed
+batch, moved into place on resume. Readers therefore never see a row of an uncommitted batch
+(`parquet_dataset` also skips unmarked files that older versions could leave). Each consumer
+holds an exclusive lock per Kafka partition (released by the kernel when the
 process dies, even by SIGKILL), so a second consumer of the same partitions refuses to start.
 """
 
@@ -41,6 +52,66 @@ PARTITION_CHOICES = ("finkclass", "tnsclass", "classId", "time", "none")
 TIME_COLUMNS = ("year", "month", "day")
 
 
+# Publication id of a topic published without a status topic (or by an older publisher): such
+# a topic is identified by its name only (a re-creation of it cannot be told apart).
+NO_PUBLICATION_ID = "-"
+
+
+@dataclass(frozen=True)
+class Publication:
+    """What an output folder holds: the alerts of one publication of one topic.
+
+    `publication_id` comes from the start record of `<topic>_status` (None when the topic has
+    none: it is then identified by its name).
+    """
+
+    topic: str
+    publication_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """Prefix of the Delta transaction ids of this publication's offsets."""
+        return f"{self.topic}:{self.publication_id or NO_PUBLICATION_ID}"
+
+    def to_json(self) -> str:
+        return json.dumps({"topic": self.topic, "publication_id": self.publication_id})
+
+    @classmethod
+    def from_json(cls, text: str | None) -> "Publication | None":
+        """The recorded publication, None when `text` is not one."""
+        try:
+            data = json.loads(text or "")
+            return cls(str(data["topic"]), data.get("publication_id"))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class PublicationMismatch(RuntimeError):
+    """The output folder holds another publication: another topic, or the same topic published
+    again (its offsets then mean other alerts)."""
+
+
+NEW_FOLDER_FIX = "fink_datatransfer: another -outdir, or --restart_from_beginning to replace this one"
+
+
+def publication_mismatch(location: str, held: Publication | None, offered: Publication) -> PublicationMismatch:
+    """The error for a folder holding `held` (None: alerts of an unrecorded publication) that
+    was offered `offered`; the message names the folder, both publications and the fix."""
+    if held is None:
+        return PublicationMismatch(
+            f"{location} holds alerts without a record of their topic (written by an earlier version): "
+            f"download {offered.topic} into a new output folder ({NEW_FOLDER_FIX})")
+    if held.topic != offered.topic:
+        return PublicationMismatch(
+            f"{location} holds topic {held.topic}, not {offered.topic}: download {offered.topic} into a new "
+            "output folder (fink_datatransfer: another -outdir)")
+    return PublicationMismatch(
+        f"{location} holds an earlier publication of {held.topic} (id {held.publication_id or 'none'}); the topic "
+        f"was published again since (id {offered.publication_id or 'none'}, re-created under the same name, e.g. "
+        f"by a broker that lost its data), so its offsets mean other alerts: download it into a new output folder "
+        f"({NEW_FOLDER_FIX})")
+
+
 class ConcurrentConsumerError(RuntimeError):
     """Another consumer is writing the same Kafka partitions into the same table."""
 
@@ -65,8 +136,14 @@ def _is_disk_full(exc: BaseException) -> bool:
 class Sink(Protocol):
     """Where decoded alerts go; `resume_offsets` and `write` must be exact across crashes."""
 
+    location: str  # the table's folder or URI, for messages
+
     def prepare(self, schema: pa.Schema) -> None:
         """Create the table for rows of `schema` (before partitioning) if it does not exist."""
+
+    def claim(self, publication: Publication) -> None:
+        """Bind the sink to `publication`: record it in an output that holds nothing yet,
+        raise PublicationMismatch when the output holds another one."""
 
     def resume_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         """Next offset to read per Kafka partition, as committed in the table."""
@@ -191,17 +268,45 @@ def _delta_writer_properties():
 class DeltaSink:
     """Append to a Delta table; Kafka offsets are Delta transaction identifiers."""
 
-    def __init__(self, uri: str, partitioning: Partitioning, app_prefix: str,
+    def __init__(self, uri: str, partitioning: Partitioning,
                  storage_options: dict[str, str] | None = None, max_commit_retries: int = 100) -> None:
         self.uri = str(uri)
         self.partitioning = partitioning
-        self.app_prefix = app_prefix
         self.storage_options = storage_options
         self.max_commit_retries = max_commit_retries
+        self.publication: Publication | None = None
         self._table = None
 
+    @property
+    def location(self) -> str:
+        return self.uri
+
     def app_id(self, partition: int) -> str:
-        return f"{self.app_prefix}:{partition}"
+        """Transaction id of `partition`'s offset: keyed on the publication, not the group."""
+        if self.publication is None:
+            raise RuntimeError(f"{self.uri}: claim() the publication before reading or writing offsets")
+        return f"{self.publication.key}:{partition}"
+
+    def held_publication(self) -> Publication | None:
+        """The publication recorded in the table (None: no table, or none recorded)."""
+        table = self._load()
+        return None if table is None else Publication.from_json(table.metadata().description)
+
+    def claim(self, publication: Publication) -> None:
+        """Record `publication` in a table holding no rows yet; refuse a table holding another.
+
+        A table without rows may change hands: its offsets are keyed on the publication, so
+        offsets of another one (all its messages undecodable) are never read as this one's.
+        """
+        table = self._load()
+        if table is None:
+            raise RuntimeError(f"{self.uri}: prepare() the table before claiming it")
+        held = Publication.from_json(table.metadata().description)
+        if held != publication:
+            if table.file_uris():
+                raise publication_mismatch(self.uri, held, publication)
+            table.alter.set_table_description(publication.to_json())
+        self.publication = publication
 
     def _load(self):
         from deltalake import DeltaTable
@@ -297,6 +402,7 @@ class DeltaSink:
 _PART_NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)-\d+\.parquet$")
 MARKER_DIR = "_offsets"
 STAGING_DIR = "_staging"
+PUBLICATION_FILE = "publication.json"  # in MARKER_DIR: the publication the folder holds
 
 
 def committed_batches(root: str | Path) -> set[str]:
@@ -317,7 +423,12 @@ class ParquetSink:
     def __init__(self, root: str, partitioning: Partitioning) -> None:
         self.root = Path(root)
         self.partitioning = partitioning
+        self.publication: Publication | None = None
         self._locks: dict[int, int] = {}
+
+    @property
+    def location(self) -> str:
+        return str(self.root)
 
     def _markers(self) -> Path:
         return self.root / MARKER_DIR
@@ -325,6 +436,41 @@ class ParquetSink:
     def prepare(self, schema: pa.Schema) -> None:
         self.partitioning.check(schema)
         self._markers().mkdir(parents=True, exist_ok=True)
+
+    def held_publication(self) -> Publication | None:
+        """The publication recorded in the folder (None when none is)."""
+        path = self._markers() / PUBLICATION_FILE
+        return Publication.from_json(path.read_text()) if path.exists() else None
+
+    def claim(self, publication: Publication) -> None:
+        """Record `publication` in a folder without committed batches; refuse a folder that
+        holds another one (the batch markers' offsets would be read as this one's)."""
+        self._markers().mkdir(parents=True, exist_ok=True)
+        manifest = self._markers() / PUBLICATION_FILE
+        for _ in range(2):  # a second pass only when another process recorded one meanwhile
+            held = self.held_publication()
+            if held == publication:
+                self.publication = publication
+                return
+            if committed_batches(self.root):
+                raise publication_mismatch(str(self.root), held, publication)
+            tmp = manifest.with_name(f".{manifest.name}.{uuid.uuid4().hex}")
+            tmp.write_text(publication.to_json())
+            try:
+                if held is None:
+                    os.link(tmp, manifest)  # atomic create-if-absent: parallel consumers agree
+                else:
+                    os.replace(tmp, manifest)  # no batch committed yet: the folder changes hands
+                    tmp = None
+            except FileExistsError:
+                continue
+            finally:
+                if tmp is not None:
+                    tmp.unlink(missing_ok=True)
+        held = self.held_publication()
+        if held != publication:
+            raise publication_mismatch(str(self.root), held, publication)
+        self.publication = publication
 
     def _lock(self, partitions: Sequence[int]) -> None:
         """Exclusive lock per Kafka partition for this sink's lifetime (flock: freed on death)."""
@@ -348,8 +494,10 @@ class ParquetSink:
             self._locks[p] = fd
 
     def resume_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
-        """Next offset per partition from the batch markers; removes this consumer's files of
-        unfinished batches (never another consumer's: their batches start at their partitions)."""
+        """Next offset per partition from the batch markers. This consumer's staged batches
+        (never another consumer's: their batches start at their partitions) are finished when
+        committed (moved into place) and removed otherwise, as are unmarked files in place
+        (left by older versions, which moved files into place before the marker)."""
         self._lock(partitions)
         done: dict[int, int] = {p: 0 for p in partitions}
         finished: set[str] = set()
@@ -366,7 +514,10 @@ class ParquetSink:
         staging = self.root / STAGING_DIR
         for folder in staging.iterdir() if staging.exists() else []:
             if folder.name.split("-", 1)[0] in owned:
-                shutil.rmtree(folder, ignore_errors=True)
+                if folder.name in finished:
+                    self._publish_staged(folder)  # committed, interrupted while moving its files
+                else:
+                    shutil.rmtree(folder, ignore_errors=True)
         return done
 
     def write(self, table: pa.Table, next_offsets: dict[int, int], start_offsets: dict[int, int]) -> None:
@@ -381,26 +532,34 @@ class ParquetSink:
         table = self.partitioning.apply(table)
         p0 = min(next_offsets)
         batch_id = f"{p0}-{start_offsets[p0]}-{next_offsets[p0]}"
+        # Stage, commit, publish: the files are written under _staging (invisible to readers),
+        # the marker commits them, then they move into place. No reader ever sees a row of a
+        # batch without a marker, whatever the moment of a crash.
+        staging = self.root / STAGING_DIR / batch_id
+        shutil.rmtree(staging, ignore_errors=True)
         if table.num_rows:
-            # Written aside, then renamed into place: readers never see a half-written file.
-            staging = self.root / STAGING_DIR / batch_id
-            shutil.rmtree(staging, ignore_errors=True)
             for folder, rows in hive_groups(table, self.partitioning.columns):
                 (staging / folder).mkdir(parents=True, exist_ok=True)
                 # no dictionary encoding: mostly distinct floats, and it costs 2-3x the write time
                 pq.write_table(rows, staging / folder / f"part-{batch_id}-0.parquet", use_dictionary=False,
                                compression="snappy", row_group_size=64 * 1024)
-            for path in sorted(staging.rglob("*.parquet")):
-                target = self.root / path.relative_to(staging)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(path, target)
-            shutil.rmtree(staging, ignore_errors=True)
-        # One marker per batch, renamed into place after all its files: it is the commit.
         ranges = {p: [start_offsets[p], next_offsets[p]] for p in sorted(next_offsets)}
         marker = self._markers() / f"batch-{batch_id}.json"
         tmp = marker.with_name(f".{marker.name}.{uuid.uuid4().hex}")
-        tmp.write_text(json.dumps({"ranges": ranges, "rows": table.num_rows, "at": time.time()}))
-        os.replace(tmp, marker)
+        try:
+            tmp.write_text(json.dumps({"ranges": ranges, "rows": table.num_rows, "at": time.time()}))
+            os.replace(tmp, marker)  # the commit
+        finally:
+            tmp.unlink(missing_ok=True)
+        self._publish_staged(staging)
+
+    def _publish_staged(self, staging: Path) -> None:
+        """Move a committed batch's staged files into place (again after a crash: idempotent)."""
+        for path in sorted(staging.rglob("*.parquet")):
+            target = self.root / path.relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+        shutil.rmtree(staging, ignore_errors=True)
 
     def close(self) -> None:
         for fd in self._locks.values():
@@ -443,14 +602,30 @@ def hive_groups(table: pa.Table, columns: list[str]):
 
 
 def read_parquet_dataset(root: str, columns: list[str] | None = None) -> pa.Table:
-    """Read a dataset written by `ParquetSink` (markers ignored, Hive partitions restored)."""
+    """Read a dataset written by `ParquetSink`: committed batches only, Hive partitions restored."""
     return parquet_dataset(root).to_table(columns=columns)
 
 
-def parquet_dataset(root: str) -> ds.Dataset:
-    """The `ParquetSink` dataset as pyarrow sees it (what pandas and Spark read too)."""
-    return ds.dataset(root, format="parquet", partitioning="hive", exclude_invalid_files=False,
-                      ignore_prefixes=[MARKER_DIR, "_", "."])
+def committed_parquet_files(root: str | Path) -> list[str]:
+    """Data files of the folder's committed batches (what pandas and Spark read too: staged
+    files live under `_staging`; unmarked files in place, which only older versions left
+    after a crash, are skipped)."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    batches = committed_batches(root)
+    files = []
+    for path in sorted(root.rglob("*.parquet")):
+        hidden = any(part.startswith(("_", ".")) for part in path.relative_to(root).parts)
+        if not hidden and is_committed_file(path, batches):
+            files.append(str(path))
+    return files
+
+
+def parquet_dataset(root: str, partitioning: ds.Partitioning | str = "hive") -> ds.Dataset:
+    """The `ParquetSink` dataset: its committed files, Hive partitions restored."""
+    return ds.dataset(committed_parquet_files(root), format="parquet", partitioning=partitioning,
+                      partition_base_dir=str(root), exclude_invalid_files=False)
 
 
 def read_delta_table(uri: str, storage_options: dict[str, str] | None = None) -> pa.Table:
@@ -475,6 +650,17 @@ def delta_data_files(uri: str, storage_options: dict[str, str] | None = None) ->
     from deltalake import DeltaTable
 
     return DeltaTable(uri, storage_options=storage_options).file_uris()
+
+
+def delta_committed_offsets(uri: str, partitions: Sequence[int],
+                            storage_options: dict[str, str] | None = None) -> dict[int, int]:
+    """Next offset per Kafka partition committed in the table, for the publication it holds."""
+    sink = DeltaSink(uri, Partitioning("none"), storage_options=storage_options)
+    held = sink.held_publication()
+    if held is None:
+        return {p: 0 for p in partitions}
+    sink.publication = held
+    return sink.resume_offsets(partitions)
 
 
 def delta_table_counts(uri: str, id_column: str, storage_options: dict[str, str] | None = None) -> tuple[int, int]:
@@ -507,11 +693,7 @@ def rows_per_partition_value(uri: str, fmt: str, columns: list[str]) -> dict[str
         return counts
     # folder values as written (`03`), not as inferred (3)
     partitioning = ds.HivePartitioning(pa.schema([(c, pa.string()) for c in columns])) if columns else None
-    dataset = ds.dataset(uri, format="parquet", partitioning=partitioning, ignore_prefixes=[MARKER_DIR, "_", "."])
-    batches = committed_batches(uri)
-    for fragment in dataset.get_fragments():
-        if not is_committed_file(fragment.path, batches):
-            continue  # a batch interrupted by a crash: removed when the consumer resumes
+    for fragment in parquet_dataset(uri, partitioning).get_fragments():
         expression = ds.get_partition_keys(fragment.partition_expression)
         key = "/".join(str(expression.get(c)) for c in columns) if columns else "all"
         counts[key] = counts.get(key, 0) + fragment.metadata.num_rows
@@ -525,6 +707,10 @@ __all__ = [
     "ParquetSink",
     "Partitioning",
     "PARTITION_CHOICES",
+    "Publication",
+    "PublicationMismatch",
+    "committed_parquet_files",
+    "delta_committed_offsets",
     "add_time_partitions",
     "delta_data_files",
     "delta_table_counts",

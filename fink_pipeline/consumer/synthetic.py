@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from fink_pipeline.avro import avro_schema_from_arrow, encode_batch, schema_fingerprint, schema_json
 from fink_pipeline.kafka.settings import KafkaSettings
-from fink_pipeline.kafka.status import StatusWriter
+from fink_pipeline.kafka.status import StatusWriter, publication_id_for, read_status
 from fink_pipeline.kafka.topics import ensure_topic
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.content import resolve_content
@@ -124,7 +124,10 @@ class TopicWriter:
         self._publish_schema()
         if self.with_status:
             self._status = StatusWriter(self.settings, self.topic)
-            self._status.start(self.request_id, self.partitions, self.fingerprint)
+            # as the Spark publisher: a fresh publication id, or the previous one on resume
+            previous = read_status(self.settings, self.topic)
+            self._status.start(self.request_id, self.partitions, self.fingerprint,
+                               publication_id=publication_id_for(previous))
         self._producer = Producer({
             **self.settings.librdkafka_config(),
             "linger.ms": 20, "compression.type": "lz4", "batch.num.messages": 10_000,

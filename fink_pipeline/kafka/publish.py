@@ -48,7 +48,7 @@ import pyarrow.compute as pc
 
 from fink_pipeline.avro import avro_schema_from_arrow, encode_batch, schema_fingerprint, schema_json
 from fink_pipeline.kafka.settings import KafkaSettings
-from fink_pipeline.kafka.status import ProgressRecord, StatusWriter, TransferStatus, read_status
+from fink_pipeline.kafka.status import ProgressRecord, StatusWriter, TransferStatus, publication_id_for, read_status
 from fink_pipeline.kafka.topics import ensure_topic
 
 if TYPE_CHECKING:
@@ -718,7 +718,10 @@ def publish_dataframe(
         else:
             log.info(f"Resuming the publication of {topic} ({len(previous.completed_spark_partitions)} "
                      f"of {spark_partitions} Spark partitions already published)")
-        status.start(request_id=request_id, partitions=options.partitions, schema_fingerprint=fingerprint)
+        # a new publication gets a fresh id, a resumed one keeps its own: consumers tell a topic
+        # re-created under the same name from the one their table holds
+        status.start(request_id=request_id, partitions=options.partitions, schema_fingerprint=fingerprint,
+                     publication_id=publication_id_for(previous))
         time_leaf = survey_time_column.rsplit(".", 1)[-1]
         config = _TaskConfig(
             topic=topic,

@@ -3,7 +3,10 @@
 Records are JSON (pydantic models below), keyed by their type (`start`, `progress`, `end`,
 `failed`), on a 1-partition topic so their order is total:
 
-* `start`    the job begins (or resumes) publishing request `request_id` to `<topic>`;
+* `start`    the job begins (or resumes) publishing request `request_id` to `<topic>`; its
+             `publication_id` is fresh for a new publication and kept when one resumes, so a
+             topic re-created under the same name (a broker that lost its data, a deleted
+             topic published again) is told apart from the one a table already holds;
 * `progress` one Spark partition's messages are all delivered (per Kafka partition: count and
              last offset); a task retry writes another record with a higher `attempt`;
 * `end`      every message is delivered: totals and final offsets per Kafka partition. A
@@ -47,6 +50,20 @@ STATUS_SUFFIX = "_status"
 MAX_ERROR_CHARS = 20_000  # keeps a failed record far below Kafka's 1 MB message limit
 
 TransferState = Literal["unknown", "running", "finished", "failed"]
+
+
+def new_publication_id() -> str:
+    """A fresh publication id (written in the start record of a new publication)."""
+    return uuid.uuid4().hex
+
+
+def publication_id_for(previous: "TransferStatus") -> str | None:
+    """The publication id of the next start record: a fresh one when the publication begins
+    (no start record yet), the previous one when it resumes (None when an older writer began
+    it: a resumed publication keeps its identity)."""
+    if previous.state == "unknown":
+        return new_publication_id()
+    return previous.publication_id
 
 
 def status_topic(topic: str) -> str:
@@ -95,6 +112,8 @@ class StartRecord(_Record):
     partitions: int = Field(ge=1, description="Kafka partitions of the data topic")
     expected_total: int | None = Field(default=None, ge=0)
     schema_fingerprint: str
+    publication_id: str | None = Field(
+        default=None, description="fresh per publication, kept when it resumes (None: older writers)")
     started_at: dt.datetime = Field(default_factory=_now)
 
 
@@ -172,6 +191,7 @@ class TransferStatus(BaseModel):
     topic: str
     state: TransferState = "unknown"
     request_id: str | None = None
+    publication_id: str | None = Field(default=None, description="of the latest start record")
     schema_fingerprint: str | None = None
     partitions: int | None = None
     expected_total: int | None = None
@@ -201,6 +221,7 @@ class TransferStatus(BaseModel):
                 self.produced = 0
             self.state = "running"
             self.request_id = record.request_id
+            self.publication_id = record.publication_id
             self.schema_fingerprint = record.schema_fingerprint
             self.partitions = record.partitions
             self.expected_total = record.expected_total
@@ -327,8 +348,10 @@ class StatusWriter:
         partitions: int,
         schema_fingerprint: str,
         expected_total: int | None = None,
+        publication_id: str | None = None,
     ) -> int:
-        """Append a StartRecord for this writer's topic."""
+        """Append a StartRecord for this writer's topic (`publication_id`: a fresh
+        `new_publication_id()` for a new publication, the previous start record's on resume)."""
         return self.append(
             StartRecord(
                 request_id=request_id,
@@ -336,6 +359,7 @@ class StatusWriter:
                 partitions=partitions,
                 expected_total=expected_total,
                 schema_fingerprint=schema_fingerprint,
+                publication_id=publication_id,
             )
         )
 
