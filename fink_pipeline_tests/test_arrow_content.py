@@ -29,6 +29,7 @@ from fink_pipeline.surveys.base import JD_UNIX_EPOCH
 from fink_pipeline.transfer.arrow_content import spark_timestamp_strings
 from fink_pipeline.transfer.job import build_publication, build_transfer_dataframe, plan_transfer
 from fink_pipeline.transfer.request import TransferRequest
+from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 from fink_pipeline_tests.test_publish import new_topic, read_topic, schema_from_topic
 
 pytestmark = pytest.mark.spark
@@ -141,8 +142,8 @@ def test_timestamps_format_as_spark_casts_them(spark):
 
 
 @pytest.mark.kafka
-@pytest.mark.reliability(failures_survived=1)
-def test_publication_read_with_arrow_survives_a_failed_attempt(spark, kafka_settings, ztf_archive):
+@pytest.mark.reliability
+def test_publication_read_with_arrow_survives_a_failed_attempt(spark, kafka_settings, ztf_archive, reliability_record):
     plan = plan_for(ztf_archive, content=["light"])
     publication = build_publication(spark, plan)
     topic = new_topic()
@@ -151,11 +152,14 @@ def test_publication_read_with_arrow_survives_a_failed_attempt(spark, kafka_sett
         survey_time_epoch=JD_UNIX_EPOCH, options=PublishOptions(fail_first_attempt_after=150),
         arrow_content=publication.arrow_content,
     )
-    assert report.total == 1400 and report.retried_tasks >= 1
     messages = read_topic(kafka_settings, topic)
+    expected = {row["candid"]: row for row in build_transfer_dataframe(spark, plan).toArrow().to_pylist()}
+    lost, duplicates = count_lost_and_duplicates([int(m.key()) for m in messages], expected)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
+    assert report.total == 1400 and report.retried_tasks >= 1
     counts = Counter(int(m.key()) for m in messages)
     assert len(counts) == 1400 and max(counts.values()) == 1
-    expected = {row["candid"]: row for row in build_transfer_dataframe(spark, plan).toArrow().to_pylist()}
+    assert lost == duplicates == 0
     parsed = fastavro.parse_schema(schema_from_topic(kafka_settings, topic))
     sample = [fastavro.schemaless_reader(io.BytesIO(m.value()), parsed) for m in messages[:50]]
     assert all(record["magpsf"] == expected[record["candid"]]["magpsf"] for record in sample)

@@ -20,6 +20,7 @@ import pytest
 from fink_pipeline.consumer.sinks import read_delta_table, read_parquet_dataset
 from fink_pipeline.consumer.synthetic import publish_synthetic_topic
 from fink_pipeline.surveys import get_survey
+from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 
 pytestmark = pytest.mark.kafka
 
@@ -70,9 +71,15 @@ def transfer_with_kills(servers: str, topic: str, out: Path, fmt: str, kills: in
     return {"kills": done_kills, "early_exits": early_exits, "commits_at_kills": killed_at}
 
 
-def check_exact(out: Path, fmt: str, published) -> None:
+def table_ids(out: Path, fmt: str) -> list[int]:
+    if not out.exists():
+        return []
     table = read_delta_table(str(out)) if fmt == "delta" else read_parquet_dataset(str(out))
-    ids = table["candid"].to_pylist()
+    return table["candid"].to_pylist()
+
+
+def check_exact(out: Path, fmt: str, published) -> None:
+    ids = table_ids(out, fmt)
     assert len(ids) == published.total, "duplicates or loss"
     assert len(set(ids)) == len(ids), "duplicates"
     assert set(ids) == set(published.ids), "loss"
@@ -91,23 +98,26 @@ def kill_topic(kafka_broker):
 # Each restart costs a few seconds of process start-up (imports, consumer processes), so the
 # default suite kills 4 + 3 times; the slow suite does the full 20 kills per format, on 20,000
 # and on 200,000 alerts.
-@pytest.mark.reliability(failures_survived="kills")
+@pytest.mark.reliability
 @pytest.mark.parametrize("fmt, kills", [
     ("delta", 4), ("parquet", 3),
     pytest.param("delta", 20, marks=pytest.mark.slow), pytest.param("parquet", 20, marks=pytest.mark.slow),
 ])
-def test_sigkill_at_random_moments_then_resume_is_exactly_once(kafka_broker, kill_topic, tmp_path, fmt, kills):
+def test_sigkill_at_random_moments_then_resume_is_exactly_once(kafka_broker, kill_topic, tmp_path, fmt, kills,
+                                                               reliability_record):
     topic, published = kill_topic
     out = tmp_path / fmt
     stats = transfer_with_kills(kafka_broker, topic, out, fmt, kills=kills, batchsize=150, seed=kills)
+    lost, duplicates = count_lost_and_duplicates(table_ids(out, fmt), published.ids)
+    reliability_record(cases=1, failures_survived=stats["kills"], lost=lost, duplicates=duplicates)
     assert stats["kills"] == kills, stats  # every kill interrupted a transfer in progress
     check_exact(out, fmt, published)
 
 
-@pytest.mark.reliability(failures_survived=20)
+@pytest.mark.reliability
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["delta", "parquet"])
-def test_sigkill_twenty_times_on_200k_alerts(kafka_broker, tmp_path, fmt):
+def test_sigkill_twenty_times_on_200k_alerts(kafka_broker, tmp_path, fmt, reliability_record):
     from fink_pipeline.kafka.settings import KafkaSettings
 
     topic = f"ftransfer_ztf_2024-03-01_{uuid.uuid4().hex[:8]}"
@@ -115,5 +125,7 @@ def test_sigkill_twenty_times_on_200k_alerts(kafka_broker, tmp_path, fmt):
                                         200_000, seed=7)
     out = tmp_path / fmt
     stats = transfer_with_kills(kafka_broker, topic, out, fmt, kills=20, batchsize=2000, seed=5)
+    lost, duplicates = count_lost_and_duplicates(table_ids(out, fmt), published.ids)
+    reliability_record(cases=1, failures_survived=stats["kills"], lost=lost, duplicates=duplicates)
     assert stats["kills"] == 20, stats
     check_exact(out, fmt, published)

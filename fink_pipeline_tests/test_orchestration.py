@@ -29,6 +29,7 @@ from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.ztf.classification import finkclass_arrow
 from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline.transfer.store import RequestStore
+from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 
 START = dt.date(2024, 3, 1)
 CLASSES = ["SN candidate", "Unknown", "RRLyr", "Early SN Ia candidate"]
@@ -107,10 +108,15 @@ def step_events(result, step: str, kind: str) -> list:
     return [e for e in result.all_events if e.step_key == step and e.event_type_value == kind]
 
 
-@pytest.mark.reliability(failures_survived=1)
+def table_candids(path: Path) -> list[int]:
+    """The alert ids of a Delta table (none when the table was never created)."""
+    return read_delta_table(str(path))["candid"].to_pylist() if path.exists() else []
+
+
+@pytest.mark.reliability
 @pytest.mark.spark
 @pytest.mark.kafka
-def test_broker_restart_mid_publish_retries_to_an_exact_table(spark, archive_root, tmp_path):
+def test_broker_restart_mid_publish_retries_to_an_exact_table(spark, archive_root, tmp_path, reliability_record):
     broker = EmbeddedBroker()
     address = broker.start()
     port = int(address.rsplit(":", 1)[1])
@@ -125,27 +131,34 @@ def test_broker_restart_mid_publish_retries_to_an_exact_table(spark, archive_roo
         seconds = time.monotonic() - started
         chaos.join(timeout=60)
         print(f"run took {seconds:.1f} s; broker {log}")
+        expected = expected_candids(archive_root)
+        first = table_candids(tmp_path / "tables" / request.topic)
+        # a re-run of the same partition must be a no-op: nothing republished, nothing appended
+        with dg.instance_for_test() as instance:
+            again = materialize(request, address, archive_root, tmp_path, instance)
+        after_rerun = table_candids(tmp_path / "tables" / request.topic)
+        # the table as each run left it, against the selected alerts; recorded before the checks
+        counts = [count_lost_and_duplicates(ids, expected) for ids in (first, after_rerun)]
+        lost, duplicates = max(c[0] for c in counts), max(c[1] for c in counts)
+        reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
+
         assert log and log[0].startswith("stopped"), log
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         # the publish step failed at least once and was retried
         assert step_events(result, "published_alerts", "STEP_UP_FOR_RETRY")
-        expected = expected_candids(archive_root)
-        table = read_delta_table(str(tmp_path / "tables" / request.topic))
-        assert sorted(table["candid"].to_pylist()) == expected  # every alert, exactly once
+        assert sorted(first) == expected  # every alert, exactly once
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert checks == {"row_count_matches_published": True, "candid_unique": True}
         settings = KafkaSettings(bootstrap_servers=address)
         assert read_status(settings, request.topic).total == len(expected)
         assert_run_metadata_tells_the_story(result, request.topic, len(expected))
 
-        # a re-run of the same partition is a no-op: nothing republished, nothing appended
-        with dg.instance_for_test() as instance:
-            again = materialize(request, address, archive_root, tmp_path, instance)
         assert again.success
         table_meta = again.asset_materializations_for_node("alert_table")[0].metadata
         assert table_meta["appended_this_run"].value == 0
         assert table_meta["rows"].value == len(expected)
-        assert sorted(read_delta_table(str(tmp_path / "tables" / request.topic))["candid"].to_pylist()) == expected
+        assert sorted(after_rerun) == expected
+        assert lost == duplicates == 0
     finally:
         broker.stop()
 

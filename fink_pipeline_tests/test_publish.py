@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import pickle
+import re
 import uuid
 from collections import Counter
 
@@ -39,6 +40,7 @@ from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH
 from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
 from fink_pipeline.transfer.request import TransferRequest
+from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka]
 
@@ -200,25 +202,33 @@ def test_every_message_decodes_to_its_source_row(spark, kafka_settings, request,
 # 3. exactly once
 
 
-def assert_exactly_once(settings, topic, source: list[int]) -> list:
+def topic_counts(settings, topic, source: list[int]) -> tuple[list, int, int]:
+    """The topic's messages, and its lost and duplicated alerts against the selected `source`."""
     messages = read_topic(settings, topic)
+    return (messages, *count_lost_and_duplicates(candids(messages), source))
+
+
+def assert_exactly_once(settings, topic, source: list[int], messages: list | None = None) -> list:
+    messages = read_topic(settings, topic) if messages is None else messages
     published = Counter(candids(messages))
     assert max(published.values()) == 1, [c for c, n in published.items() if n > 1][:5]
     assert sorted(published) == source
     return messages
 
 
-@pytest.mark.reliability(failures_survived=1)
-def test_retried_task_after_partial_output_publishes_each_alert_once(kafka_settings, light):
+@pytest.mark.reliability
+def test_retried_task_after_partial_output_publishes_each_alert_once(kafka_settings, light, reliability_record):
     df, source, sizes = light
     topic = new_topic()
     report = publish(df, topic, kafka_settings, fail_first_attempt_after=150)
+    messages, lost, duplicates = topic_counts(kafka_settings, topic, source)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
     non_empty = sum(1 for n in sizes if n)
     assert report.retried_tasks == len(sizes) and non_empty >= 2
     # the retries found the failed attempts' messages and did not send them again
     assert report.already_published == 150 * non_empty
     assert report.total == report.already_published + report.published_now == len(source)
-    messages = assert_exactly_once(kafka_settings, topic, source)
+    assert_exactly_once(kafka_settings, topic, source, messages)
     assert len(messages) == report.total
     # offsets are dense (no transaction markers), which is what fink-client counts on
     for partition, entry in report.per_partition.items():
@@ -226,14 +236,16 @@ def test_retried_task_after_partial_output_publishes_each_alert_once(kafka_setti
         assert max(m.offset() for m in messages if m.partition() == partition) == entry["last_offset"]
 
 
-@pytest.mark.reliability(failures_survived=1)
-def test_failure_right_after_commit_is_retried_and_skipped(kafka_settings, light):
+@pytest.mark.reliability
+def test_failure_right_after_commit_is_retried_and_skipped(kafka_settings, light, reliability_record):
     df, source, sizes = light
     topic = new_topic()
     report = publish(df, topic, kafka_settings, fail_first_attempt_after_commit=True)
+    messages, lost, duplicates = topic_counts(kafka_settings, topic, source)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
     assert report.retried_tasks == report.skipped_spark_partitions == len(sizes)
     assert report.published_now == 0 and report.total == len(source)
-    assert_exactly_once(kafka_settings, topic, source)
+    assert_exactly_once(kafka_settings, topic, source, messages)
 
 
 def test_rerun_of_finished_topic_publishes_nothing(kafka_settings, light, published_light):
@@ -248,30 +260,38 @@ def test_rerun_of_finished_topic_publishes_nothing(kafka_settings, light, publis
         publish(df, topic, kafka_settings, request_id="another-request")
 
 
-@pytest.mark.reliability(failures_survived=1)
-def test_rerun_after_failed_job_resumes_unfinished_partitions_only(kafka_settings, light):
+@pytest.mark.reliability
+def test_rerun_after_failed_job_resumes_unfinished_partitions_only(kafka_settings, light, reliability_record):
     df, source, sizes = light
     non_empty = [i for i, n in enumerate(sizes) if n]
-    assert len(non_empty) >= 2, sizes
-    doomed = non_empty[-1]
+    doomed = non_empty[-1] if non_empty else 0
     topic = new_topic()
-    with pytest.raises(Exception, match="injected failure"):
+    # the failed job, its rerun and the count first; the checks of each step after the record
+    try:
         publish(df, topic, kafka_settings, fail_spark_partitions=(doomed,), fail_spark_partitions_after=100)
+        failure = None
+    except Exception as exc:  # checked below: the injected failure
+        failure = exc
     status = read_status(kafka_settings, topic)
+    records = read_records(kafka_settings, topic)
+    partial = len(read_topic(kafka_settings, topic))
+    report = publish(df, topic, kafka_settings)
+    messages, lost, duplicates = topic_counts(kafka_settings, topic, source)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
+
+    assert len(non_empty) >= 2, sizes
+    assert failure is not None and re.search("injected failure", str(failure)), repr(failure)
     assert status.state == "failed" and f"injected failure in Spark partition {doomed}" in status.error
     assert len(status.error) < 2000  # the task's message, not the JVM stack trace
     assert doomed not in status.completed_spark_partitions
-    records = read_records(kafka_settings, topic)
     assert isinstance(records[0], StartRecord) and isinstance(records[-1], FailedRecord)
-    partial = len(read_topic(kafka_settings, topic))
     assert partial >= 100  # the killed partition really left messages behind
 
-    report = publish(df, topic, kafka_settings)
     assert report.total == len(source)
     assert report.skipped_spark_partitions == len(status.completed_spark_partitions)
     assert report.already_published == partial - sum(sizes[i] for i in status.completed_spark_partitions)
     assert report.published_now == len(source) - partial
-    assert_exactly_once(kafka_settings, topic, source)
+    assert_exactly_once(kafka_settings, topic, source, messages)
     assert read_status(kafka_settings, topic).state == "finished"
 
 
