@@ -22,6 +22,7 @@ from fink_pipeline.consumer.sinks import (
     DeltaSink,
     ParquetSink,
     Partitioning,
+    Publication,
     add_time_partitions,
     read_delta_table,
     read_parquet_dataset,
@@ -38,8 +39,8 @@ def unique_topic() -> str:
     return f"ftransfer_ztf_2024-03-01_{uuid.uuid4().hex[:10]}"
 
 
-def delta_sink(path, mode: str = "finkclass", prefix: str = "t:g") -> DeltaSink:
-    return DeltaSink(str(path), Partitioning(mode, ZTF.time_column, ZTF.time_scale), app_prefix=prefix)
+def delta_sink(path, mode: str = "finkclass") -> DeltaSink:
+    return DeltaSink(str(path), Partitioning(mode, ZTF.time_column, ZTF.time_scale))
 
 
 def parquet_sink(path, mode: str = "finkclass") -> ParquetSink:
@@ -158,18 +159,43 @@ def test_parquet_resume_removes_files_of_an_unfinished_batch(kafka_settings, lig
     topic, published = light_topic
     root = tmp_path / "p"
     consume_topic(kafka_settings, topic, parquet_sink(root), group_id="g", limit=500, batch_size=500)
-    # a crash between the data files and the marker leaves files without a marker
+    # files in place without a marker (what older versions left after a crash between them)
     sink = parquet_sink(root)
     sink.resume_offsets(range(10))
     orphan = read_parquet_dataset(str(root)).slice(0, 50).drop_columns(["finkclass"])
     sink.write(orphan.append_column("finkclass", pa.array(["X"] * 50)), {0: 10_000}, {0: 9_000})
     next(iter((root / "_offsets").glob("batch-0-9000-10000.json"))).unlink()
     sink.close()
-    assert read_parquet_dataset(str(root)).num_rows == 550
+    assert list(root.glob("finkclass=X/part-0-9000-10000-*.parquet"))
+    assert read_parquet_dataset(str(root)).num_rows == 500  # the reader skips them
     report = consume_topic(kafka_settings, topic, parquet_sink(root), group_id="g")
     assert report.complete
     ids = read_parquet_dataset(str(root))["candid"].to_pylist()
     assert len(ids) == len(set(ids)) == published.total
+
+
+def test_parquet_resume_publishes_a_committed_batch_left_in_staging(kafka_settings, light_topic, tmp_path):
+    topic, published = light_topic
+    root = tmp_path / "p"
+    consume_topic(kafka_settings, topic, parquet_sink(root), group_id="g", limit=500, batch_size=500)
+    sink = parquet_sink(root)
+    offsets = sink.resume_offsets(range(10))
+    sink.close()
+    # a crash after a batch's marker, before its files moved out of _staging
+    marker = next((root / "_offsets").glob("batch-*.json"))
+    batch_id = marker.stem.removeprefix("batch-")
+    for path in list(root.glob(f"*/part-{batch_id}-*.parquet")):
+        staged = root / "_staging" / batch_id / path.relative_to(root)
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        path.rename(staged)
+    assert read_parquet_dataset(str(root)).num_rows == 0
+    sink = parquet_sink(root)
+    assert sink.resume_offsets(range(10)) == offsets  # the batch is committed: it moves into place
+    sink.close()
+    assert read_parquet_dataset(str(root)).num_rows == 500 and not (root / "_staging" / batch_id).exists()
+    report = consume_topic(kafka_settings, topic, parquet_sink(root), group_id="g")
+    ids = read_parquet_dataset(str(root))["candid"].to_pylist()
+    assert report.complete and len(ids) == len(set(ids)) == published.total
 
 
 def test_kafka_group_offsets_follow_the_table(kafka_settings, light_topic, tmp_path):
@@ -177,8 +203,7 @@ def test_kafka_group_offsets_follow_the_table(kafka_settings, light_topic, tmp_p
 
     topic, published = light_topic
     group = f"group-{uuid.uuid4().hex[:6]}"
-    report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d", prefix=f"{topic}:{group}"),
-                           group_id=group)
+    report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id=group)
     consumer = kafka_consumer(kafka_settings, group)
     committed = consumer.committed([TopicPartition(topic, p) for p in range(10)], timeout=20)
     consumer.close()
@@ -352,6 +377,7 @@ def test_delta_sink_refuses_when_another_writer_moved_its_offsets(tmp_path):
     schema = pa.schema([("candid", pa.int64()), ("finkclass", pa.string())])
     for sink in (first, second):
         sink.prepare(schema)
+        sink.claim(Publication("t", "publication-1"))
         assert sink.resume_offsets([0, 1]) == {0: 0, 1: 0}
     rows = pa.table({"candid": [1, 2], "finkclass": ["a", "b"]})
     first.write(rows, {0: 2}, {0: 0})

@@ -3,7 +3,8 @@
 * the broker killed (SIGKILL) and restarted while a consumer downloads a finished topic: the
   embedded broker keeps topics in memory, so the topic is gone; the consumer must stop with a
   clear error (not hang), the table must hold exactly what was committed, a new download must
-  be refused clearly, and a re-publication followed by a resume must give the exact table;
+  be refused clearly, and a re-publication (a new publication of the topic) must be refused
+  in the old table and give the exact table in a new one;
 * the broker paused (SIGSTOP, then SIGCONT) during a download: the consumer rides it out;
 * the disk under the table full (a small tmpfs with a ballast file): a clear error, then a
   clean resume once the ballast is deleted (mounting needs root or CAP_SYS_ADMIN: skipped
@@ -45,7 +46,7 @@ import pytest
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.layout import night_dir
-from fink_pipeline.consumer.sinks import DeltaSink, DiskFullError, Partitioning
+from fink_pipeline.consumer.sinks import DeltaSink, DiskFullError, Partitioning, PublicationMismatch, delta_committed_offsets
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.surveys import get_survey
@@ -100,7 +101,7 @@ def consume_in_child(settings, topic: str, table_uri: str, gate_after: int, reac
     """Child process: download `topic` into a Delta table, report how it ended on `results`."""
     from fink_pipeline.consumer.core import consume_topic
 
-    sink = GatedSink(DeltaSink(table_uri, Partitioning("finkclass"), app_prefix=app_prefix(topic)),
+    sink = GatedSink(DeltaSink(table_uri, Partitioning("finkclass")),
                      gate_after, reached, release)
     try:
         report = consume_topic(settings, topic, sink, group_id=GROUP, batch_size=BATCH_SIZE,
@@ -143,18 +144,12 @@ class ChildConsumer:
         self.process.join(10)
 
 
-def app_prefix(topic: str) -> str:
-    return f"{topic}:{GROUP}"
-
-
 def table_state(uri: str, topic: str) -> tuple[list[int], dict[int, int]]:
     """(candids in the table, next offset per Kafka partition committed with them)."""
     from deltalake import DeltaTable, QueryBuilder
 
     candids = QueryBuilder().register("t", DeltaTable(uri)).execute("SELECT candid FROM t").read_all()
-    offsets = DeltaSink(uri, Partitioning("finkclass"), app_prefix=app_prefix(topic)).resume_offsets(
-        range(KAFKA_PARTITIONS)
-    )
+    offsets = delta_committed_offsets(uri, range(KAFKA_PARTITIONS))
     return pa.table(candids)["candid"].to_pylist(), offsets
 
 
@@ -167,7 +162,7 @@ def count_loss(got: list[int], expected: list[int]) -> tuple[int, int, int]:
 def consume_all(settings: KafkaSettings, topic: str, uri: str):
     from fink_pipeline.consumer.core import consume_topic
 
-    sink = DeltaSink(uri, Partitioning("finkclass"), app_prefix=app_prefix(topic))
+    sink = DeltaSink(uri, Partitioning("finkclass"))
     return consume_topic(settings, topic, sink, group_id=GROUP, batch_size=BATCH_SIZE, max_timeout=CONSUMER_MAX_TIMEOUT_S)
 
 
@@ -260,10 +255,18 @@ def test_broker_killed_and_restarted_while_consuming(private_broker, full_packet
     except Exception as exc:  # checked below
         refusal = exc
     after_refusal = table_state(uri, topic)[0]
-    # Publishing the same alerts again (same partitions, same order) and resuming: exact table.
+    # Publishing the alerts again makes a new publication of the topic: resuming into the table
+    # must be refused (its offsets are the earlier publication's), and the fix it names, a new
+    # output folder, must get every alert exactly once.
     republished = publish_larger_than_prefetch(settings, topic, full_packets)
-    report = consume_all(settings, topic, uri)
-    final, _ = table_state(uri, topic)
+    try:
+        consume_all(settings, topic, uri)
+        resume_refusal = None
+    except Exception as exc:  # checked below
+        resume_refusal = exc
+    after_resume_refusal = table_state(uri, topic)[0]
+    report = consume_all(settings, topic, str(tmp_path / "table_again"))
+    final, _ = table_state(str(tmp_path / "table_again"), topic)
     lost, duplicates, unexpected = count_loss(final, published.ids)
     reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates + unexpected)
 
@@ -273,7 +276,10 @@ def test_broker_killed_and_restarted_while_consuming(private_broker, full_packet
     assert isinstance(refusal, SchemaNotFound) and re.search(f"{topic}_schema", str(refusal)), repr(refusal)
     assert after_refusal == candids
     assert republished.ids == published.ids
-    assert report.complete and report.consumed == published.total - len(candids)
+    assert isinstance(resume_refusal, PublicationMismatch) and "new output folder" in str(resume_refusal), \
+        repr(resume_refusal)
+    assert after_resume_refusal == candids
+    assert report.complete and report.consumed == published.total
     assert lost == duplicates == unexpected == 0
 
     # Last, the consumer that saw the broker die: it must have stopped with a clear error.
