@@ -185,7 +185,7 @@ def test_parquet_resume_publishes_a_committed_batch_left_in_staging(kafka_settin
     marker = next((root / "_offsets").glob("batch-*.json"))
     batch_id = marker.stem.removeprefix("batch-")
     for path in list(root.glob(f"*/part-{batch_id}-*.parquet")):
-        staged = root / "_staging" / batch_id / path.relative_to(root)
+        staged = root / "_staging" / batch_id / f"{path.relative_to(root)}.staged"
         staged.parent.mkdir(parents=True, exist_ok=True)
         path.rename(staged)
     assert read_parquet_dataset(str(root)).num_rows == 0

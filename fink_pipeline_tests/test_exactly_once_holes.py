@@ -136,13 +136,20 @@ def test_parquet_reader_never_sees_uncommitted_batch(kafka_settings, tmp_path, r
     sink.close()
     blocker.rmdir()
 
-    # Every reader sees the committed rows only: pyarrow, pandas, the project's helper.
+    # Every reader sees the committed rows only: the project's helper, pyarrow, pandas, and the
+    # `**/*.parquet` globs of polars and DuckDB.
+    import duckdb
+    import polars as pl
     import pyarrow.dataset as ds
 
     seen = {
         "read_parquet_dataset": read_parquet_dataset(str(root)).num_rows,
         "pyarrow.dataset": ds.dataset(str(root), format="parquet", partitioning="hive").count_rows(),
         "pandas.read_parquet": len(pd.read_parquet(str(root))),
+        "polars.scan_parquet": pl.scan_parquet(str(root / "**" / "*.parquet"), hive_partitioning=True)
+        .select(pl.len()).collect().item(),
+        "duckdb.read_parquet": duckdb.connect().execute(
+            f"SELECT count(*) FROM read_parquet('{root}/**/*.parquet', hive_partitioning = true)").fetchone()[0],
     }
     report = consume_topic(kafka_settings, topic, sink_for("parquet", root), group_id="g")
     ids = read_parquet_dataset(str(root))["candid"].to_pylist()

@@ -18,7 +18,8 @@ cannot both append the same messages: the late one stops with `ConcurrentConsume
 
 Parquet: fink-client's layout (Hive folders, `part-*.parquet`), its publication recorded in
 `_offsets/publication.json`. A batch is staged, then published: its files are written under
-`_staging/` (ignored by pyarrow, pandas and Spark, like every `_` folder), then its marker is
+`_staging/` (ignored by pyarrow, pandas and Spark, like every `_` folder; named `*.staged`, so
+`**/*.parquet` globs of polars or DuckDB miss them too), then its marker is
 written atomically (the commit), then the files are moved into place. A crash before the marker
 leaves only staged files, removed on resume; a crash after it leaves staged files of a committed
 batch, moved into place on resume. Readers therefore never see a row of an uncommitted batch
@@ -403,6 +404,9 @@ _PART_NAME = re.compile(r"^part-(\d+)-(\d+)-(\d+)-\d+\.parquet$")
 MARKER_DIR = "_offsets"
 STAGING_DIR = "_staging"
 PUBLICATION_FILE = "publication.json"  # in MARKER_DIR: the publication the folder holds
+# Staged files do not end in .parquet: `**/*.parquet` globs (polars, DuckDB) that do not skip
+# `_` folders as pyarrow, pandas and Spark do must not match them either.
+STAGED_SUFFIX = ".staged"
 
 
 def committed_batches(root: str | Path) -> set[str]:
@@ -541,7 +545,7 @@ class ParquetSink:
             for folder, rows in hive_groups(table, self.partitioning.columns):
                 (staging / folder).mkdir(parents=True, exist_ok=True)
                 # no dictionary encoding: mostly distinct floats, and it costs 2-3x the write time
-                pq.write_table(rows, staging / folder / f"part-{batch_id}-0.parquet", use_dictionary=False,
+                pq.write_table(rows, staging / folder / f"part-{batch_id}-0.parquet{STAGED_SUFFIX}", use_dictionary=False,
                                compression="snappy", row_group_size=64 * 1024)
         ranges = {p: [start_offsets[p], next_offsets[p]] for p in sorted(next_offsets)}
         marker = self._markers() / f"batch-{batch_id}.json"
@@ -555,8 +559,8 @@ class ParquetSink:
 
     def _publish_staged(self, staging: Path) -> None:
         """Move a committed batch's staged files into place (again after a crash: idempotent)."""
-        for path in sorted(staging.rglob("*.parquet")):
-            target = self.root / path.relative_to(staging)
+        for path in sorted(staging.rglob(f"*.parquet{STAGED_SUFFIX}")):
+            target = self.root / path.relative_to(staging).with_suffix("")
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(path, target)
         shutil.rmtree(staging, ignore_errors=True)
