@@ -39,6 +39,7 @@ import json
 import logging
 import time
 import uuid
+import weakref
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -66,6 +67,14 @@ COMPRESSION_CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 # How long a task may take to read back what earlier attempts published, and to deliver.
 _READ_BACK_TIMEOUT_S = 120.0
 _FLUSH_TIMEOUT_S = 300.0
+# A retry or resumed run re-checks its partitions' ends this long after reading them back: a
+# late message of a killed attempt, still in the broker's socket buffers, must show before it
+# produces. A failed attempt's settle flush is bounded by the message timeout (+ margin).
+_SETTLE_CHECK_S = 1.0
+_SETTLE_TIMEOUT_S = _FLUSH_TIMEOUT_S + 10.0
+# How long the driver waits for the tasks of a failed, cancelled publishing job to stop: longer
+# than a failed attempt may take to settle its messages.
+_CANCEL_TIMEOUT_S = _SETTLE_TIMEOUT_S + 30.0
 
 
 class PublicationConflict(RuntimeError):
@@ -104,6 +113,12 @@ class PublishOptions:
     # `fail_spark_partitions_after` messages, so the job itself fails (as if killed).
     fail_spark_partitions: tuple[int, ...] = ()
     fail_spark_partitions_after: int = 0
+    # Test hook: the first attempt of each task delivers this many messages, creates
+    # `<test_gate_dir>/reached-<spark partition>`, waits for `<test_gate_dir>/go` (the test
+    # pauses the broker meanwhile), hands the rest of its rows to its producer and fails without
+    # flushing them: they are still in flight when the attempt dies.
+    fail_first_attempt_in_flight_after: int | None = None
+    test_gate_dir: str | None = None
 
     def __post_init__(self) -> None:
         if self.partitions < 1:
@@ -168,6 +183,8 @@ class _TaskConfig:
     night_epoch: float
     # rows are archive locations whose content the task reads (transfer.arrow_content)
     arrow_content: Any = None
+    # the topic already had a start record: earlier runs' attempts may have written to it
+    resumed: bool = False
 
 
 def owned_kafka_partitions(spark_partition: int, spark_partitions: int, kafka_partitions: int) -> list[int]:
@@ -216,13 +233,48 @@ class _PartitionState:
     last_offset: int = -1  # delivery report of the final message
 
 
-def _read_existing(config: _TaskConfig, owned: list[int]) -> dict[int, _PartitionState]:
+def _read_existing(config: _TaskConfig, owned: list[int], settle: bool = False) -> dict[int, _PartitionState]:
     """Alert ids already published in the `owned` partitions and where each partition ends.
 
     Empty partitions (high watermark 0) cost one watermark query; others are read from the
     beginning up to the end-of-partition event, which reports the real end (a broker's high
     watermark may be too low for batched records, see the embedded broker notes).
+
+    With `settle` (a retry, or a run resuming a publication: earlier attempts may have written),
+    the watermarks are queried again `_SETTLE_CHECK_S` after the read and the partitions read
+    again until they did not move: a message of a killed attempt that a stalled broker still
+    held in its socket buffers lands as soon as the broker answers again, and must be seen
+    before this attempt produces. (Any new record batch moves the watermark, exact or not.)
     """
+    deadline = time.monotonic() + _READ_BACK_TIMEOUT_S
+    while True:
+        marks, states = _read_existing_once(config, owned, deadline)
+        if not settle:
+            return states
+        time.sleep(_SETTLE_CHECK_S)
+        if _watermarks(config, owned) == marks:
+            return states
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"Kafka partitions {owned} of {config.topic} kept growing while this attempt "
+                               "read them back: another writer is still active")
+        LOGGER.warning(f"Kafka partitions {owned} of {config.topic} grew while being read back: reading again")
+
+
+def _watermarks(config: _TaskConfig, owned: list[int]) -> dict[int, int]:
+    from confluent_kafka import Consumer, TopicPartition
+
+    consumer = Consumer(config.settings.consumer_config(
+        group_id=f"fink-publish-readback-{uuid.uuid4().hex}", enable_auto_commit=False))
+    try:
+        return {k: consumer.get_watermark_offsets(TopicPartition(config.topic, k), timeout=_READ_BACK_TIMEOUT_S,
+                                                  cached=False)[1] for k in owned}
+    finally:
+        consumer.close()
+
+
+def _read_existing_once(config: _TaskConfig, owned: list[int],
+                        deadline: float) -> tuple[dict[int, int], dict[int, _PartitionState]]:
+    """One read-back: (high watermarks queried before reading, partition states)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
     consumer = Consumer(
@@ -233,18 +285,19 @@ def _read_existing(config: _TaskConfig, owned: list[int]) -> dict[int, _Partitio
             fetch_wait_max_ms=10,
         )
     )
-    deadline = time.monotonic() + _READ_BACK_TIMEOUT_S
     states = {k: _PartitionState(np.empty(0, np.int64), 0) for k in owned}
+    marks: dict[int, int] = {}
     try:
         to_read = []
         for k in owned:
             _, high = consumer.get_watermark_offsets(
                 TopicPartition(config.topic, k), timeout=_READ_BACK_TIMEOUT_S, cached=False
             )
+            marks[k] = high
             if high > 0:
                 to_read.append(k)
         if not to_read:
-            return states
+            return marks, states
         consumer.assign([TopicPartition(config.topic, k, OFFSET_BEGINNING) for k in to_read])
         keys: dict[int, list[bytes]] = {k: [] for k in to_read}
         first: dict[int, int] = {}
@@ -284,7 +337,7 @@ def _read_existing(config: _TaskConfig, owned: list[int]) -> dict[int, _Partitio
                 )
             ids.sort()
             states[k] = _PartitionState(ids, ends[k])
-        return states
+        return marks, states
     finally:
         consumer.close()
 
@@ -325,7 +378,7 @@ class _SparkPartitionPublisher:
         self.owned_list = owned_kafka_partitions(spark_partition, config.spark_partitions, config.kafka_partitions)
         self.owned = np.array(self.owned_list, dtype=np.int64)
         self.avro_schema = json.loads(config.avro_schema_json)
-        self.states = _read_existing(config, self.owned_list)
+        self.states = _read_existing(config, self.owned_list, settle=attempt > 0 or config.resumed)
         self.rows_routed = np.zeros(config.kafka_partitions, dtype=np.int64)
         self.class_night: dict[str, dict[str, int]] = {}
         self.produced = 0
@@ -467,6 +520,7 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
     from pyspark import TaskContext
 
     laps = _Laps()
+    started = time.monotonic()
     context = TaskContext.get()
     spark_partition, attempt = context.partitionId(), context.attemptNumber()
     options = config.options
@@ -510,6 +564,8 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
                 continue
             values = publisher.encode(batch, kept)
             laps.lap("encode")
+            if attempt == 0 and options.fail_first_attempt_in_flight_after is not None:
+                _fail_with_messages_in_flight(publisher, values, ids[kept], parts[kept], options)
             publisher.produce(values, ids[kept], parts[kept], limit)
             laps.lap("produce")
             if limit is not None and publisher.produced >= limit:
@@ -523,9 +579,10 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
         laps.lap("flush")
         _write_progress(producer, config.topic, progress)
         laps.lap("commit")
-    except BaseException:
-        # Nothing of this attempt may arrive after the retry has read the partitions back.
-        _drop_worker_producer(purge=True)
+    except BaseException as exc:
+        # Nothing of this attempt may land after its retry has read the partitions back, and
+        # Spark schedules the retry only once this attempt has reported its failure.
+        _retire_worker_producer(started, exc)
         raise
     if attempt == 0 and options.fail_first_attempt_after_commit:
         raise RuntimeError(f"injected failure in Spark partition {spark_partition} after its commit")
@@ -557,29 +614,68 @@ def _worker_producer(config: _TaskConfig):
     settings = producer_config(config)
     key = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
     if _WORKER_PRODUCER is None or _WORKER_PRODUCER.key != key or _WORKER_PRODUCER.fatal:
-        _drop_worker_producer(purge=False)
+        _drop_worker_producer()
         cached = _CachedProducer(key)
+        cached_ref = weakref.ref(cached)  # no cycle: a dropped producer is destroyed at once
 
         def on_error(err) -> None:  # a fatal error (e.g. the broker forgot our producer id)
-            if err.fatal():
-                cached.fatal = True
+            entry = cached_ref()
+            if err.fatal() and entry is not None:
+                entry.fatal = True
 
         cached.producer = Producer({**settings, "error_cb": on_error})
         _WORKER_PRODUCER = cached
     return _WORKER_PRODUCER.producer
 
 
-def _drop_worker_producer(*, purge: bool) -> None:
+def _drop_worker_producer() -> None:
+    """Replace the cached producer (settings changed or fatal error; it holds nothing: the
+    task that used it last flushed it, or its failure retired it)."""
     global _WORKER_PRODUCER
     cached, _WORKER_PRODUCER = _WORKER_PRODUCER, None
     if cached is None:
         return
     try:
-        if purge:
-            cached.producer.purge(in_queue=True, in_flight=False)
-        cached.producer.flush(30 if purge else 5)
-    except Exception:  # the broker may be gone; the retry's checks still hold
+        cached.producer.flush(5)
+    except Exception:  # a fatal producer: nothing left to deliver anyway
         pass
+
+
+class UnsettledAttempt(RuntimeError):
+    """A failed publishing attempt could not make sure that none of its messages lands later."""
+
+
+def _retire_worker_producer(started: float, failure: BaseException) -> None:
+    """After a failed attempt: settle every message it handed to its producer, then destroy it.
+
+    Nothing is purged: a purged in-flight message is only forgotten by the producer, its
+    request still reaches the broker, and a purged queued message may already have been sent
+    once (retry queue). Instead the producer delivers everything, retrying with its idempotent
+    sequence numbers (a resent copy lands at most once) until every message is acknowledged
+    or has failed. Only then is the producer destroyed and the failure reported, so the retry
+    (which Spark schedules after the report) reads back everything this attempt wrote. A
+    failure can only be trusted as "not written" if no message can have hit the message
+    timeout (an unknown fate): past that, raise `UnsettledAttempt` saying so.
+    """
+    global _WORKER_PRODUCER
+    cached, _WORKER_PRODUCER = _WORKER_PRODUCER, None
+    if cached is None:
+        return
+    producer, cached.producer = cached.producer, None
+    remaining = producer.flush(_SETTLE_TIMEOUT_S)
+    if remaining:  # librdkafka did not give up on them: forget them and close
+        producer.purge(in_queue=True, in_flight=True)
+        producer.flush(1)
+    producer.close()
+    del producer
+    settled_after = time.monotonic() - started
+    if remaining or settled_after >= _FLUSH_TIMEOUT_S:
+        raise UnsettledAttempt(
+            f"the failed publishing attempt could not settle its messages ({remaining} still "
+            f"outstanding after {settled_after:.0f} s; messages older than the {_FLUSH_TIMEOUT_S:.0f} s "
+            "message timeout have an unknown fate): some may still land; check the topic before "
+            f"re-running (attempt failed with {type(failure).__name__}: {failure})"
+        ) from failure
 
 
 def _flush(producer) -> None:
@@ -588,6 +684,26 @@ def _flush(producer) -> None:
     remaining = producer.flush(_FLUSH_TIMEOUT_S)
     if remaining:
         raise KafkaException(f"{remaining} messages were not delivered within {_FLUSH_TIMEOUT_S:.0f} s")
+
+
+def _fail_with_messages_in_flight(publisher: _SparkPartitionPublisher, values: pa.LargeBinaryArray,
+                                  ids: np.ndarray, parts: np.ndarray, options: PublishOptions) -> None:
+    """Test hook (`fail_first_attempt_in_flight_after`): deliver the first rows, wait at the
+    test's gate, send the others and die while they are in flight."""
+    import pathlib
+
+    first = options.fail_first_attempt_in_flight_after
+    publisher.produce(values.slice(0, first), ids[:first], parts[:first], None)
+    publisher.producer.flush(30)
+    gate = pathlib.Path(options.test_gate_dir or ".")
+    (gate / f"reached-{publisher.spark_partition}").touch()
+    deadline = time.monotonic() + 120
+    while not (gate / "go").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    publisher.produce(values.slice(first), ids[first:], parts[first:], None)
+    publisher.producer.poll(0.2)  # past linger.ms: the messages leave in produce requests
+    raise RuntimeError(f"injected failure in Spark partition {publisher.spark_partition} with "
+                       f"{len(publisher.producer)} messages in flight")
 
 
 def _fail_after_flush(producer, message: str) -> None:
@@ -737,6 +853,7 @@ def publish_dataframe(
             night_column=time_leaf if time_leaf in arrow_schema.names else None,
             night_epoch=survey_time_epoch,
             arrow_content=arrow_content,
+            resumed=previous.state != "unknown",
         )
         log.info(f"Starting to send data to topic {topic}")
         try:
@@ -817,7 +934,8 @@ def _short_error(exc: BaseException) -> str:
 
 def _collect_in_job_group(mapped: "DataFrame", topic: str) -> list:
     """Run the publishing job; if it fails, wait for its cancelled tasks to stop before
-    returning, so that none of them still produces when the caller re-runs it."""
+    raising, so that none of them still produces when the caller re-runs it: if they do not
+    stop within `_CANCEL_TIMEOUT_S`, raise an error that says so instead of the job's."""
     sc = mapped.sparkSession.sparkContext
     keys = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
     saved = {key: sc.getLocalProperty(key) for key in keys}
@@ -825,29 +943,40 @@ def _collect_in_job_group(mapped: "DataFrame", topic: str) -> list:
     sc.setJobGroup(group, f"publish {topic}", interruptOnCancel=True)
     try:
         return mapped.collect()
-    except Exception:
+    except Exception as exc:
         sc.cancelJobGroup(group)
-        _wait_for_job_group(sc, group, timeout_s=60)
+        still_running = _wait_for_job_group(sc, group, timeout_s=_CANCEL_TIMEOUT_S)
+        if still_running:
+            raise RuntimeError(
+                f"the publishing job of {topic} failed, and {still_running} of its cancelled tasks still "
+                f"run {_CANCEL_TIMEOUT_S:.0f} s later: they may still write to {topic}; do not re-run the "
+                f"publication before they are gone (stop the executors' Python workers). The job failed "
+                f"with: {_short_error(exc)}"
+            ) from exc
         raise
     finally:
         for key, value in saved.items():
             sc.setLocalProperty(key, value)
 
 
-def _wait_for_job_group(sc, group: str, timeout_s: float) -> None:
+def _wait_for_job_group(sc, group: str, timeout_s: float) -> int:
+    """Wait until no task of the job group runs; return how many still do after `timeout_s`.
+
+    A Python task counts as running until its worker has returned or been killed (the JVM task
+    thread waits for the worker), so 0 means no task of the group can still produce; a failed
+    attempt itself settles its messages before reporting (`_retire_worker_producer`)."""
     tracker = sc.statusTracker()
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    while True:
         active = 0
         for job_id in tracker.getJobIdsForGroup(group):
             job = tracker.getJobInfo(job_id)
             for stage_id in job.stageIds if job else []:
                 stage = tracker.getStageInfo(stage_id)
                 active += stage.numActiveTasks if stage else 0
-        if active == 0:
-            return
+        if active == 0 or time.monotonic() >= deadline:
+            return active
         time.sleep(0.1)
-    LOGGER.warning(f"tasks of the failed publishing job {group} still run after {timeout_s:.0f} s")
 
 
 def _publish_schema(settings: KafkaSettings, topic: str, avro_schema: dict, copies: int) -> None:
