@@ -61,6 +61,9 @@ class Survey:
     # Labels a class filter may name when the classes are stored, not computed (ELAsTiCC's
     # classIds as text) -> their descriptions; empty where the survey has no fixed label set.
     class_labels: dict[str, str] = field(default_factory=dict)
+    # Keys a content item or condition may read from each map column (`mangrove.HyperLEDA_name`):
+    # map keys are case-sensitive and a wrong one reads null silently, so only these are accepted.
+    map_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def time_to_unix_seconds(self, values):

@@ -35,6 +35,8 @@ from sqlglot.dialects.spark import Spark
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
+from fink_pipeline.surveys.ztf.schema import MAP_KEYS as ZTF_SCHEMA_MAP_KEYS
+
 __all__ = [
     "ALLOWED_FUNCTIONS",
     "MAX_CONDITIONS",
@@ -61,11 +63,9 @@ MAX_DEPTH = 50
 MAX_CONDITIONS = 100
 MAX_CONDITIONS_LENGTH = 20_000  # characters over all conditions (ten of the longest allowed)
 
-# Keys of the map columns whose content is known (reference section 4.3). Keys of other map
-# columns (e.g. blazar_stats) are not checked; map keys are case-sensitive in Spark.
-ZTF_MAP_KEYS: Mapping[str, tuple[str, ...]] = {
-    "mangrove": ("HyperLEDA_name", "2MASS_name", "lum_dist", "ang_dist"),
-}
+# Keys of the map columns whose content is known (the survey's `map_keys`; ZTF's by default).
+# Keys of map columns absent from the mapping are not checked; map keys are case-sensitive in Spark.
+ZTF_MAP_KEYS: Mapping[str, tuple[str, ...]] = ZTF_SCHEMA_MAP_KEYS
 
 # Pure, deterministic functions a condition may call (matched case-insensitively). The try_*
 # ones are what the regenerated SQL uses, so a regenerated condition validates again unchanged.

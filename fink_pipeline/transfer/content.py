@@ -5,11 +5,17 @@ Packets follow Fink (reference section 4.1): `full` = every column, `medium` = a
 and history. A list of fields selects exactly those, plus the survey's time column that clients
 partition on. Serialisation fixes follow section 4.2: struct columns are rebuilt as non-nullable
 structs and timestamps become strings, so the bytes match the published schema.
+
+Content items are untrusted text, like conditions: each one is parsed as a field path (a packet
+name, `root`, `root.field...`, or `mapcolumn.key` with the key one the survey declares) and
+everything else is refused with the item and the fix. Spark columns are then built from the
+parsed path with `F.col(...)` and a literal map key, never from the text with `F.expr`.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
@@ -22,6 +28,10 @@ if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
 PARTITION_COLUMNS = ("year", "month", "day")
+# A field path: names of letters, digits and underscores joined by dots (map keys such as
+# `2MASS_name` may start with a digit). Nothing else reaches Spark.
+_FIELD_PATH = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
+_SHOWN_CHARS = 80  # a hostile item is quoted in errors only this far
 
 
 class ContentError(ValueError):
@@ -72,18 +82,37 @@ def resolve_content(survey: Survey, content: Sequence[str], computed: Sequence[s
     return _custom_content(survey, list(content), computed)
 
 
+def _shown(item: str) -> str:
+    return repr(item if len(item) <= _SHOWN_CHARS else item[:_SHOWN_CHARS] + "...")
+
+
+def check_content_item(survey: Survey, item: str, known: dict[str, pa.DataType]) -> str:
+    """`item` when it names a selectable field of `survey`; ContentError naming it and the fix
+    otherwise (any expression, quote, space or function call included)."""
+    if not isinstance(item, str) or not _FIELD_PATH.fullmatch(item):
+        raise ContentError(
+            f"content: {_shown(str(item))} is not a field name: write light, medium, full or dotted "
+            "schema fields such as candidate.magpsf (expressions are not allowed in content; select "
+            "rows with conditions)"
+        )
+    if item in known:
+        return item
+    root, dot, key = item.partition(".")
+    if dot and root in known and pa.types.is_map(known[root]):
+        keys = survey.map_keys.get(root, ())
+        if key in keys:
+            return item
+        match = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
+        hint = f"did you mean {root}.{match[0]}?" if match else f"keys of {root}: {', '.join(keys) or 'none known'}"
+        raise ContentError(f"content: {_shown(item)} is not a key of the {survey.name} map {root!r}; {hint}")
+    match = difflib.get_close_matches(item, list(known), n=1, cutoff=0.6)
+    hint = f"; did you mean {match[0]!r}?" if match else "; use light, medium, full or schema fields"
+    raise ContentError(f"content: unknown field {_shown(item)} for survey {survey.name}{hint}")
+
+
 def _custom_content(survey: Survey, fields: list[str], computed: Sequence[str]) -> ContentPlan:
     known = available_fields(survey, computed)
-    map_roots = {name for name, dtype in known.items() if pa.types.is_map(dtype)}
-    columns: list[tuple[str, str]] = []
-    for field in fields:
-        root = field.split(".", 1)[0]
-        # `mangrove.HyperLEDA_name` reads one key of a map column, as Fink allows
-        if field not in known and not (root in map_roots and "." in field):
-            match = difflib.get_close_matches(field, list(known), n=1, cutoff=0.6)
-            hint = f"; did you mean {match[0]!r}?" if match else "; use light, medium, full or schema fields"
-            raise ContentError(f"content: unknown field {field!r} for survey {survey.name}{hint}")
-        columns.append((field, field.rsplit(".", 1)[-1]))
+    columns = [(check_content_item(survey, field, known), field.rsplit(".", 1)[-1]) for field in fields]
     time_name = survey.time_column.rsplit(".", 1)[-1]
     if survey.time_column not in {source for source, _ in columns}:
         # clients partition by time: Fink appends it "for the Kafka client partitionment"
@@ -104,22 +133,29 @@ def project(df: "DataFrame", plan: ContentPlan) -> "DataFrame":
 
 
 def avro_safe(df: "DataFrame", source: str, name: str) -> "Column":
-    """One output column: structs rebuilt non-nullable, timestamps cast to strings."""
+    """One output column: structs rebuilt non-nullable, timestamps cast to strings.
+
+    `source` is a plain field path of `df` or `mapcolumn.key`; the column is built from its
+    parts (`F.col`, a literal key), never parsed as SQL, so no content text reaches Spark's
+    parser even if a caller skipped `resolve_content`.
+    """
     from pyspark.sql import functions as F
     from pyspark.sql import types as T
 
     dtype = field_type(df.schema, source)
-    column = F.col(source) if _is_plain_path(df.schema, source) else F.expr(source)
+    if dtype is not None:
+        column = F.col(source)
+    else:
+        root, dot, key = source.partition(".")
+        if not (dot and _FIELD_PATH.fullmatch(source) and isinstance(field_type(df.schema, root), T.MapType)):
+            raise ContentError(f"content: {_shown(source)} is neither a field nor a map key of the selection")
+        column = F.col(root)[key]  # a literal key: UnresolvedExtractValue, no parsing
     if isinstance(dtype, T.StructType):
         # struct(X.*) is never null: the schema publishes records without a null branch
         column = F.struct(*[F.col(source)[child.name].alias(child.name) for child in dtype.fields])
     elif isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
         column = column.cast("string")
     return column.alias(name)
-
-
-def _is_plain_path(schema, path: str) -> bool:
-    return field_type(schema, path) is not None
 
 
 def field_type(schema, path: str):

@@ -390,19 +390,19 @@ def _struct_path(table: pa.Table, path: str) -> pa.Array | None:
     return arr
 
 
-def project_arrow(table: pa.Table, content: ContentPlan, classes: Mapping[str, pa.Array]) -> pa.Table:
+def project_arrow(table: pa.Table, content: ContentPlan, classes: Mapping[str, pa.Array],
+                  field_types: Mapping[str, pa.DataType] | None = None) -> pa.Table:
     """The job's projection (`content.project`) of archive rows, in Arrow, with the schema Spark
-    publishes: every field nullable except whole struct columns and the always-set tnsclass."""
+    publishes: every field nullable except whole struct columns and the always-set tnsclass.
+    A field the rows lack (a night of an older schema) is null with its type in `field_types`
+    (the survey's `field_paths`), as Spark reads it."""
     arrays, fields = [], []
     for source, name in content.columns:
         if source in classes:
             arr = classes[source]
             nullable = source != "tnsclass"  # coalesce(..., "Unknown") in the job: never null
         else:
-            arr = _struct_path(table, source)
-            if arr is None:  # a map key: `mangrove.HyperLEDA_name`
-                root, _, key = source.rpartition(".")
-                arr = pc.map_lookup(_struct_path(table, root), pa.scalar(key, pa.string()), "first")
+            arr = _content_path(table, source, field_types or {})
             nullable = not pa.types.is_struct(arr.type)
         dtype = _nullable_type(arr.type)
         arrays.append(arr.cast(dtype) if dtype != arr.type else arr)
@@ -410,13 +410,30 @@ def project_arrow(table: pa.Table, content: ContentPlan, classes: Mapping[str, p
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def avro_bytes_per_alert(table: pa.Table, content: ContentPlan, classes: Mapping[str, pa.Array]) -> float:
+def _content_path(table: pa.Table, source: str, field_types: Mapping[str, pa.DataType]) -> pa.Array:
+    """One content field of `table`: a plain field, a map key (`mangrove.HyperLEDA_name`), or
+    nulls of its archive type when the rows lack it."""
+    arr = _struct_path(table, source)
+    if arr is not None and not pa.types.is_null(arr.type):
+        return arr
+    root, _, key = source.rpartition(".")
+    maps = _struct_path(table, root) if root else None
+    if arr is None and maps is not None and pa.types.is_map(maps.type):
+        return pc.map_lookup(maps, pa.scalar(key, pa.string()), "first")
+    dtype = field_types.get(source)
+    if dtype is None and pa.types.is_map(field_types.get(root, pa.null())):
+        dtype = field_types[root].item_type
+    return pa.nulls(table.num_rows, dtype if dtype is not None else pa.string())
+
+
+def avro_bytes_per_alert(table: pa.Table, content: ContentPlan, classes: Mapping[str, pa.Array],
+                         field_types: Mapping[str, pa.DataType] | None = None) -> float:
     """Mean schemaless Avro payload of the rows once projected on `content`."""
     from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
 
     if table.num_rows == 0:
         return 0.0
-    projected = project_arrow(table, content, classes)
+    projected = project_arrow(table, content, classes, field_types)
     payloads = encode_batch(projected, avro_schema_from_arrow(projected.schema))
     return float(pc.sum(pc.binary_length(payloads)).as_py()) / table.num_rows
 
@@ -552,7 +569,8 @@ def estimate_request(
         notes.append("no TNS catalogue: every alert's tnsclass is 'Unknown', TNS classes select nothing")
 
     size_table, size_labels = _size_sample(plan, nights, size_sample_rows, seed)
-    bytes_per_alert = avro_bytes_per_alert(size_table, plan.content, size_labels) if size_table.num_rows else 0.0
+    bytes_per_alert = (avro_bytes_per_alert(size_table, plan.content, size_labels, survey.field_paths)
+                       if size_table.num_rows else 0.0)
     files = [path for night in nights for path, _ in night_files(archive_root, survey.name, night)]
     footer = footer_input_bytes(files, job_read_fields(plan)) if files else None
     method = "nightly statistics (exact)"

@@ -17,6 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Collection, Sequence
 
+from fink_pipeline.archive.file_schemas import ArchiveFileSchemaError, check_night_files
 from fink_pipeline.archive.layout import night_dir
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import Survey
@@ -74,12 +75,12 @@ def plan_transfer(
     statistics have seen (see `validate_classes`). `tns_catalog` (an Arrow table with ra,
     declination, type) overrides the archive's own `<root>/<survey>/tns/tns.parquet`.
     """
-    from fink_pipeline.archive.stats import known_labels, load_archive_tns_catalog
+    from fink_pipeline.archive.stats import known_labels, load_archive_tns_catalog, night_files
 
     survey = get_survey(request.survey)
     computed = list(survey.class_columns)
     fields = available_fields(survey, computed)
-    conditions = validate_conditions(request.conditions, fields)
+    conditions = validate_conditions(request.conditions, fields, map_keys=survey.map_keys)
     livestream_filter = None
     if request.livestream_filter:
         if survey.name != "ztf":
@@ -111,6 +112,11 @@ def plan_transfer(
             f"No alert data found in between {request.start} and {request.stop} "
             f"for {survey.name} under {archive_root}"
         )
+    try:
+        check_night_files(((n, [path for path, _ in night_files(archive_root, survey.name, n)]) for n in present),
+                          survey.archive_schema, archive_root)
+    except ArchiveFileSchemaError as exc:
+        raise RequestError(str(exc)) from None
     paths = [night_dir(archive_root, survey.name, n) for n in present]
     return TransferPlan(survey, request, archive_root, paths, missing, conditions, livestream_filter, content,
                         notes=notes, tns_catalog=tns_catalog)

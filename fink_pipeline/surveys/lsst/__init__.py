@@ -5,8 +5,9 @@ from __future__ import annotations
 import datetime as dt
 
 from fink_pipeline.surveys.base import Survey
-from fink_pipeline.surveys.lsst.generator import generate_night
+from fink_pipeline.surveys.lsst.generator import BANDS, generate_night
 from fink_pipeline.surveys.lsst.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS
+from fink_pipeline.surveys.ztf.schema import MANGROVE_KEYS
 
 SURVEY = Survey(
     name="lsst",
@@ -41,6 +42,8 @@ SURVEY = Survey(
         "MPCORB", "mpc_orbits", "prvDiaNondetectionLimits", "ssObject",
     ),  # fmt: skip
     generate_night=generate_night,
+    # Mangrove as for ZTF; lc_features holds one record of features per band
+    map_keys={"mangrove": MANGROVE_KEYS, "lc_features": BANDS},
     # lsst.v7_4 packets have `alertId` and no root diaSourceId: the triggering source's id is it
     extra={"alert_id_fallbacks": ("diaSource.diaSourceId",)},
 )

@@ -7,7 +7,7 @@ import datetime as dt
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.surveys.ztf.classification import classify, classify_arrow
 from fink_pipeline.surveys.ztf.generator import generate_night
-from fink_pipeline.surveys.ztf.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS
+from fink_pipeline.surveys.ztf.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS, MAP_KEYS
 
 SURVEY = Survey(
     name="ztf",
@@ -31,4 +31,5 @@ SURVEY = Survey(
     classify=classify,
     classify_arrow=classify_arrow,
     generate_night=generate_night,
+    map_keys=MAP_KEYS,
 )

@@ -150,3 +150,9 @@ ARCHIVE_SCHEMA = pa.schema(
 
 
 CUTOUT_COLUMNS = ("cutoutScience", "cutoutTemplate", "cutoutDifference")
+
+
+# Keys of the map columns (reference section 4.3): Mangrove's cross-match fields and the CTAO
+# blazar features the portal offers as `mangrove.X` and `blazar_stats.X`.
+MANGROVE_KEYS = ("HyperLEDA_name", "2MASS_name", "lum_dist", "ang_dist")
+MAP_KEYS: dict[str, tuple[str, ...]] = {"mangrove": MANGROVE_KEYS, "blazar_stats": ("m0", "m1", "m2")}

@@ -1,0 +1,105 @@
+"""Checking that a night's Parquet files can be read with the survey's archive schema.
+
+The job reads every night with the unified archive schema (missing columns and fields read as
+null, which is how older schema versions coexist). A file that stores a column with another
+*kind* of type (a map written as Arrow's `null` type by a tool that saw only nulls, a struct
+where the archive has a number) cannot be read that way: Spark fails in the middle of the job
+with a JVM trace. This check reads only the footers, so a request fails before Spark starts,
+naming the file, the column and the fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from fink_pipeline.archive.layout import resolve
+
+
+class ArchiveFileSchemaError(ValueError):
+    """A night's file stores a column with a type the archive schema cannot read it as."""
+
+
+def _kind(dtype: pa.DataType) -> str:
+    if pa.types.is_null(dtype):
+        return "null"
+    if pa.types.is_struct(dtype):
+        return "struct"
+    if pa.types.is_map(dtype):
+        return "map"
+    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
+        return "list"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "string"
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+        return "binary"
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
+        return "number"
+    if pa.types.is_timestamp(dtype) or pa.types.is_date(dtype):
+        return "time"
+    return str(dtype)
+
+
+def type_mismatch(stored: pa.DataType, wanted: pa.DataType, path: str) -> str | None:
+    """The dotted path of the first field of `stored` whose kind differs from `wanted`
+    (fields present on one side only are fine: they read as null or are not read)."""
+    kind, wanted_kind = _kind(stored), _kind(wanted)
+    if kind != wanted_kind:
+        return path
+    if kind == "struct":
+        for child in stored:
+            index = wanted.get_field_index(child.name)
+            if index >= 0:
+                found = type_mismatch(child.type, wanted.field(index).type, f"{path}.{child.name}")
+                if found:
+                    return found
+    elif kind == "map":
+        return type_mismatch(stored.item_type, wanted.item_type, f"{path}.<value>")
+    elif kind == "list":
+        return type_mismatch(stored.value_type, wanted.value_type, f"{path}.<element>")
+    return None
+
+
+def check_night_files(files_by_night: Iterable[tuple[dt.date, list[str]]], archive_schema: pa.Schema,
+                      archive_root: str) -> None:
+    """Raise ArchiveFileSchemaError for the first file whose footer stores a column of the
+    archive schema with another kind of type (see the module docstring)."""
+    fs, _ = resolve(archive_root)
+    for night, files in files_by_night:
+        for path in files:
+            with fs.open_input_file(path) as handle:
+                stored = pq.ParquetFile(handle).schema_arrow
+            for field in stored:
+                index = archive_schema.get_field_index(field.name)
+                if index < 0:
+                    continue  # a column the archive schema does not know is never read
+                wanted = archive_schema.field(index).type
+                found = type_mismatch(field.type, wanted, field.name)
+                if found:
+                    raise ArchiveFileSchemaError(
+                        f"archive: night {night.isoformat()}: file {path} stores {found!r} as "
+                        f"{_describe(stored, found)} where the archive schema has {_describe(archive_schema, found)}, "
+                        "so no request can read this night: rewrite it with the archive schema "
+                        "(`fink-pipeline archive import` conforms files) or leave the night out of the dates"
+                    )
+
+
+def _field_at(dtype: pa.DataType, parts: list[str]) -> pa.DataType:
+    for part in parts:
+        if part == "<value>":
+            dtype = dtype.item_type
+        elif part == "<element>":
+            dtype = dtype.value_type
+        else:
+            dtype = dtype.field(dtype.get_field_index(part)).type
+    return dtype
+
+
+def _describe(schema: pa.Schema, path: str) -> str:
+    head, *rest = path.split(".")
+    return str(_field_at(schema.field(head).type, rest))
