@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import multiprocessing as mp
+import re
 import threading
 import time
 import uuid
@@ -29,6 +30,7 @@ from fink_pipeline.consumer.sinks import (
 )
 from fink_pipeline.consumer.synthetic import TopicWriter, publish_tables, synthetic_alerts
 from fink_pipeline.surveys import get_survey
+from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 
 pytestmark = pytest.mark.kafka
 
@@ -307,8 +309,9 @@ def test_topic_without_status_falls_back_to_the_timeout(kafka_settings, tmp_path
 # quarantine
 
 
-@pytest.mark.reliability(failures_survived=1)
-def test_undecodable_messages_are_quarantined_with_coordinates_and_counted(kafka_settings, tmp_path):
+@pytest.mark.reliability
+def test_undecodable_messages_are_quarantined_with_coordinates_and_counted(kafka_settings, tmp_path,
+                                                                           reliability_record):
     topic = unique_topic()
     chunks = list(synthetic_alerts(ZTF, 1200, "light", seed=8, batch_size=400))
     writer = TopicWriter(kafka_settings, topic, chunks[0].schema).start()
@@ -325,23 +328,31 @@ def test_undecodable_messages_are_quarantined_with_coordinates_and_counted(kafka
     writer.send_raw([truncated], np.array([99]))
     published = writer.end()
     n_bad = 3 * len(garbage) + 1
-    assert published.total == 1200 + n_bad
+    valid_ids = [c for t in chunks for c in t["candid"].to_pylist()]  # the ground truth
 
+    # both runs and the count first; the checks of each after the record
     report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g",
                            quarantine_dir=tmp_path / "q", batch_size=500)
-    assert report.complete and report.quarantined == n_bad and report.written == 1200
     table = read_delta_table(str(tmp_path / "d"))
-    assert sorted(table["candid"].to_pylist()) == sorted(c for t in chunks for c in t["candid"].to_pylist())
     quarantine = read_quarantine(tmp_path / "q")
+    # a second run must neither re-read nor re-quarantine them
+    second = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g",
+                           quarantine_dir=tmp_path / "q")
+    lost, duplicates = count_lost_and_duplicates(read_delta_table(str(tmp_path / "d"))["candid"].to_pylist(),
+                                                 valid_ids)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
+
+    assert published.total == 1200 + n_bad
+    assert report.complete and report.quarantined == n_bad and report.written == 1200
+    assert sorted(table["candid"].to_pylist()) == sorted(valid_ids)
     assert quarantine.num_rows == n_bad
     assert sorted(quarantine["value"].to_pylist()) == sorted(garbage * 3 + [truncated])
     assert set(zip(quarantine["partition"].to_pylist(), quarantine["offset"].to_pylist())) <= {
         (p, o) for p, e in published.per_partition.items() for o in range(e["last_offset"] + 1)}
     assert all(quarantine["error"].to_pylist())
-    # a second run neither re-reads nor re-quarantines them
-    assert consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g",
-                         quarantine_dir=tmp_path / "q").consumed == 0
+    assert second.consumed == 0
     assert read_quarantine(tmp_path / "q").num_rows == n_bad
+    assert lost == duplicates == 0
 
 
 # ------------------------------------------------------------------------------------------
@@ -371,20 +382,31 @@ def test_delta_rs_rejects_a_commit_whose_app_id_moved_since_its_snapshot(tmp_pat
     assert DeltaTable(uri).transaction_version("x:0") == 20
 
 
-@pytest.mark.reliability(failures_survived=1)
-def test_delta_sink_refuses_when_another_writer_moved_its_offsets(tmp_path):
+@pytest.mark.reliability
+def test_delta_sink_refuses_when_another_writer_moved_its_offsets(tmp_path, reliability_record):
     first, second = delta_sink(tmp_path / "d"), delta_sink(tmp_path / "d")
     schema = pa.schema([("candid", pa.int64()), ("finkclass", pa.string())])
+    resumed = []
     for sink in (first, second):
         sink.prepare(schema)
         sink.claim(Publication("t", "publication-1"))
-        assert sink.resume_offsets([0, 1]) == {0: 0, 1: 0}
+        resumed.append(sink.resume_offsets([0, 1]))
     rows = pa.table({"candid": [1, 2], "finkclass": ["a", "b"]})
     first.write(rows, {0: 2}, {0: 0})
-    with pytest.raises(ConcurrentConsumerError, match="another consumer is writing the same topic partitions"):
-        second.write(rows, {0: 2}, {0: 0})
+    try:
+        second.write(rows, {0: 2}, {0: 0})  # the same messages again, from a stale snapshot
+        refusal = None
+    except Exception as exc:  # checked below
+        refusal = exc
     second.write(pa.table({"candid": [3], "finkclass": ["a"]}), {1: 1}, {1: 0})  # its other partition is fine
-    assert sorted(read_delta_table(str(tmp_path / "d"))["candid"].to_pylist()) == [1, 2, 3]
+    table_ids = read_delta_table(str(tmp_path / "d"))["candid"].to_pylist()
+    lost, duplicates = count_lost_and_duplicates(table_ids, [1, 2, 3])  # the ids the messages hold
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
+
+    assert resumed == [{0: 0, 1: 0}, {0: 0, 1: 0}]
+    assert isinstance(refusal, ConcurrentConsumerError), repr(refusal)
+    assert re.search("another consumer is writing the same topic partitions", str(refusal)), str(refusal)
+    assert sorted(table_ids) == [1, 2, 3]
 
 
 @pytest.mark.reliability(failures_survived=1)
@@ -412,9 +434,10 @@ def _consume_in_process(servers: str, topic: str, path: str, fmt: str, out) -> N
         out.put(("refused", str(exc)))
 
 
-@pytest.mark.reliability(failures_survived=1)
+@pytest.mark.reliability
 @pytest.mark.parametrize("fmt", ["delta", pytest.param("parquet", marks=pytest.mark.slow)])
-def test_two_concurrent_consumers_on_one_table_stay_exact(kafka_settings, light_topic, tmp_path, fmt):
+def test_two_concurrent_consumers_on_one_table_stay_exact(kafka_settings, light_topic, tmp_path, fmt,
+                                                          reliability_record):
     topic, published = light_topic
     context = mp.get_context("spawn")
     out = context.Queue()
@@ -426,10 +449,12 @@ def test_two_concurrent_consumers_on_one_table_stay_exact(kafka_settings, light_
     results = [out.get(timeout=240) for _ in procs]
     for p in procs:
         p.join(timeout=60)
-    outcomes = sorted(kind for kind, _ in results)
-    assert outcomes in (["ok", "refused"], ["ok", "ok"]), results
     table = read_delta_table(str(tmp_path / "t")) if fmt == "delta" else read_parquet_dataset(str(tmp_path / "t"))
     ids = table["candid"].to_pylist()
+    lost, duplicates = count_lost_and_duplicates(ids, published.ids)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
+    outcomes = sorted(kind for kind, _ in results)
+    assert outcomes in (["ok", "refused"], ["ok", "ok"]), results
     # whether one refused or both went on, every message is in the table exactly once
     assert len(ids) == len(set(ids)) == published.total
     assert pc.all(pc.is_in(table["candid"], value_set=pa.array(published.ids))).as_py()
