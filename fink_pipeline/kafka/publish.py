@@ -20,6 +20,29 @@ exactly-once comes from partition ownership instead:
   brokers that compute the high watermark from the last batch's base offset (the embedded
   Tansu) then report it exactly, which fink-client needs to see that a partition is finished.
 
+No attempt may write after another attempt of its partition has read back (Kafka fences
+"zombie" writers only for transactional producers). What guarantees it:
+
+* Spark schedules a retry only after the failed attempt has reported its failure, and a
+  failing attempt reports only once nothing of it can land any more: it purges nothing (a
+  purged in-flight request still reaches the broker), lets its idempotent producer deliver
+  or definitively fail every message it holds (resent copies land at most once), then
+  destroys the producer (`_retire_worker_producer`). This waits out a stalled broker; if a
+  message may have hit the 300 s message timeout (fate unknown), it raises `UnsettledAttempt`;
+* after a failed job the driver returns only when none of its tasks runs any more, and raises
+  an error saying so if they do not stop (`_collect_in_job_group`);
+* retries and resumed runs query their partitions' ends again 1 s after reading them back and
+  read again if they moved: requests of a killed attempt that a stalled broker still held land
+  as soon as it answers again.
+
+Limits: an attempt killed outright (SIGKILLed Python worker: a cancelled job's tasks after
+`spark.python.task.killTimeout`, a lost executor) or one past the message timeout cannot
+settle. A request of it landing after the retry's settle check, while the retry publishes, makes
+the retry's offset check fail the publication (`PublicationConflict`); after the retry's last
+message, it lies beyond the end record's final offsets (fink-client reads to the high watermark
+and would see it). Either way publish to a new topic name. Resent copies rely on the broker's
+idempotence.
+
 The driver writes the start record before the job and the end record (final offsets per Kafka
 partition, which consumers read up to) or a failed record after it. No Spark Kafka connector or
 spark-avro jar is needed: rows are encoded batch-wise in Arrow (`fink_pipeline.avro`).
@@ -925,7 +948,7 @@ def _check_ownership(previous: TransferStatus, spark_partitions: int, kafka_part
 def _short_error(exc: BaseException) -> str:
     """A failed record's message: Spark wraps the task error in a long JVM trace."""
     text = f"{type(exc).__name__}: {exc}"
-    for marker in ("PublicationConflict: ", "RuntimeError: ", "ValueError: ", "KafkaException: ", "TimeoutError: "):
+    for marker in ("PublicationConflict: ", "UnsettledAttempt: ", "RuntimeError: ", "ValueError: ", "KafkaException: ", "TimeoutError: "):
         index = text.find(marker)
         if index >= 0 and "Traceback" in text:
             return text[index:].split("\n", 1)[0][:2000]
