@@ -15,6 +15,7 @@ import os
 import signal
 import threading
 import time
+import types
 from collections import Counter
 
 import pytest
@@ -134,3 +135,65 @@ def test_zombie_attempt_cannot_land_after_its_retry(spark, two_nights, own_broke
     report = outcome["report"]
     assert report.total == len(source) and report.retried_tasks == 2
     assert report.already_published >= 2 * 300  # the dead attempts' messages, found by the retries
+
+
+class _FakeJobs:
+    """A SparkContext whose publishing job fails and whose cancelled tasks stop only after
+    `stops_after` status polls (never when None)."""
+
+    def __init__(self, stops_after: int | None):
+        self.stops_after, self.polls, self.cancelled = stops_after, 0, []
+        self.properties: dict = {}
+
+    # SparkContext
+    def getLocalProperty(self, key):
+        return self.properties.get(key)
+
+    def setLocalProperty(self, key, value):
+        self.properties[key] = value
+
+    def setJobGroup(self, group, description, interruptOnCancel=False):
+        self.properties["spark.jobGroup.id"] = group
+
+    def cancelJobGroup(self, group):
+        self.cancelled.append(group)
+
+    def statusTracker(self):
+        return self
+
+    # StatusTracker
+    def getJobIdsForGroup(self, group):
+        return [1]
+
+    def getJobInfo(self, job_id):
+        return types.SimpleNamespace(stageIds=[7])
+
+    def getStageInfo(self, stage_id):
+        self.polls += 1
+        running = self.stops_after is None or self.polls <= self.stops_after
+        return types.SimpleNamespace(numActiveTasks=1 if running else 0)
+
+
+def _failing_job(sc):
+    def collect():
+        raise RuntimeError("Job aborted: injected failure in Spark partition 3")
+
+    return types.SimpleNamespace(sparkSession=types.SimpleNamespace(sparkContext=sc), collect=collect)
+
+
+def test_failed_job_returns_only_when_its_cancelled_tasks_are_gone(monkeypatch):
+    from fink_pipeline.kafka import publish as publish_module
+
+    monkeypatch.setattr(publish_module, "_CANCEL_TIMEOUT_S", 1.0, raising=False)
+    # tasks that stop: the job's own error, once they are gone
+    sc = _FakeJobs(stops_after=3)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        publish_module._collect_in_job_group(_failing_job(sc), "ftransfer_ztf_x")
+    assert sc.cancelled and sc.polls == 4
+    # tasks that do not stop: an error that says so, not the job's error followed by a re-run
+    sc = _FakeJobs(stops_after=None)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="cancelled tasks still run") as info:
+        publish_module._collect_in_job_group(_failing_job(sc), "ftransfer_ztf_x")
+    assert time.monotonic() - started < 10
+    assert "may still write to ftransfer_ztf_x" in str(info.value) and "injected failure" in str(info.value)
