@@ -198,3 +198,50 @@ def test_recreated_topic_is_detected_as_a_new_publication(restartable_broker, tm
         consume_topic(settings, topic, sink_for(fmt, out), group_id="g", batch_size=300, max_timeout=5)
     assert str(out) in str(refused.value) and "new output folder" in str(refused.value)
     assert sorted(read_table(fmt, out)["candid"].to_pylist()) == before
+
+
+# ------------------------------------------------------------------------------------------
+# the pieces: publication ids, claims without Kafka
+
+
+def test_publication_id_is_fresh_for_a_new_publication_and_kept_on_resume():
+    from fink_pipeline.kafka.status import StartRecord, TransferStatus, publication_id_for
+
+    status = TransferStatus(topic="t")
+    first = publication_id_for(status)
+    assert first and first != publication_id_for(status)  # fresh each time nothing started
+    status.apply(StartRecord(request_id="r", topic="t", partitions=10, schema_fingerprint="f", publication_id=first))
+    assert status.publication_id == first and publication_id_for(status) == first  # a resume keeps it
+    # records of older writers have no id: still readable, and a resume keeps "no id"
+    older = TransferStatus(topic="t")
+    older.apply(StartRecord.model_validate_json(
+        '{"type": "start", "request_id": "r", "topic": "t", "partitions": 10, "schema_fingerprint": "f"}'))
+    assert older.publication_id is None and publication_id_for(older) is None
+
+
+@pytest.mark.parametrize("fmt", ["delta", "parquet"])
+def test_output_folder_holds_one_publication(tmp_path, fmt):
+    from fink_pipeline.consumer.sinks import Publication, PublicationMismatch
+
+    schema = pa.schema([("candid", pa.int64()), ("finkclass", pa.string())])
+    a, a_again, b = Publication("topic_a", "1"), Publication("topic_a", "2"), Publication("topic_b", "3")
+    empty = sink_for(fmt, tmp_path / "empty")
+    empty.prepare(schema)
+    empty.claim(a)
+    empty.claim(b)  # nothing committed yet: the folder may change hands
+    assert empty.held_publication() == b
+
+    sink = sink_for(fmt, tmp_path / "out")
+    sink.prepare(schema)
+    sink.claim(a)
+    sink.resume_offsets([0])
+    sink.write(pa.table({"candid": [1, 2], "finkclass": ["x", "y"]}), {0: 2}, {0: 0})
+    sink.close()
+    for other, message in ((b, "holds topic topic_a, not topic_b"), (a_again, "published again")):
+        with pytest.raises(PublicationMismatch, match=message) as refused:
+            sink_for(fmt, tmp_path / "out").claim(other)
+        assert str(tmp_path / "out") in str(refused.value) and "-outdir" in str(refused.value)
+    again = sink_for(fmt, tmp_path / "out")
+    again.claim(a)
+    assert again.resume_offsets([0]) == {0: 2}
+    again.close()
