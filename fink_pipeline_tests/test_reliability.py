@@ -45,7 +45,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from fink_pipeline.archive.generate import generate_archive
-from fink_pipeline.archive.layout import night_dir
+from fink_pipeline.archive.layout import list_nights, night_dir
 from fink_pipeline.consumer.sinks import DeltaSink, DiskFullError, Partitioning, PublicationMismatch, delta_committed_offsets
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
@@ -509,6 +509,7 @@ def test_request_over_missing_nights_creates_nothing(archive, kafka_broker, tmp_
     import dagster as dg
 
     import fink_pipeline.spark
+    from fink_pipeline.consumer.sinks import read_delta_table
     from fink_pipeline.kafka.topics import topic_exists
     from fink_pipeline.orchestration.launch import run_transfer
     from fink_pipeline.transfer.request import TransferRequest
@@ -521,6 +522,16 @@ def test_request_over_missing_nights_creates_nothing(archive, kafka_broker, tmp_
     with dg.instance_for_test() as instance:
         result = run_transfer(request, bootstrap=kafka_broker, archive_root=archive, table_root=str(tables),
                               request_root=str(tmp_path / "requests"), instance=instance)
+    # the ground truth: the archive has none of the requested nights, so the request selects no alert;
+    # every alert found in a table under the table root is one too many
+    selected = [n for n in list_nights(archive, "ztf") if request.start <= n.isoformat() <= request.stop]
+    expected = expected_candids(archive, selected, request.classes) if selected else []
+    written = [c for table in (sorted(tables.iterdir()) if tables.exists() else [])
+               for c in read_delta_table(str(table))["candid"].to_pylist()]
+    lost, duplicates, unexpected = count_loss(written, expected)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates + unexpected)
+
+    assert selected == []
     assert not result.success
     failures = [e for e in result.all_events if e.is_step_failure]
     assert [e.step_key for e in failures] == ["transfer_request"]
@@ -532,7 +543,7 @@ def test_request_over_missing_nights_creates_nothing(archive, kafka_broker, tmp_
     assert [t for t in (request.topic, f"{request.topic}_schema", f"{request.topic}_status")
             if topic_exists(settings, t)] == []
     assert not tables.exists() or not any(tables.iterdir())
-    reliability_record(cases=1, failures_survived=1)
+    assert lost == duplicates == unexpected == 0
 
 
 def expected_candids(root: str, nights: list[dt.date], classes: list[str]) -> list[int]:
