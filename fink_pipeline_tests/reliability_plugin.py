@@ -16,8 +16,9 @@ and the run ends with one line (printed whenever a `reliability` test ran):
 
 `cases` counts scenarios (a test may check several), `failures_survived` the injected faults
 and refused bad inputs handled as specified, `lost` and `duplicates` the alerts missing from or
-written more than once to a table (an alert that was never published counts as a duplicate),
-summed over the cases that counted them. `unmeasured` is how many of the N cases counted no
+written more than once to a table or topic (an alert outside the ground truth counts as a
+duplicate; `count_lost_and_duplicates(got, expected)` here counts both), summed over the cases
+that counted them. `unmeasured` is how many of the N cases counted no
 alert: `lost` and `duplicates` say nothing about them. Recording before asserting lets a
 failing test still show its losses in the summary.
 
