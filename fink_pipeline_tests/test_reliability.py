@@ -347,7 +347,7 @@ def mount_tmpfs(target: Path, size_kib: int) -> str | None:
                               capture_output=True, text=True)
         if done.returncode == 0:
             return None
-        reasons.append(f"mount: {done.stderr.strip() or f'exit {done.returncode}'}")
+        reasons.append(f"mount: {' '.join(done.stderr.split()) or f'exit {done.returncode}'}")
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", 0, f"size={size_kib}k".encode()) == 0:
         return None
