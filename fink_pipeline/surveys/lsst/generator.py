@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
 
@@ -278,8 +279,67 @@ def _hash_uniform(keys: np.ndarray, seed: int, salt: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 
 
+@dataclass(frozen=True)
+class _BlockAlerts:
+    """Visit, identity and position of each alert of a block."""
+
+    mjd: np.ndarray
+    band: np.ndarray
+    visit_id: np.ndarray
+    detector: np.ndarray
+    days: int  # days since 2020-01-01 (diaSourceId prefix)
+    dia_source_id: np.ndarray
+    is_sso: np.ndarray
+    is_new: np.ndarray
+    is_known: np.ndarray
+    ra: np.ndarray
+    dec: np.ndarray
+    dia_object_id: np.ndarray
+    first_mjd: np.ndarray
+    ss_object_id: np.ndarray
+
+
+@dataclass(frozen=True)
+class _BlockPhotometry:
+    """Difference, science and template fluxes (nJy) and quality scores of each alert."""
+
+    snr: np.ndarray
+    flux_err: np.ndarray
+    sign: np.ndarray
+    psf_flux: np.ndarray
+    template_flux: np.ndarray
+    science_flux: np.ndarray
+    reliability: np.ndarray
+    extendedness: np.ndarray
+
+
 def _generate_block(night: dt.date, seed: int, b: int, n: int, start: int, plan, with_cutouts: bool) -> pa.RecordBatch:
+    """Alerts `start` .. `start + n` of the night: sections drawn in turn from the block's stream."""
     rng = block_rng(seed, night, b, 1)
+    alerts = _block_alerts(rng, night, seed, n, start, plan)
+    phot = _block_photometry(rng, n, alerts)
+    dia_source = _dia_source_struct(rng, n, alerts, phot)
+    history = _history_columns(rng, n, alerts, phot, start)
+    fink = _fink_columns(rng, n, alerts, phot)
+    columns = {
+        "diaSourceId": pa.array(alerts.dia_source_id, pa.int64()),
+        "diaSource": dia_source,
+        "lsst_schema_version": pa.array(np.full(n, SCHEMA_VERSION, dtype=object), pa.string()),
+        "fink_broker_version": pa.array([FINK_BROKER_VERSION] * n, pa.string()),
+        "fink_science_version": pa.array([FINK_SCIENCE_VERSION] * n, pa.string()),
+        "publisher": pa.array([PUBLISHER] * n, pa.string()),
+        "timestamp": timestamps_from_mjd(alerts.mjd),
+        **history, **fink, **_observation_reason_columns(rng, n),
+    }  # fmt: skip
+    if with_cutouts:
+        columns.update(_cutouts(seed, night, b, n, alerts.dia_source_id))
+    arrays = [columns[f.name] if columns.get(f.name) is not None else pa.nulls(n, f.type) for f in ARCHIVE_SCHEMA]
+    arrays = [a.cast(f.type) if a.type != f.type else a for a, f in zip(arrays, ARCHIVE_SCHEMA)]
+    return pa.RecordBatch.from_arrays(arrays, schema=ARCHIVE_SCHEMA)
+
+
+def _block_alerts(rng: np.random.Generator, night: dt.date, seed: int, n: int, start: int, plan) -> _BlockAlerts:
+    """Visits of the alerts, then their objects: field-pool statics, new objects, asteroids."""
     v_mjd, v_field, v_band, v_id = plan
     visit = np.sort(rng.integers(0, len(v_mjd), n))
     mjd = v_mjd[visit] + rng.uniform(0, VISIT_SECONDS / 86400.0 * 0.9, n)
@@ -312,8 +372,13 @@ def _generate_block(night: dt.date, seed: int, b: int, n: int, start: int, plan,
     dia_object_id = np.where(is_known, pool_id, np.where(is_new, dia_source_id, 0))
     first_mjd = np.where(is_known, first_mjd, mjd)
     ss_object_id = np.where(is_sso, np.int64(10**15) + rng.integers(0, 10**12, n), 0)
+    return _BlockAlerts(mjd, band, v_id[visit], detector, days, dia_source_id, is_sso, is_new, is_known, ra, dec,
+                        dia_object_id, first_mjd, ss_object_id)  # fmt: skip
 
-    # photometry (nJy): magnitudes up to the visit depth, S/N >= 5 (samples: p50 5.9, p90 34)
+
+def _block_photometry(rng: np.random.Generator, n: int, alerts: _BlockAlerts) -> _BlockPhotometry:
+    """Fluxes (nJy): magnitudes up to the visit depth, S/N >= 5 (samples: p50 5.9, p90 34)."""
+    band, is_known = alerts.band, alerts.is_known
     depth = BAND_DEPTH[band] + rng.normal(0, 0.3, n)
     snr = 5.0 + rng.pareto(1.6, n) * 2.5
     snr = np.minimum(snr, 400.0)
@@ -324,9 +389,21 @@ def _generate_block(night: dt.date, seed: int, b: int, n: int, start: int, plan,
     science_flux = template_flux + psf_flux + rng.normal(0, flux_err * 0.2)
     reliability = np.where(rng.random(n) < 0.55, rng.beta(6, 1.2, n), rng.beta(1.2, 2.5, n))
     extendedness = np.where(rng.random(n) < 0.5, rng.beta(0.4, 4, n), rng.beta(3, 0.5, n))
+    return _BlockPhotometry(snr, flux_err, sign, psf_flux, template_flux, science_flux, reliability, extendedness)
 
+
+def _dia_source_struct(rng: np.random.Generator, n: int, alerts: _BlockAlerts,
+                       phot: _BlockPhotometry) -> pa.StructArray:
+    """diaSource record of each alert (lsst.v10_0 fields; pixel flags set on 3 % of sources)."""
+    a, p = alerts, phot
+    dia_source_id, visit_id, detector, dia_object_id, ss_object_id, mjd, ra, dec, is_sso, band = (
+        a.dia_source_id, a.visit_id, a.detector, a.dia_object_id, a.ss_object_id, a.mjd, a.ra, a.dec, a.is_sso, a.band
+    )  # fmt: skip
+    snr, flux_err, sign, psf_flux, science_flux, template_flux, extendedness, reliability = (
+        p.snr, p.flux_err, p.sign, p.psf_flux, p.science_flux, p.template_flux, p.extendedness, p.reliability
+    )  # fmt: skip
     ds = {
-        "diaSourceId": dia_source_id, "visit": v_id[visit], "detector": detector.astype(np.int32),
+        "diaSourceId": dia_source_id, "visit": visit_id, "detector": detector.astype(np.int32),
         "diaObjectId": dia_object_id, "ssObjectId": ss_object_id, "parentDiaSourceId": np.zeros(n, np.int64),
         "midpointMjdTai": mjd, "ra": ra, "dec": dec,
         "raErr": (0.2 / snr / 3600 * rng.uniform(0.8, 1.2, n)).astype(np.float32),
@@ -370,20 +447,41 @@ def _generate_block(night: dt.date, seed: int, b: int, n: int, start: int, plan,
     for name in _DIA_SOURCE_FIELDS:
         if name.startswith("pixelFlags") or name == "glint_trail":
             ds[name] = flags[:, 0] & (rng.random(n) < 0.5) if name.startswith("pixelFlags_interp") else np.zeros(n, bool)
-    dia_source = struct_array(DIA_SOURCE, ds, n)
+    return struct_array(DIA_SOURCE, ds, n)
 
-    # history: previous detections and forced photometry of known objects
+
+def _history_columns(rng: np.random.Generator, n: int, alerts: _BlockAlerts, phot: _BlockPhotometry,
+                     start: int) -> dict[str, pa.Array]:
+    """Previous detections and forced photometry of known objects, diaObject, solar-system records."""
+    a = alerts
+    is_known, is_sso, dia_object_id, first_mjd, mjd, ra, dec, band, days = (
+        a.is_known, a.is_sso, a.dia_object_id, a.first_mjd, a.mjd, a.ra, a.dec, a.band, a.days
+    )  # fmt: skip
+    flux_err, psf_flux = phot.flux_err, phot.psf_flux
     n_prv = np.where(is_known, np.minimum(np.round(rng.lognormal(3.2, 1.0, n)), 400), 0).astype(np.int64)
     n_prv = np.where(is_sso, 0, n_prv)
     n_forced = np.where(is_known, np.minimum(n_prv + rng.integers(0, 60, n), 800), 0).astype(np.int64)
-    prv, prv_stats = _history(rng, n_prv, dia_object_id, first_mjd, mjd, ra, dec, flux_err, band, v_id[visit], days, start)
+    prv, prv_stats = _history(rng, n_prv, dia_object_id, first_mjd, mjd, ra, dec, flux_err, band, a.visit_id, days, start)
     forced = _forced(rng, n_forced, dia_object_id, first_mjd, mjd, ra, dec, flux_err, band, days, start)
 
     dia_object = _dia_object(rng, n, dia_object_id, ra, dec, first_mjd, mjd, band, psf_flux, flux_err, prv_stats,
                              n_prv, is_sso)  # fmt: skip
-    ss_source, mpc_orbits = _solar_system(rng, n, is_sso, dia_source_id, ss_object_id, ra, dec, mjd)
+    ss_source, mpc_orbits = _solar_system(rng, n, is_sso, a.dia_source_id, a.ss_object_id, ra, dec, mjd)
+    return {
+        "prvDiaSources": prv,
+        "prvDiaForcedSources": forced,
+        "diaObject": dia_object,
+        "ssSource": ss_source,
+        "mpc_orbits": mpc_orbits,
+        "lc_features": _lc_features(prv_stats, n),
+    }
 
-    # Fink added values
+
+def _fink_columns(rng: np.random.Generator, n: int, alerts: _BlockAlerts,
+                  phot: _BlockPhotometry) -> dict[str, pa.Array]:
+    """Fink added values: processing times, cross-matches, classifiers, predictions, TNS type."""
+    mjd, is_sso, is_new, is_known = alerts.mjd, alerts.is_sso, alerts.is_new, alerts.is_known
+    first_mjd, extendedness = alerts.first_mjd, phot.extendedness
     ingest = mjd + rng.normal(2.6, 0.25, n) / 1440.0
     start_proc = ingest + rng.uniform(3.0, 6.0, n) / 1440.0
     end_proc = start_proc + rng.uniform(1.2, 2.2, n) / 1440.0
@@ -404,46 +502,30 @@ def _generate_block(night: dt.date, seed: int, b: int, n: int, start: int, plan,
     misc = struct_array(MISC, {"firstDiaSourceMjdTaiFink": first_mjd}, n)
     in_tns = is_known & (rng.random(n) < FRACTION_IN_TNS)
     tns_type = np.where(in_tns, rng.integers(1, len(TNS_TYPES) + 1, n), 0)
-
-    columns = {
-        "diaSourceId": pa.array(dia_source_id, pa.int64()),
-        "observation_reason": None,
-        "target_name": None,
-        "diaSource": dia_source,
-        "prvDiaSources": prv,
-        "prvDiaForcedSources": forced,
-        "diaObject": dia_object,
-        "ssSource": ss_source,
-        "mpc_orbits": mpc_orbits,
+    return {
         "brokerIngestMjd": pa.array(ingest),
-        "lsst_schema_version": pa.array(np.full(n, SCHEMA_VERSION, dtype=object), pa.string()),
         "brokerStartProcessTimestamp": timestamps_from_mjd(start_proc),
-        "fink_broker_version": pa.array([FINK_BROKER_VERSION] * n, pa.string()),
-        "fink_science_version": pa.array([FINK_SCIENCE_VERSION] * n, pa.string()),
-        "publisher": pa.array([PUBLISHER] * n, pa.string()),
-        "lc_features": _lc_features(prv_stats, n),
         "clf": clf,
         "xm": xm,
         "pred": pred,
         "misc": misc,
         "brokerEndProcessTimestamp": timestamps_from_mjd(end_proc),
-        "timestamp": timestamps_from_mjd(mjd),
         "tns_type_recomputed": vocab(("Unknown", *TNS_TYPES), tns_type),
     }
-    # deep-drilling fields carry a scheduler reason (samples: ddf_cosmos, ddf_edfs_a/b, ddf_ecdfs)
+
+
+def _observation_reason_columns(rng: np.random.Generator, n: int) -> dict[str, pa.Array]:
+    """Deep-drilling fields carry a scheduler reason (samples: ddf_cosmos, ddf_edfs_a/b, ddf_ecdfs)."""
     ddf = rng.random(n) < 0.08
     ddf_name = rng.integers(0, 4, n)
     names = ("ddf_cosmos", "ddf_edfs_a", "ddf_edfs_b", "ddf_ecdfs")
     reason = vocab(names, ddf_name)
-    columns["observation_reason"] = pa.array(np.where(ddf, np.array(reason.to_pylist(), dtype=object), None), pa.string())
-    columns["target_name"] = pa.array(
-        np.where(ddf, np.array([f"{r}, lowdust" for r in reason.to_pylist()], dtype=object), None), pa.string()
-    )
-    if with_cutouts:
-        columns.update(_cutouts(seed, night, b, n, dia_source_id))
-    arrays = [columns[f.name] if columns.get(f.name) is not None else pa.nulls(n, f.type) for f in ARCHIVE_SCHEMA]
-    arrays = [a.cast(f.type) if a.type != f.type else a for a, f in zip(arrays, ARCHIVE_SCHEMA)]
-    return pa.RecordBatch.from_arrays(arrays, schema=ARCHIVE_SCHEMA)
+    return {
+        "observation_reason": pa.array(np.where(ddf, np.array(reason.to_pylist(), dtype=object), None), pa.string()),
+        "target_name": pa.array(
+            np.where(ddf, np.array([f"{r}, lowdust" for r in reason.to_pylist()], dtype=object), None), pa.string()
+        ),
+    }
 
 
 def _history(rng, counts, object_id, first_mjd, mjd, ra, dec, flux_err, band, visit, days, start):
