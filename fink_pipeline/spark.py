@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Mapping
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+LOCAL_MASTER = "local[*]"  # the embedded stack's master: every core of this machine
+
 # Defaults for the embedded (single machine) stack: small shuffles, no UI port to collide on,
 # loopback only, Arrow for Python workers.
 LOCAL_DEFAULT_CONF: dict[str, str] = {
@@ -41,8 +43,25 @@ LOCAL_DEFAULT_CONF: dict[str, str] = {
 }
 
 
+def open_spark_session(
+    master: str = LOCAL_MASTER,
+    app_name: str = "fink-pipeline",
+    conf: Mapping[str, str] | None = None,
+) -> tuple["SparkSession", bool]:
+    """(session, owned): `build_spark_session`'s session, and whether this call started it.
+
+    A session already running in this process (tests, notebooks, benchmarks) is borrowed:
+    `owned` is False and the caller must not stop it; otherwise the caller owns the new
+    session and stops it when done. The one place that decides who stops a session.
+    """
+    from pyspark import SparkContext
+
+    owned = SparkContext._active_spark_context is None
+    return build_spark_session(master, app_name, conf), owned
+
+
 def build_spark_session(
-    master: str = "local[*]",
+    master: str = LOCAL_MASTER,
     app_name: str = "fink-pipeline",
     conf: Mapping[str, str] | None = None,
 ) -> "SparkSession":

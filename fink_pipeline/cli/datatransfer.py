@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from fink_pipeline.consumer.sinks import PARTITION_CHOICES, DeltaSink, ParquetSink, Partitioning
-from fink_pipeline.kafka.settings import KafkaSettings
+from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
 
 LOGGER = logging.getLogger("fink_datatransfer")
 WORKER_ALLOCATOR_ENV = {
@@ -88,7 +88,7 @@ def resolve_settings(args: argparse.Namespace, survey: str) -> tuple[KafkaSettin
     """Connection settings, group id and max time-out from flags, environment or the credentials file."""
     from fink_pipeline.kafka.settings import credentials_path, read_credentials_file
 
-    servers = args.servers or os.environ.get("FINK_KAFKA_BOOTSTRAP_SERVERS")
+    servers = args.servers or KafkaEnvSettings.load().bootstrap_servers
     path = Path(args.credentials) if args.credentials else credentials_path(survey)
     maxtimeout = 10.0
     if servers:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import os
 
 from fink_pipeline import paths
 
@@ -33,8 +32,9 @@ def register(subparsers) -> None:
 def kafka_bootstrap():
     """The managed embedded broker if one runs, else a private one for the demo's duration."""
     from fink_pipeline.kafka.broker import EmbeddedBroker, status_managed
+    from fink_pipeline.kafka.settings import KafkaEnvSettings
 
-    address = os.environ.get("FINK_KAFKA_BOOTSTRAP_SERVERS") or status_managed(paths.state_dir())
+    address = KafkaEnvSettings.load().bootstrap_servers or status_managed(paths.state_dir())
     if address:
         yield address
         return

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import os
 import sys
 
 from fink_pipeline.cli.main import UserError
 
-PASSWORD_ENV = "FINK_KAFKA_PASSWORD"
+PASSWORD_ENV = "FINK_KAFKA_PASSWORD"  # KafkaEnvSettings.password
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,7 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from fink_pipeline.kafka.settings import credentials_path, write_credentials_file
+    from fink_pipeline.kafka.settings import KafkaEnvSettings, credentials_path, write_credentials_file
 
     survey = args.survey.strip().lower()
     servers = args.servers
@@ -60,7 +59,7 @@ def _register(args: argparse.Namespace) -> int:
             )
     if args.maxtimeout <= 0:
         raise UserError(f"--maxtimeout must be positive, got {args.maxtimeout}")
-    password = args.password if args.password is not None else os.environ.get(PASSWORD_ENV)
+    password = args.password if args.password is not None else KafkaEnvSettings.load().password
     if args.password is not None:
         print(
             f"warning: a password on the command line is visible to other users; "

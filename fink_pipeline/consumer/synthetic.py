@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fink_pipeline.avro import avro_schema_from_arrow, encode_batch, schema_fingerprint, schema_json
+from fink_pipeline.kafka.defaults import DEFAULT_PARTITIONS
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import StatusWriter, publication_id_for, read_status
 from fink_pipeline.kafka.topics import ensure_topic
@@ -96,7 +97,7 @@ class TopicWriter:
     """
 
     def __init__(self, settings: KafkaSettings, topic: str, arrow_schema: pa.Schema, *,
-                 partitions: int = 10, key_column: str = "candid", keep_ids: bool = True,
+                 partitions: int = DEFAULT_PARTITIONS, key_column: str = "candid", keep_ids: bool = True,
                  with_status: bool = True) -> None:
         self.settings = settings
         self.topic = topic
@@ -226,7 +227,7 @@ class TopicWriter:
             self._status.failed(error, request_id=self.request_id)
 
 
-def publish_tables(settings: KafkaSettings, topic: str, tables: Iterable[pa.Table], *, partitions: int = 10,
+def publish_tables(settings: KafkaSettings, topic: str, tables: Iterable[pa.Table], *, partitions: int = DEFAULT_PARTITIONS,
                    with_status: bool = True, keep_ids: bool = True) -> PublishedTopic:
     """Publish every table to `topic` (schema from the first one) and write the end record."""
     iterator = iter(tables)
@@ -242,7 +243,7 @@ def publish_tables(settings: KafkaSettings, topic: str, tables: Iterable[pa.Tabl
 
 
 def publish_synthetic_topic(settings: KafkaSettings, topic: str, survey: Survey, n_alerts: int, *,
-                            packet: str = "light", seed: int = 0, partitions: int = 10,
+                            packet: str = "light", seed: int = 0, partitions: int = DEFAULT_PARTITIONS,
                             with_status: bool = True, keep_ids: bool = True) -> PublishedTopic:
     """Generate `n_alerts` alerts of `survey` as `packet` and publish them to `topic`."""
     return publish_tables(settings, topic, synthetic_alerts(survey, n_alerts, packet, seed),

@@ -71,6 +71,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fink_pipeline.avro import avro_schema_from_arrow, encode_batch, schema_fingerprint, schema_json
+from fink_pipeline.kafka.defaults import DEFAULT_COMPRESSION, DEFAULT_PARTITIONS, DEFAULT_RETENTION_MS
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import ProgressRecord, StatusWriter, TransferStatus, publication_id_for, read_status
 from fink_pipeline.kafka.topics import ensure_topic
@@ -118,9 +119,9 @@ def status_topic(topic: str) -> str:
 class PublishOptions:
     """Topic and producer settings of one publication, and failure-injection test hooks."""
 
-    partitions: int = 10  # as on Fink's cluster; fink-client assumes 10 unless told otherwise
-    retention_ms: int = 7 * 24 * 3600 * 1000  # "available for download for 7 days"
-    compression: str = "lz4"
+    partitions: int = DEFAULT_PARTITIONS  # as on Fink's cluster; fink-client assumes 10 unless told otherwise
+    retention_ms: int = DEFAULT_RETENTION_MS  # "available for download for 7 days"
+    compression: str = DEFAULT_COMPRESSION
     # fink-client consumes one schema message per run with a committing group: keep copies
     schema_copies: int = 100
     linger_ms: int = 20

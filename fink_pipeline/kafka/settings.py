@@ -19,6 +19,10 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+
+from fink_pipeline.env import EnvSettings, EnvSettingsError
+from fink_pipeline.kafka.defaults import DEFAULT_PARTITIONS, DEFAULT_RETENTION_MS
 
 SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -150,50 +154,12 @@ class KafkaSettings(BaseModel):
 
     @classmethod
     def from_env(cls, prefix: str = "FINK_KAFKA_", **defaults: Any) -> "KafkaSettings":
-        """Settings from environment variables:
-
-        `<prefix>BOOTSTRAP_SERVERS` (or `<prefix>SERVERS`), `<prefix>SECURITY_PROTOCOL`,
-        `<prefix>SASL_MECHANISM`, `<prefix>SASL_USERNAME` (or `<prefix>USERNAME`),
-        `<prefix>SASL_PASSWORD` (or `<prefix>PASSWORD`), `<prefix>GROUP_ID`, and any
-        `<prefix>OPT_<NAME>` as the librdkafka option `<name>` lower-cased with `_` -> `.`
-        (`FINK_KAFKA_OPT_SOCKET_TIMEOUT_MS=5000` -> `socket.timeout.ms`).
-        `defaults` fill what the environment does not set.
+        """Settings from the environment variables of `KafkaEnvSettings` (`<prefix>BOOTSTRAP_SERVERS`
+        or `<prefix>SERVERS`, `<prefix>SECURITY_PROTOCOL`, `<prefix>SASL_MECHANISM`,
+        `<prefix>SASL_USERNAME` or `<prefix>USERNAME`, `<prefix>SASL_PASSWORD` or `<prefix>PASSWORD`,
+        `<prefix>GROUP_ID`, `<prefix>OPT_<NAME>`); `defaults` fill what the environment does not set.
         """
-        env = os.environ
-
-        def get(*names: str) -> str | None:
-            for name in names:
-                value = env.get(prefix + name)
-                if value is not None and value.strip() != "":
-                    return value.strip()
-            return None
-
-        values: dict[str, Any] = dict(defaults)
-        mapping = {
-            "bootstrap_servers": ("BOOTSTRAP_SERVERS", "SERVERS"),
-            "security_protocol": ("SECURITY_PROTOCOL",),
-            "sasl_mechanism": ("SASL_MECHANISM",),
-            "sasl_username": ("SASL_USERNAME", "USERNAME"),
-            "sasl_password": ("SASL_PASSWORD", "PASSWORD"),
-            "group_id": ("GROUP_ID",),
-        }
-        for field, names in mapping.items():
-            value = get(*names)
-            if value is not None:
-                values[field] = value
-        extra = dict(values.get("extra") or {})
-        opt_prefix = prefix + "OPT_"
-        for name, value in env.items():
-            if name.startswith(opt_prefix) and len(name) > len(opt_prefix):
-                extra[name[len(opt_prefix) :].lower().replace("_", ".")] = value
-        if extra:
-            values["extra"] = extra
-        if "bootstrap_servers" not in values:
-            raise ValueError(f"set {prefix}BOOTSTRAP_SERVERS to the Kafka host:port list")
-        # A password alone implies SASL, as in fink-client.
-        if values.get("sasl_password") and "security_protocol" not in values:
-            values["security_protocol"] = "SASL_PLAINTEXT"
-        return cls(**values)
+        return KafkaEnvSettings.for_prefix(prefix).load().connection(**defaults)
 
     @classmethod
     def from_credentials_file(
@@ -233,6 +199,134 @@ class KafkaSettings(BaseModel):
         except ValidationError as exc:  # e.g. `servers: localhost` without a port
             problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'value'}: {e['msg']}" for e in exc.errors())
             raise CredentialsError(f"credentials file {path}: {problems}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# the environment
+
+
+class _LibrdkafkaOptionsSource(PydanticBaseSettingsSource):
+    """`<prefix>OPT_<NAME>=value` variables as the `extra` librdkafka option `<name>`."""
+
+    def __init__(self, settings_cls: type[BaseSettings], prefix: str) -> None:
+        super().__init__(settings_cls)
+        self.prefix = f"{prefix}OPT_".upper()
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # not used: __call__ reads the variables itself
+
+    def __call__(self) -> dict[str, Any]:
+        options = {
+            name[len(self.prefix):].lower().replace("_", "."): value
+            for name, value in os.environ.items()
+            if name.upper().startswith(self.prefix) and len(name) > len(self.prefix)
+        }
+        return {"extra": options} if options else {}
+
+
+class KafkaEnvSettings(EnvSettings):
+    """The Kafka settings of the environment, `FINK_KAFKA_<FIELD>` each.
+
+    `connection()` gives the `KafkaSettings` (`KafkaSettings.from_env()`); the production
+    resources read the same variables (the password only as a Dagster `EnvVar`).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="FINK_KAFKA_")
+
+    bootstrap_servers: str | None = Field(
+        default=None, description="host:port[,host:port] of the Kafka cluster (required in production)"
+    )
+    servers: str | None = Field(default=None, description="FINK_KAFKA_BOOTSTRAP_SERVERS under its short name")
+    security_protocol: str | None = Field(
+        default=None,
+        description="PLAINTEXT, SASL_PLAINTEXT or SASL_SSL (default PLAINTEXT; SASL_PLAINTEXT when "
+        "only a password is given, outside production)",
+    )
+    sasl_mechanism: str | None = Field(
+        default=None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (default PLAIN)"
+    )
+    sasl_username: str | None = Field(default=None, description="SASL user")
+    username: str | None = Field(default=None, description="FINK_KAFKA_SASL_USERNAME under its short name")
+    sasl_password: SecretStr | None = Field(
+        default=None, description="SASL password (production: read at run time only, by Dagster)"
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        description="FINK_KAFKA_SASL_PASSWORD under its short name (also read by `fink-pipeline register`)",
+    )
+    group_id: str | None = Field(default=None, description="consumer group id")
+    extra: dict[str, str] = Field(
+        default_factory=dict,
+        description="librdkafka options, one FINK_KAFKA_OPT_<NAME> variable each: "
+        "FINK_KAFKA_OPT_SOCKET_TIMEOUT_MS=5000 -> socket.timeout.ms=5000",
+    )
+    partitions: int = Field(
+        default=DEFAULT_PARTITIONS, gt=0,
+        description=f"partitions of a transfer topic (default {DEFAULT_PARTITIONS}, as fink-client assumes)",
+    )
+    retention_ms: int = Field(
+        default=DEFAULT_RETENTION_MS, gt=0,
+        description=f"retention of transfer topics in ms (default {DEFAULT_RETENTION_MS}: 7 days)",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        prefix = env_settings.env_prefix if isinstance(env_settings, EnvSettingsSource) else "FINK_KAFKA_"
+        return (init_settings, env_settings, _LibrdkafkaOptionsSource(settings_cls, prefix))
+
+    @classmethod
+    def env_doc(cls) -> dict[str, str]:
+        doc = super().env_doc()
+        doc.pop(cls.env_name("extra"))
+        doc[cls.env_name("opt_<name>")] = cls.model_fields["extra"].description or ""
+        return doc
+
+    @classmethod
+    def for_prefix(cls, prefix: str) -> "type[KafkaEnvSettings]":
+        """This class reading `<prefix><FIELD>` instead of `FINK_KAFKA_<FIELD>`."""
+        if prefix == cls.model_config.get("env_prefix"):
+            return cls
+        return type(cls.__name__, (cls,), {"model_config": SettingsConfigDict(env_prefix=prefix)})
+
+    def bootstrap(self) -> str | None:
+        """The bootstrap servers, under either name."""
+        return self.bootstrap_servers or self.servers
+
+    def connection(self, **defaults: Any) -> KafkaSettings:
+        """The connection settings; `defaults` fill what the environment does not set. A
+        password alone implies SASL_PLAINTEXT, as in fink-client."""
+        values: dict[str, Any] = dict(defaults)
+        given = {
+            "bootstrap_servers": self.bootstrap(),
+            "security_protocol": self.security_protocol,
+            "sasl_mechanism": self.sasl_mechanism,
+            "sasl_username": self.sasl_username or self.username,
+            "sasl_password": self.sasl_password or self.password,
+            "group_id": self.group_id,
+        }
+        values.update({name: value for name, value in given.items() if value is not None})
+        if self.extra:
+            values["extra"] = {**(values.get("extra") or {}), **self.extra}
+        if not values.get("bootstrap_servers"):
+            raise EnvSettingsError(f"set {self.env_name('bootstrap_servers')} to the Kafka host:port list")
+        if values.get("sasl_password") and "security_protocol" not in values:
+            values["security_protocol"] = "SASL_PLAINTEXT"
+        try:
+            return KafkaSettings(**values)
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors(include_input=False):
+                field = str(error["loc"][0]) if error["loc"] else ""
+                name = self.env_name("opt_*" if field == "extra" else field) if field else "Kafka settings"
+                problems.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+            raise EnvSettingsError("; ".join(problems)) from None
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from fink_pipeline.kafka.defaults import DEFAULT_COMPRESSION, DEFAULT_PARTITIONS, DEFAULT_RETENTION_MS  # noqa: F401
+
 if TYPE_CHECKING:
     from fink_pipeline.kafka.settings import KafkaSettings
 
-DEFAULT_PARTITIONS = 10  # as on the Fink Kafka cluster (fink-client assumes 10)
-DEFAULT_RETENTION_MS = 7 * 24 * 3600 * 1000  # "available for download for 7 days"
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 
@@ -93,7 +93,7 @@ def ensure_topic(
     name: str,
     partitions: int = DEFAULT_PARTITIONS,
     retention_ms: int | None = DEFAULT_RETENTION_MS,
-    compression: str | None = "lz4",
+    compression: str | None = DEFAULT_COMPRESSION,
     replication: int | None = None,
     *,
     config: dict[str, str] | None = None,

@@ -5,52 +5,39 @@ Two deployments, chosen by `$FINK_DEPLOYMENT`:
 * `local` (default): local Spark, the managed embedded broker (`fink-pipeline broker start`),
   folders under the state directory (`$FINK_PIPELINE_HOME`, else `./.fink_pipeline`);
 * `production`: everything from the environment variables listed in `PRODUCTION_ENV`
-  (docker/compose.yaml sets them). Secrets are passed as `dg.EnvVar`, which Dagster resolves
-  at run time and shows in the UI by name only, never by value.
+  (docker/compose.yaml sets them), read by the settings classes of `orchestration/settings.py`
+  and `kafka/settings.py`. Secrets are passed as `dg.EnvVar`, which Dagster resolves at run
+  time and shows in the UI by name only, never by value.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from typing import Any
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, ValidationError
 
 from fink_pipeline import paths
+from fink_pipeline.env import EnvSettings
+from fink_pipeline.kafka.defaults import DEFAULT_COMPRESSION, DEFAULT_PARTITIONS, DEFAULT_RETENTION_MS
 from fink_pipeline.kafka.publish import PublishOptions
-from fink_pipeline.kafka.settings import KafkaSettings
+from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
+from fink_pipeline.spark import LOCAL_MASTER
+from fink_pipeline.orchestration.settings import (  # noqa: F401 (PRODUCTION_ENV: documented here)
+    PRODUCTION_ENV,
+    REQUIRED_PRODUCTION_ENV,
+    DeploymentSettings,
+)
 from fink_pipeline.transfer.standing import StandingStore
 from fink_pipeline.transfer.store import RequestStore
 
-DEPLOYMENT_ENV = "FINK_DEPLOYMENT"
-
-# Every variable the production deployment reads, and whether it must be set.
-PRODUCTION_ENV: dict[str, str] = {
-    "FINK_SPARK_MASTER": "Spark master URL, e.g. spark://spark-master:7077 (required)",
-    "FINK_SPARK_CONF": "extra Spark conf as a JSON object (optional)",
-    "FINK_KAFKA_BOOTSTRAP_SERVERS": "host:port[,host:port] of the Kafka cluster (required)",
-    "FINK_KAFKA_SECURITY_PROTOCOL": "PLAINTEXT, SASL_PLAINTEXT or SASL_SSL (optional)",
-    "FINK_KAFKA_SASL_MECHANISM": "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (optional)",
-    "FINK_KAFKA_SASL_USERNAME": "SASL user (optional)",
-    "FINK_KAFKA_SASL_PASSWORD": "SASL password, read at run time only (optional)",
-    "FINK_KAFKA_PARTITIONS": "partitions of a transfer topic (optional, default 10)",
-    "FINK_KAFKA_RETENTION_MS": "retention of transfer topics (optional, default 7 days)",
-    "FINK_ARCHIVE_ROOT": "alert archive root: a path or an object-store URI (required)",
-    "FINK_ARCHIVE_STORAGE_OPTIONS": "object-store options as a JSON object, no secrets (optional)",
-    "FINK_TABLE_ROOT": "root of the transfer tables: a path or an object-store URI (required)",
-    "FINK_TABLE_STORAGE_OPTIONS": "object-store options as a JSON object, no secrets (optional)",
-    "FINK_REQUEST_ROOT": "folder of submitted requests, shared by all services (required)",
-    "FINK_STANDING_ROOT": "folder of standing requests, shared by all services (required)",
-}
-REQUIRED_PRODUCTION_ENV = [name for name, text in PRODUCTION_ENV.items() if text.endswith("(required)")]
+DEPLOYMENT_ENV = DeploymentSettings.env_name("deployment")
 
 
 class SparkResource(dg.ConfigurableResource):
     """A SparkSession created on first use and stopped when the run's steps are done."""
 
-    master: str = Field(default="local[*]", description="Spark master URL (local[*], spark://host:7077, ...)")
+    master: str = Field(default=LOCAL_MASTER, description="Spark master URL (local[*], spark://host:7077, ...)")
     app_name: str = Field(default="fink-pipeline", description="Application name shown by Spark")
     conf: dict[str, str] = Field(default={}, description="Extra Spark configuration (overrides the defaults)")
 
@@ -60,13 +47,9 @@ class SparkResource(dg.ConfigurableResource):
     def get_session(self):
         """The session (created lazily: steps that do not need Spark do not pay for a JVM)."""
         if self._session is None:
-            from pyspark import SparkContext
+            from fink_pipeline.spark import open_spark_session
 
-            from fink_pipeline.spark import build_spark_session
-
-            # A session already running in this process (tests, notebooks) is borrowed, not owned.
-            self._owned = SparkContext._active_spark_context is None
-            self._session = build_spark_session(self.master, self.app_name, self.conf)
+            self._session, self._owned = open_spark_session(self.master, self.app_name, self.conf)
         return self._session
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -85,9 +68,9 @@ class KafkaResource(dg.ConfigurableResource):
     sasl_mechanism: str = Field(default="PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
     sasl_username: str | None = None
     sasl_password: str | None = Field(default=None, description="Give it as an EnvVar, never as a value")
-    partitions: int = Field(default=10, description="Partitions of a transfer topic (fink-client assumes 10)")
-    retention_ms: int = Field(default=7 * 24 * 3600 * 1000, description="Retention of transfer topics")
-    compression: str = Field(default="lz4", description="Producer and topic compression")
+    partitions: int = Field(default=DEFAULT_PARTITIONS, description="Partitions of a transfer topic (fink-client assumes 10)")
+    retention_ms: int = Field(default=DEFAULT_RETENTION_MS, description="Retention of transfer topics (7 days)")
+    compression: str = Field(default=DEFAULT_COMPRESSION, description="Producer and topic compression")
 
     def bootstrap(self) -> str | None:
         """The configured servers, else the managed embedded broker's address, else None."""
@@ -179,70 +162,50 @@ class StandingRequestsResource(dg.ConfigurableResource):
         return StandingStore(self.root or paths.state_dir() / "standing")
 
 
-def _json_env(name: str) -> dict[str, str]:
-    """A JSON object from environment variable `name` (empty when unset); clear error otherwise."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise ValueError(f"{name} is not valid JSON ({exc}); give an object like {{\"key\": \"value\"}}") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{name} must be a JSON object, got {type(value).__name__}")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _int_env(name: str, default: int) -> int:
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"{name}={text!r} is not an integer") from None
-
-
-def _optional_env(name: str) -> str | None:
-    return os.environ.get(name) or None
-
-
 def local_resources() -> dict[str, Any]:
     """Embedded defaults: everything on this machine (a variable may still point elsewhere)."""
+    env = DeploymentSettings.load()
     return {
-        "spark": SparkResource(master=os.environ.get("FINK_SPARK_MASTER", "local[*]")),
-        "kafka": KafkaResource(bootstrap_servers=_optional_env("FINK_KAFKA_BOOTSTRAP_SERVERS")),
-        "archive": ArchiveResource(root=_optional_env("FINK_ARCHIVE_ROOT")),
-        "tables": TableResource(root=_optional_env("FINK_TABLE_ROOT")),
-        "requests": RequestStoreResource(root=_optional_env("FINK_REQUEST_ROOT")),
-        "standing": StandingRequestsResource(root=_optional_env("FINK_STANDING_ROOT")),
+        "spark": SparkResource(master=env.spark_master or LOCAL_MASTER),
+        "kafka": KafkaResource(bootstrap_servers=KafkaEnvSettings.load().bootstrap_servers),
+        "archive": ArchiveResource(root=env.archive_root),
+        "tables": TableResource(root=env.table_root),
+        "requests": RequestStoreResource(root=env.request_root),
+        "standing": StandingRequestsResource(root=env.standing_root),
     }
 
 
 def production_resources() -> dict[str, Any]:
     """Real services, configured from the environment (see PRODUCTION_ENV and docker/compose.yaml).
 
-    Required variables are passed as `dg.EnvVar` (resolved when a run starts: a missing one
-    fails the run naming it); the SASL password is only ever an `EnvVar`.
+    The variables `required in production` (REQUIRED_PRODUCTION_ENV) are passed as `dg.EnvVar`
+    (resolved when a run starts: a missing one fails the run naming it); the SASL password is
+    only ever an `EnvVar`. The others are read and checked here (`DeploymentSettings`,
+    `KafkaEnvSettings`): a bad value stops the code location loading, naming its variable.
     """
-    password = dg.EnvVar("FINK_KAFKA_SASL_PASSWORD") if os.environ.get("FINK_KAFKA_SASL_PASSWORD") else None
+    env, kafka = DeploymentSettings.load(), KafkaEnvSettings.load()
+
+    def required(settings: type[EnvSettings], field: str) -> dg.EnvVar:
+        return dg.EnvVar(settings.env_name(field))
+
+    password = required(KafkaEnvSettings, "sasl_password") if kafka.sasl_password is not None else None
     return {
-        "spark": SparkResource(master=dg.EnvVar("FINK_SPARK_MASTER"), conf=_json_env("FINK_SPARK_CONF")),
+        "spark": SparkResource(master=required(DeploymentSettings, "spark_master"), conf=dict(env.spark_conf)),
         "kafka": KafkaResource(
-            bootstrap_servers=dg.EnvVar("FINK_KAFKA_BOOTSTRAP_SERVERS"),
-            security_protocol=os.environ.get("FINK_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT"),
-            sasl_mechanism=os.environ.get("FINK_KAFKA_SASL_MECHANISM", "PLAIN"),
-            sasl_username=_optional_env("FINK_KAFKA_SASL_USERNAME"),
+            bootstrap_servers=required(KafkaEnvSettings, "bootstrap_servers"),
+            security_protocol=kafka.security_protocol or "PLAINTEXT",
+            sasl_mechanism=kafka.sasl_mechanism or "PLAIN",
+            sasl_username=kafka.sasl_username,
             sasl_password=password,
-            partitions=_int_env("FINK_KAFKA_PARTITIONS", 10),
-            retention_ms=_int_env("FINK_KAFKA_RETENTION_MS", 7 * 24 * 3600 * 1000),
+            partitions=kafka.partitions,
+            retention_ms=kafka.retention_ms,
         ),
-        "archive": ArchiveResource(root=dg.EnvVar("FINK_ARCHIVE_ROOT"),
-                                   storage_options=_json_env("FINK_ARCHIVE_STORAGE_OPTIONS")),
-        "tables": TableResource(root=dg.EnvVar("FINK_TABLE_ROOT"),
-                                storage_options=_json_env("FINK_TABLE_STORAGE_OPTIONS")),
-        "requests": RequestStoreResource(root=dg.EnvVar("FINK_REQUEST_ROOT")),
-        "standing": StandingRequestsResource(root=dg.EnvVar("FINK_STANDING_ROOT")),
+        "archive": ArchiveResource(root=required(DeploymentSettings, "archive_root"),
+                                   storage_options=dict(env.archive_storage_options)),
+        "tables": TableResource(root=required(DeploymentSettings, "table_root"),
+                                storage_options=dict(env.table_storage_options)),
+        "requests": RequestStoreResource(root=required(DeploymentSettings, "request_root")),
+        "standing": StandingRequestsResource(root=required(DeploymentSettings, "standing_root")),
     }
 
 
@@ -251,7 +214,7 @@ RESOURCES_BY_DEPLOYMENT = {"local": local_resources, "production": production_re
 
 def resources_for(deployment: str | None = None) -> dict[str, Any]:
     """Resources of `deployment` (default: $FINK_DEPLOYMENT, else local)."""
-    name = deployment or os.environ.get(DEPLOYMENT_ENV, "local")
+    name = deployment or DeploymentSettings.load().deployment
     if name not in RESOURCES_BY_DEPLOYMENT:
         raise ValueError(f"{DEPLOYMENT_ENV}={name!r}: choose one of {', '.join(RESOURCES_BY_DEPLOYMENT)}")
     return RESOURCES_BY_DEPLOYMENT[name]()
