@@ -407,6 +407,9 @@ class _SparkPartitionPublisher:
         self.class_night: dict[str, dict[str, int]] = {}
         self.produced = 0
         self.payload_bytes = 0
+        # when this attempt last saw its producer hold no message: every message still
+        # outstanding at a failure was produced later (a cheap bound on their age)
+        self.drained_at = time.monotonic()
 
     @property
     def already_published(self) -> int:
@@ -453,6 +456,8 @@ class _SparkPartitionPublisher:
     def produce(self, values: pa.LargeBinaryArray, ids: np.ndarray, parts: np.ndarray, limit: int | None) -> None:
         """Queue the encoded rows (`ids`, `parts` of the same rows), holding back the last row
         of each partition until the next batch or the end; at most `limit` rows (test hook)."""
+        if not len(self.producer):  # one C call per batch
+            self.drained_at = time.monotonic()
         value_list = values.to_pylist()
         key_list = pc.cast(pa.array(ids, pa.int64()), pa.string()).to_pylist()  # C, not str() per row
         part_list = parts.tolist()
@@ -569,6 +574,7 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
     if spark_partition in options.fail_spark_partitions:
         limit = options.fail_spark_partitions_after
     producer = _worker_producer(config)
+    publisher = None
     try:
         publisher = _SparkPartitionPublisher(config, spark_partition, attempt, producer)
         summary["already_published"] = publisher.already_published
@@ -606,7 +612,7 @@ def _publish_task(batches: Iterator[pa.RecordBatch], config: _TaskConfig) -> Ite
     except BaseException as exc:
         # Nothing of this attempt may land after its retry has read the partitions back, and
         # Spark schedules the retry only once this attempt has reported its failure.
-        _retire_worker_producer(started, exc)
+        _retire_worker_producer(publisher.drained_at if publisher is not None else started, exc)
         raise
     if attempt == 0 and options.fail_first_attempt_after_commit:
         raise RuntimeError(f"injected failure in Spark partition {spark_partition} after its commit")
@@ -669,7 +675,7 @@ class UnsettledAttempt(RuntimeError):
     """A failed publishing attempt could not make sure that none of its messages lands later."""
 
 
-def _retire_worker_producer(started: float, failure: BaseException) -> None:
+def _retire_worker_producer(drained_at: float, failure: BaseException) -> None:
     """After a failed attempt: settle every message it handed to its producer, then destroy it.
 
     Nothing is purged: a purged in-flight message is only forgotten by the producer, its
@@ -679,7 +685,8 @@ def _retire_worker_producer(started: float, failure: BaseException) -> None:
     or has failed. Only then is the producer destroyed and the failure reported, so the retry
     (which Spark schedules after the report) reads back everything this attempt wrote. A
     failure can only be trusted as "not written" if no message can have hit the message
-    timeout (an unknown fate): past that, raise `UnsettledAttempt` saying so.
+    timeout (an unknown fate): the oldest outstanding message was produced after `drained_at`
+    (when the producer was last seen empty); past that bound, raise `UnsettledAttempt`.
     """
     global _WORKER_PRODUCER
     cached, _WORKER_PRODUCER = _WORKER_PRODUCER, None
@@ -692,13 +699,13 @@ def _retire_worker_producer(started: float, failure: BaseException) -> None:
         producer.flush(1)
     producer.close()
     del producer
-    settled_after = time.monotonic() - started
-    if remaining or settled_after >= _FLUSH_TIMEOUT_S:
+    oldest = time.monotonic() - drained_at
+    if remaining or oldest >= _FLUSH_TIMEOUT_S:
         raise UnsettledAttempt(
             f"the failed publishing attempt could not settle its messages ({remaining} still "
-            f"outstanding after {settled_after:.0f} s; messages older than the {_FLUSH_TIMEOUT_S:.0f} s "
-            "message timeout have an unknown fate): some may still land; check the topic before "
-            f"re-running (attempt failed with {type(failure).__name__}: {failure})"
+            f"outstanding; some were up to {oldest:.0f} s old, and those older than the "
+            f"{_FLUSH_TIMEOUT_S:.0f} s message timeout have an unknown fate): some may still land; "
+            f"check the topic before re-running (attempt failed with {type(failure).__name__}: {failure})"
         ) from failure
 
 
