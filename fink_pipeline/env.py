@@ -6,6 +6,9 @@ field's description. The classes:
 
 * `fink_pipeline.kafka.settings.KafkaEnvSettings` (`FINK_KAFKA_*`): the Kafka connection and the
   layout of transfer topics;
+* `fink_pipeline.kafka.settings.ClientEnvSettings` (`FINK_CLIENT_HOME`): the folder of the
+  fink-client credentials files;
+* `fink_pipeline.paths.StateSettings` (`FINK_PIPELINE_HOME`): the local state folder;
 * `fink_pipeline.orchestration.settings.DeploymentSettings` (`FINK_*`): the deployment, Spark, the
   archive, the tables and the request folders of the Dagster resources.
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, Self
 
-from pydantic import ValidationError
+from pydantic import ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["EnvSettings", "EnvSettingsError", "JsonObject", "parse_json_object"]
@@ -50,12 +53,20 @@ JsonObject = Annotated[dict[str, str], NoDecode]
 
 
 class EnvSettings(BaseSettings):
-    """Base of the settings classes: empty variables count as unset, unknown ones are ignored,
+    """Base of the settings classes: empty or blank variables count as unset, unknown ones are ignored,
     values are frozen and never echoed by validation errors."""
 
     model_config = SettingsConfigDict(
         env_ignore_empty=True, extra="ignore", frozen=True, hide_input_in_errors=True
     )
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_unset(cls, data: Any) -> Any:
+        # env_ignore_empty drops "", this drops "  " too (a variable set to blanks is unset)
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        return data
+
     @classmethod
     def env_name(cls, field: str) -> str:
         """The environment variable of `field`."""

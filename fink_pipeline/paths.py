@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-HOME_ENV = "FINK_PIPELINE_HOME"
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from fink_pipeline.env import EnvSettings
+
+
+class StateSettings(EnvSettings):
+    """Where the local state lives, `FINK_PIPELINE_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="FINK_PIPELINE_")
+
+    home: Path | None = Field(
+        default=None, description="the local state folder (broker, archive, tables, requests); default <cwd>/.fink_pipeline"
+    )
+
+
+HOME_ENV = StateSettings.env_name("home")
 
 
 def state_dir() -> Path:
     """The local state folder: `$FINK_PIPELINE_HOME`, else `<cwd>/.fink_pipeline` (created)."""
-    value = os.environ.get(HOME_ENV, "").strip()
-    path = Path(value).expanduser() if value else Path.cwd() / ".fink_pipeline"
+    home = StateSettings.load().home
+    path = home.expanduser() if home else Path.cwd() / ".fink_pipeline"
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
 

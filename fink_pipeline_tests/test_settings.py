@@ -175,3 +175,17 @@ def test_a_running_session_is_borrowed_not_owned(spark):
 
     session, owned = open_spark_session("local[2]", "borrower")
     assert session.sparkContext is spark.sparkContext and owned is False
+
+
+def test_state_and_client_homes(monkeypatch, tmp_path):
+    from pathlib import Path
+
+    from fink_pipeline import paths
+    from fink_pipeline.kafka.settings import credentials_path
+
+    monkeypatch.setenv("FINK_PIPELINE_HOME", str(tmp_path / "state"))
+    assert paths.state_dir() == (tmp_path / "state").resolve() and (tmp_path / "state").is_dir()
+    monkeypatch.setenv("FINK_CLIENT_HOME", "   ")  # blank: unset
+    assert credentials_path("ztf") == Path.home() / ".finkclient" / "ztf_credentials.yml"
+    monkeypatch.setenv("FINK_CLIENT_HOME", str(tmp_path / "client"))
+    assert credentials_path("lsst") == tmp_path / "client" / "lsst_credentials.yml"

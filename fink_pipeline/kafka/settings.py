@@ -27,7 +27,6 @@ from fink_pipeline.kafka.defaults import DEFAULT_PARTITIONS, DEFAULT_RETENTION_M
 SecurityProtocol = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
-CLIENT_HOME_ENV = "FINK_CLIENT_HOME"
 # Mechanism fink-client uses whenever a password is registered.
 FINK_CLIENT_SASL_MECHANISM: SaslMechanism = "SCRAM-SHA-512"
 
@@ -333,12 +332,25 @@ class KafkaEnvSettings(EnvSettings):
 # the fink-client credentials file
 
 
+class ClientEnvSettings(EnvSettings):
+    """Where fink-client credentials files live, `FINK_CLIENT_<FIELD>` (as fink-client reads it)."""
+
+    model_config = SettingsConfigDict(env_prefix="FINK_CLIENT_")
+
+    home: Path | None = Field(
+        default=None, description="folder of the <survey>_credentials.yml files; default ~/.finkclient"
+    )
+
+
+CLIENT_HOME_ENV = ClientEnvSettings.env_name("home")
+
+
 def credentials_path(survey: str = "ztf") -> Path:
     """`$FINK_CLIENT_HOME/<survey>_credentials.yml`, default home `~/.finkclient`."""
     if not re.fullmatch(r"[a-z0-9_]+", survey):
         raise ValueError(f"survey name {survey!r} must be lower-case letters, digits or _")
-    home = os.environ.get(CLIENT_HOME_ENV, "").strip()
-    root = Path(home).expanduser() if home else Path.home() / ".finkclient"
+    home = ClientEnvSettings.load().home
+    root = home.expanduser() if home else Path.home() / ".finkclient"
     return root / f"{survey}_credentials.yml"
 
 
