@@ -22,12 +22,12 @@ from fink_pipeline.env import EnvSettings
 from fink_pipeline.kafka.defaults import DEFAULT_COMPRESSION, DEFAULT_PARTITIONS, DEFAULT_RETENTION_MS
 from fink_pipeline.kafka.publish import PublishOptions
 from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
-from fink_pipeline.spark import LOCAL_MASTER
 from fink_pipeline.orchestration.settings import (  # noqa: F401 (PRODUCTION_ENV: documented here)
     PRODUCTION_ENV,
     REQUIRED_PRODUCTION_ENV,
     DeploymentSettings,
 )
+from fink_pipeline.spark import LOCAL_MASTER
 from fink_pipeline.transfer.standing import StandingStore
 from fink_pipeline.transfer.store import RequestStore
 

@@ -10,7 +10,7 @@ the code location loads without them and a run that needs one fails naming it.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -19,7 +19,6 @@ from fink_pipeline.env import EnvSettings, JsonObject
 from fink_pipeline.kafka.settings import KafkaEnvSettings
 from fink_pipeline.spark import LOCAL_MASTER
 
-Deployment = Literal["local", "production"]
 DEPLOYMENTS: tuple[str, ...] = ("local", "production")
 REQUIRED_IN_PRODUCTION = "required in production"
 
@@ -76,11 +75,6 @@ class DeploymentSettings(EnvSettings):
         if value not in DEPLOYMENTS:
             raise ValueError(f"{cls.env_name('deployment')}={value!r}: choose one of {', '.join(DEPLOYMENTS)}")
         return value
-
-    @classmethod
-    def required_in_production(cls) -> list[str]:
-        """The fields production takes as `dg.EnvVar` (a run fails when one is unset)."""
-        return [name for name, info in cls.model_fields.items() if REQUIRED_IN_PRODUCTION in (info.description or "")]
 
 
 # What production reads: every variable of both classes but FINK_DEPLOYMENT itself and the
