@@ -40,7 +40,7 @@ def run_transfer(
             partition_key=request.topic,
             instance=instance,
             resources={
-                "spark": SparkResource(master="local[*]"),
+                "spark": SparkResource(),  # local Spark (fink_pipeline.spark.LOCAL_MASTER)
                 "kafka": KafkaResource(bootstrap_servers=bootstrap),
                 "archive": ArchiveResource(root=archive_root),
                 "tables": TableResource(root=table_root),
