@@ -224,6 +224,7 @@ def consume_topic(
     commit_group_offsets: bool = True,
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     log: logging.Logger | None = None,
+    replace_other_publication: bool = False,
 ) -> ConsumeReport:
     """Consume `topic` (all or the given partitions) into `sink`, exactly once, until done.
 
@@ -231,6 +232,10 @@ def consume_topic(
     or the job failed (report.state == "failed"), or `limit` messages were read, or -- only for
     topics without a status -- nothing arrived for `max_timeout` seconds. `progress` is called
     after each committed batch with the number of messages and the latest status.
+
+    A sink holding another publication raises PublicationMismatch, unless
+    `replace_other_publication` (a Delta table owned by the caller alone): its rows are then
+    deleted and the table restarts with the topic's current publication.
     """
     from confluent_kafka import TopicPartition
 
@@ -244,7 +249,14 @@ def consume_topic(
     status = read_publication_status(settings, topic, wait_s=max_timeout)
     publication = publication_of(status)
     sink.prepare(arrow_schema_for_avro(avro_schema))
-    sink.claim(publication)  # the table's offsets are this publication's, whatever the group id
+    if replace_other_publication:
+        held = sink.held_publication()
+        if held is not None and held != publication:
+            log.warning(f"{sink.location} holds another publication of {held.topic} (id {held.publication_id}); "
+                        f"the topic was published again (id {publication.publication_id}): restarting the table")
+        sink.claim(publication, replace_other=True)
+    else:
+        sink.claim(publication)  # the table's offsets are this publication's, whatever the group id
     next_offsets = sink.resume_offsets(partitions)
     last_status_read = time.monotonic()
 

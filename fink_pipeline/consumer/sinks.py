@@ -142,9 +142,13 @@ class Sink(Protocol):
     def prepare(self, schema: pa.Schema) -> None:
         """Create the table for rows of `schema` (before partitioning) if it does not exist."""
 
-    def claim(self, publication: Publication) -> None:
+    def held_publication(self) -> Publication | None:
+        """The publication recorded in the output (None when none is)."""
+
+    def claim(self, publication: Publication, replace_other: bool = False) -> None:
         """Bind the sink to `publication`: record it in an output that holds nothing yet,
-        raise PublicationMismatch when the output holds another one."""
+        raise PublicationMismatch when the output holds another one (or, with
+        `replace_other`, where supported, empty the output first)."""
 
     def resume_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         """Next offset to read per Kafka partition, as committed in the table."""
@@ -293,11 +297,15 @@ class DeltaSink:
         table = self._load()
         return None if table is None else Publication.from_json(table.metadata().description)
 
-    def claim(self, publication: Publication) -> None:
-        """Record `publication` in a table holding no rows yet; refuse a table holding another.
+    def claim(self, publication: Publication, replace_other: bool = False) -> None:
+        """Record `publication` in a table holding no rows yet; refuse a table holding another,
+        or with `replace_other` (a table the caller owns entirely, such as the pipeline's)
+        delete its rows first: the table restarts cleanly with this publication.
 
         A table without rows may change hands: its offsets are keyed on the publication, so
         offsets of another one (all its messages undecodable) are never read as this one's.
+        A crash between the delete and the new record leaves an empty table: claimed again
+        on the next run.
         """
         table = self._load()
         if table is None:
@@ -305,7 +313,9 @@ class DeltaSink:
         held = Publication.from_json(table.metadata().description)
         if held != publication:
             if table.file_uris():
-                raise publication_mismatch(self.uri, held, publication)
+                if not replace_other:
+                    raise publication_mismatch(self.uri, held, publication)
+                table.delete()  # one commit removing every row of the other publication
             table.alter.set_table_description(publication.to_json())
         self.publication = publication
 
@@ -446,9 +456,11 @@ class ParquetSink:
         path = self._markers() / PUBLICATION_FILE
         return Publication.from_json(path.read_text()) if path.exists() else None
 
-    def claim(self, publication: Publication) -> None:
+    def claim(self, publication: Publication, replace_other: bool = False) -> None:
         """Record `publication` in a folder without committed batches; refuse a folder that
         holds another one (the batch markers' offsets would be read as this one's)."""
+        if replace_other:
+            raise ValueError("a Parquet folder is never replaced in place: download into a new folder")
         self._markers().mkdir(parents=True, exist_ok=True)
         manifest = self._markers() / PUBLICATION_FILE
         for _ in range(2):  # a second pass only when another process recorded one meanwhile

@@ -14,7 +14,7 @@ import dagster as dg
 from fink_pipeline import paths
 from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.consumer.core import consume_topic
-from fink_pipeline.consumer.sinks import DeltaSink, Partitioning, PublicationMismatch, delta_table_counts
+from fink_pipeline.consumer.sinks import DeltaSink, Partitioning, delta_table_counts
 from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.kafka.status import read_status
 from fink_pipeline.orchestration.constants import OWNERS, TRANSFER_GROUP
@@ -256,13 +256,11 @@ def alert_table(
     partitioning = Partitioning(survey.default_partitionby, survey.time_column, survey.time_scale)
     sink = DeltaSink(uri, partitioning, storage_options=tables.options())
     with _transient(context, f"consuming {request.topic}", settings.bootstrap_servers):
-        try:
-            report = consume_topic(settings, request.topic, sink, group_id=TABLE_GROUP_ID, log=context.log,
-                                   quarantine_dir=f"{tables.uri.rstrip('/')}/_quarantine")
-        except PublicationMismatch as exc:
-            # the table holds an earlier publication of the topic: retrying cannot help
-            raise dg.Failure(description=f"{exc}. In Dagster: delete {uri} and materialize alert_table again.",
-                             allow_retries=False) from None
+        # The table is the pipeline's alone: when the topic was published again (the broker lost
+        # it and alert_topic republished), the table restarts with the new publication.
+        report = consume_topic(settings, request.topic, sink, group_id=TABLE_GROUP_ID, log=context.log,
+                               quarantine_dir=f"{tables.uri.rstrip('/')}/_quarantine",
+                               replace_other_publication=True)
         published = read_status(settings, request.topic).total
     context.log.info(f"{report.consumed} alerts appended to {uri} in {report.seconds:.1f} s")
     if report.consumed == 0 and not report.complete and published is None:
