@@ -104,7 +104,8 @@ def main() -> None:
     from fink_pipeline.spark import build_spark_session
     from fink_pipeline.surveys import get_survey
     from fink_pipeline.surveys.base import JD_UNIX_EPOCH
-    from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
+    from fink_pipeline.transfer.plan import plan_transfer
+    from fink_pipeline.transfer.select import build_transfer_dataframe
     from fink_pipeline.transfer.metrics import footer_input_bytes
     from fink_pipeline.transfer.request import TransferRequest
 

@@ -64,7 +64,7 @@ def ensure_archive(alerts: int) -> tuple[Path, float | None]:
 
 def light_plan(root: Path):
     from fink_pipeline.archive.layout import list_nights
-    from fink_pipeline.transfer.job import plan_transfer
+    from fink_pipeline.transfer.plan import plan_transfer
     from fink_pipeline.transfer.request import TransferRequest
 
     request = TransferRequest(survey="ztf", start=NIGHT.isoformat(), stop=NIGHT.isoformat(), content="light")
@@ -73,7 +73,7 @@ def light_plan(root: Path):
 
 def light_dataframe(spark, root: Path):
     """The light packet projected by Spark (what the raw produce loop sends)."""
-    from fink_pipeline.transfer.job import build_transfer_dataframe
+    from fink_pipeline.transfer.select import build_transfer_dataframe
 
     return build_transfer_dataframe(spark, light_plan(root))
 
@@ -158,7 +158,7 @@ def main() -> int:
     from fink_pipeline.kafka.settings import KafkaSettings
     from fink_pipeline.spark import build_spark_session
     from fink_pipeline.surveys.base import JD_UNIX_EPOCH
-    from fink_pipeline.transfer.job import build_publication
+    from fink_pipeline.transfer.select import build_publication
 
     root, generated = ensure_archive(args.alerts)
     conf = dict(DEFAULT_CONF)

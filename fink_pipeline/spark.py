@@ -7,6 +7,7 @@ import sys
 from typing import TYPE_CHECKING, Mapping
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import SparkSession
 
 LOCAL_MASTER = "local[*]"  # the embedded stack's master: every core of this machine
@@ -88,3 +89,11 @@ def build_spark_session(
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel(settings.get("spark.log.level", "WARN"))
     return session
+
+
+def spark_to_arrow_schema(df) -> "pa.Schema":
+    """The Arrow schema of the batches `mapInArrow` hands to Python tasks for `df`."""
+    from pyspark.sql.pandas.types import to_arrow_schema
+
+    # nested timestamps (Rubin's diaSource.time_processed) stay timestamps, in the session's zone
+    return to_arrow_schema(df.schema, timezone=df.sparkSession.conf.get("spark.sql.session.timeZone"))

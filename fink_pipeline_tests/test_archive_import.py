@@ -3,7 +3,7 @@
 Expected contents are computed straight from the source files (fastavro / pyarrow, not the
 importer's code): one row per distinct alert id, first occurrence wins, night = UTC date of the
 survey's time column. Every imported night is read back with pyarrow.dataset and with Spark
-(`transfer.job.read_nights`, the unified schema given explicitly).
+(`transfer.select.read_nights`, the unified schema given explicitly).
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ def read_archive(root: str, survey, columns=None) -> pa.Table:
 
 def spark_read(spark, root: str, survey, nights):
     """The selected nights through the transfer job's reader (explicit unified schema)."""
-    from fink_pipeline.transfer.job import read_nights
+    from fink_pipeline.transfer.select import read_nights
 
     plan = SimpleNamespace(survey=survey, archive_root=root, night_paths=[night_dir(root, survey.name, n) for n in nights])
     return read_nights(spark, plan)

@@ -27,7 +27,8 @@ from fink_pipeline.kafka.publish import PublishOptions, publish_dataframe
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH
 from fink_pipeline.transfer.arrow_content import spark_timestamp_strings
-from fink_pipeline.transfer.job import build_publication, build_transfer_dataframe, plan_transfer
+from fink_pipeline.transfer.plan import plan_transfer
+from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe
 from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 from fink_pipeline_tests.test_publish import new_topic, read_topic, schema_from_topic

@@ -37,10 +37,10 @@ from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.cli.main import main as fink_pipeline_main
 from fink_pipeline.kafka.settings import CredentialsError, KafkaSettings
 from fink_pipeline.surveys import get_survey
-from fink_pipeline.transfer import conditions as conditions_module
+from fink_pipeline.transfer.conditions import validator as conditions_validator
 from fink_pipeline.transfer.conditions import MAX_CONDITION_LENGTH, ConditionError
 from fink_pipeline.transfer.content import ContentError
-from fink_pipeline.transfer.job import NoDataError, plan_transfer
+from fink_pipeline.transfer.plan import NoDataError, plan_transfer
 from fink_pipeline.transfer.request import (
     MAX_CLASSES,
     MAX_CONDITIONS,
@@ -298,13 +298,13 @@ def test_invalid_flags_refused_before_anything_runs(flags, error, message, archi
 def conditions_parsed(monkeypatch) -> list[str]:
     """Every condition the allow-list parses (an oversized request must be refused before any)."""
     parsed: list[str] = []
-    original = conditions_module.validate_condition
+    original = conditions_validator.validate_condition
 
     def counting(condition, *args, **kwargs):
         parsed.append(condition[:40])
         return original(condition, *args, **kwargs)
 
-    monkeypatch.setattr(conditions_module, "validate_condition", counting)
+    monkeypatch.setattr(conditions_validator, "validate_condition", counting)  # where validate_conditions calls it
     return parsed
 
 

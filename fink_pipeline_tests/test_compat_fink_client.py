@@ -38,7 +38,8 @@ from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.kafka.settings import read_credentials_file
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH
-from fink_pipeline.transfer.job import build_publication, build_transfer_dataframe, plan_transfer
+from fink_pipeline.transfer.plan import plan_transfer
+from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe
 from fink_pipeline.transfer.request import TransferRequest
 
 pytestmark = [pytest.mark.compat, pytest.mark.spark, pytest.mark.kafka]

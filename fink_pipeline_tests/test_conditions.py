@@ -16,9 +16,11 @@ from typing import Any, Callable
 import pyarrow as pa
 import pytest
 
+from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import flatten_schema
 from fink_pipeline.surveys.ztf.schema import ARCHIVE_SCHEMA, CANDIDATE, LC_FEATURES, PRV_CANDIDATE
-from fink_pipeline.transfer import conditions as conditions_module
+from fink_pipeline.transfer.conditions import limits as limits_module
+from fink_pipeline.transfer.conditions import validator as validator_module
 from fink_pipeline.transfer.conditions import (
     MAX_CONDITION_LENGTH,
     MAX_CONDITIONS,
@@ -41,6 +43,8 @@ FIELDS: dict[str, pa.DataType] = {
     "month": pa.int32(),
     "day": pa.int32(),
 }
+# The keys of its map columns (mangrove): a map key outside them is refused.
+MAP_KEYS = get_survey("ztf").map_keys
 
 Row = dict[str, Any]
 
@@ -176,7 +180,7 @@ ACCEPTED: list[Case] = [
 
 
 def _validate_one(text: str) -> ValidatedCondition:
-    validated = validate_conditions(text, FIELDS)
+    validated = validate_conditions(text, FIELDS, map_keys=MAP_KEYS)
     assert len(validated) == 1, validated
     return validated[0]
 
@@ -192,7 +196,7 @@ def test_accepted_conditions(case: Case) -> None:
     # Every reported field is a key of `fields` (the Spark job prunes columns with them).
     assert set(validated.fields) <= set(FIELDS)
     # The regenerated SQL is itself a valid, stable condition.
-    again = validate_condition(validated.spark_sql, FIELDS)
+    again = validate_condition(validated.spark_sql, FIELDS, map_keys=MAP_KEYS)
     assert again.spark_sql == validated.spark_sql
 
 
@@ -307,7 +311,7 @@ REJECTED = [
 @pytest.mark.parametrize(("condition", "token", "suggestion"), REJECTED, ids=[r[0][:60] for r in REJECTED])
 def test_rejected_conditions(condition: str, token: str, suggestion: str | None) -> None:
     with pytest.raises(ConditionError) as info:
-        validate_condition(condition, FIELDS)
+        validate_condition(condition, FIELDS, map_keys=MAP_KEYS)
     error = info.value
     assert isinstance(error, ValueError)
     assert error.condition == condition.strip()
@@ -352,6 +356,21 @@ def test_split_on_semicolons_and_newlines_but_not_inside_quotes() -> None:
     assert split_conditions("  ;\n ; ") == []
 
 
+def test_split_follows_spark_quoting_and_stops_at_an_unterminated_quote() -> None:
+    # A prefixed literal is quoted like any other (an invalid hex one too); a backslash escapes the
+    # quote of a raw string as in Spark's lexer; SHOW does not swallow the next line.
+    assert split_conditions("cdsxmatch = X'zz;'\nroid = 3;r'a\\' ; b' = cdsxmatch\nSHOW x\nroid = 4") == [
+        "cdsxmatch = X'zz;'", "roid = 3", "r'a\\' ; b' = cdsxmatch", "SHOW x", "roid = 4",
+    ]
+    # Nothing is split after a quote that is never closed; the validator reports where it opens.
+    text = "candidate.magpsf > 1;\nfinkclass = 'open; still\nopen"
+    assert split_conditions(text) == ["candidate.magpsf > 1", "finkclass = 'open; still\nopen"]
+    with pytest.raises(ConditionError) as info:
+        validate_conditions(text, FIELDS)
+    assert info.value.condition == "finkclass = 'open; still\nopen" and info.value.position == 12
+    assert info.value.problem == "unterminated quote ' at column 13"
+
+
 def test_validate_textarea_with_the_portal_examples() -> None:
     textarea = (
         "candidate.magpsf > 19.5;\n"
@@ -389,14 +408,16 @@ def test_limits_are_inclusive() -> None:
 def parse_calls(monkeypatch) -> dict[str, int]:
     """Counts the conditions validated and the textareas split (an oversized request: none)."""
     calls = {"validate_condition": 0, "split_conditions": 0}
-    for name in calls:
-        original = getattr(conditions_module, name)
+    # Each is patched where it is called: validate_conditions calls validate_condition, the size
+    # check calls split_conditions.
+    for module, name in ((validator_module, "validate_condition"), (limits_module, "split_conditions")):
+        original = getattr(module, name)
 
         def counting(*args, _original=original, _name=name, **kwargs):
             calls[_name] += 1
             return _original(*args, **kwargs)
 
-        monkeypatch.setattr(conditions_module, name, counting)
+        monkeypatch.setattr(module, name, counting)
     return calls
 
 
@@ -441,8 +462,9 @@ def test_conditions_size_error_survives_pickling() -> None:
     assert type(copy) is ConditionsSizeError and str(copy) == str(info.value) and copy.problem == info.value.problem
 
 
-def test_map_keys_can_be_unconstrained_and_results_are_frozen() -> None:
-    validated = validate_condition("mangrove.anything = 'x'", FIELDS, map_keys={})
+def test_map_keys_are_unconstrained_by_default_and_results_are_frozen() -> None:
+    validated = validate_condition("mangrove.anything = 'x'", FIELDS)  # no survey's keys given
+    assert validated == validate_condition("mangrove.anything = 'x'", FIELDS, map_keys={})
     assert validated.spark_sql == "mangrove['anything'] = 'x'"
     with pytest.raises(dataclasses.FrozenInstanceError):
         validated.spark_sql = "true"  # type: ignore[misc]

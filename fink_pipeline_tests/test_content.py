@@ -22,7 +22,8 @@ from fink_pipeline.archive.stats import night_files
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.transfer.content import ContentError, avro_safe, resolve_content
 from fink_pipeline.transfer.estimate import estimate_request
-from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
+from fink_pipeline.transfer.plan import plan_transfer
+from fink_pipeline.transfer.select import build_transfer_dataframe
 from fink_pipeline.transfer.request import RequestError, request_from_mapping
 
 ZTF = get_survey("ztf")

@@ -38,7 +38,8 @@ from fink_pipeline.kafka.status import EndRecord, FailedRecord, ProgressRecord, 
 from fink_pipeline.kafka.topics import topic_config, topic_partitions
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH
-from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
+from fink_pipeline.transfer.plan import plan_transfer
+from fink_pipeline.transfer.select import build_transfer_dataframe
 from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 

@@ -20,7 +20,7 @@ from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.layout import list_nights, night_dir
 from fink_pipeline.consumer.sinks import read_delta_table
 from fink_pipeline.surveys import get_survey
-from fink_pipeline.transfer.job import plan_transfer
+from fink_pipeline.transfer.plan import plan_transfer
 from fink_pipeline.transfer.request import RequestError, TransferRequest
 
 LSST_START = dt.date(2026, 6, 1)

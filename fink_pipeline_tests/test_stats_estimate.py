@@ -26,15 +26,11 @@ from fink_pipeline.archive import stats as S
 from fink_pipeline.archive.generate import generate_archive, write_night
 from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.surveys import get_survey
-from fink_pipeline.surveys.ztf.classification import FINK_CLASS_LABELS, prepare_tns_catalog
-from fink_pipeline.transfer.estimate import (
-    Estimate,
-    _size_sample,
-    estimate_request,
-    project_arrow,
-    wilson_interval,
-)
-from fink_pipeline.transfer.job import plan_transfer
+from fink_pipeline.surveys.ztf.classification import FINK_CLASS_LABELS
+from fink_pipeline.surveys.ztf.tns import prepare_tns_catalog
+from fink_pipeline.transfer.estimate import Estimate, estimate_request, wilson_interval
+from fink_pipeline.transfer.plan import plan_transfer
+from fink_pipeline.transfer.sample import project_arrow, size_sample
 from fink_pipeline.transfer.request import request_from_mapping
 from fink_pipeline_tests.test_transfer_job import (
     archive_frame,
@@ -358,7 +354,7 @@ def test_size_estimate_equals_the_published_avro_payload(spark, archive) -> None
     both class columns: the estimate encodes them exactly as the job publishes them."""
     from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
     from fink_pipeline.kafka.publish import spark_to_arrow_schema
-    from fink_pipeline.transfer.job import build_transfer_dataframe
+    from fink_pipeline.transfer.select import build_transfer_dataframe
 
     content = ["candid", "candidate.magpsf", "mangrove.HyperLEDA_name", "prv_candidates", "lc_features_r",
                "timestamp", "finkclass", "tnsclass"]
@@ -372,7 +368,7 @@ def test_size_estimate_equals_the_published_avro_payload(spark, archive) -> None
     estimate = estimate_request(req, archive, size_sample_rows=3_000)
     assert math.isclose(estimate.bytes_per_alert, payload, rel_tol=1e-12)
     # with the same schema as the job's, field for field
-    table, labels = _size_sample(plan, [NIGHTS[0]], 50, 0)
+    table, labels = size_sample(plan, [NIGHTS[0]], 50, 0)
     assert avro_schema_from_arrow(project_arrow(table, plan.content, labels).schema) == published
     # the default sample (300 alerts) is close
     assert math.isclose(estimate_request(req, archive).bytes_per_alert, payload, rel_tol=0.1)

@@ -159,7 +159,7 @@ def test_cli_generate_writes_every_survey(name, tmp_path):
 def test_generated_and_imported_rubin_nights_read_together_with_spark(spark, shared_data, tmp_path):
     """A generated lsst.v10_0 night and imported v7_4 / v9_0 nights, through `read_nights`."""
     from fink_pipeline.archive.importer import import_alerts
-    from fink_pipeline.transfer.job import read_nights
+    from fink_pipeline.transfer.select import read_nights
 
     lsst = get_survey("lsst")
     root = str(tmp_path)
@@ -189,7 +189,7 @@ def test_generated_and_imported_rubin_nights_read_together_with_spark(spark, sha
 def test_generated_elasticc_night_reads_with_spark_and_filters_on_classid(spark, tmp_path):
     from pyspark.sql import functions as F
 
-    from fink_pipeline.transfer.job import read_nights
+    from fink_pipeline.transfer.select import read_nights
 
     survey = get_survey("elasticc")
     report = generate_archive(survey, str(tmp_path), NIGHT, 1, 400)

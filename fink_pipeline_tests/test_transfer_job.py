@@ -36,7 +36,8 @@ from fink_pipeline.archive.stats import night_files, tns_catalog_path, update_st
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.ztf import filters as FL
 from fink_pipeline.surveys.ztf.classification import FINK_CLASS_LABELS, FINKCLASS_INPUT_COLUMNS
-from fink_pipeline.transfer.job import build_transfer_dataframe, plan_transfer
+from fink_pipeline.transfer.plan import plan_transfer
+from fink_pipeline.transfer.select import build_transfer_dataframe
 from fink_pipeline.transfer.request import request_from_mapping
 from fink_pipeline_tests.test_ztf_classification import (
     fink_reference_finkclass,
@@ -529,7 +530,7 @@ def archive_with_cutouts(tmp_path_factory) -> str:
 
 @pytest.mark.spark
 def test_light_packet_reads_less_than_a_tenth_of_full(spark, archive_with_cutouts) -> None:
-    from fink_pipeline.transfer.metrics import footer_input_bytes, job_read_fields, measure_input_bytes
+    from fink_pipeline.transfer.metrics import footer_input_bytes, measure_input_bytes
 
     files = [p for n in (NIGHT1, NIGHT2) for p, _ in night_files(archive_with_cutouts, "ztf", n)]
     measured, footer = {}, {}
@@ -538,7 +539,7 @@ def test_light_packet_reads_less_than_a_tenth_of_full(spark, archive_with_cutout
         metrics = measure_input_bytes(spark, build_transfer_dataframe(spark, plan))
         assert metrics.records_read == 1000
         measured[packet] = metrics.bytes_read
-        footer[packet] = footer_input_bytes(files, job_read_fields(plan)).bytes
+        footer[packet] = footer_input_bytes(files, plan.read_fields()).bytes
     everything = footer_input_bytes(files).bytes
     # full reads every column chunk (plus footers); light much less than a tenth
     assert footer["full"] == everything

@@ -36,8 +36,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from fink_pipeline.surveys.ztf import classes as ZC
 from fink_pipeline.surveys.ztf import classification as C
 from fink_pipeline.surveys.ztf import filters as FL
+from fink_pipeline.surveys.ztf import tns as T
 from fink_pipeline.surveys.ztf.schema import ARCHIVE_SCHEMA
 
 FTRANSFER_AVRO = "ztf/fink/ftransfer_avro/part-3-305711.avro"
@@ -244,10 +246,10 @@ def test_ftransfer_avro_tnsclass_arrow(ftransfer):
     stored = ftransfer.column("tnsclass").to_pylist()
     # the stored fresh cross-match agrees with the `tns` label Fink stored at processing time
     assert stored == [f"(TNS) {t}" if t else "Unknown" for t in ftransfer.column("tns").to_pylist()]
-    out = C.classify_arrow(ftransfer, _catalog_from_alerts(ftransfer))
+    out = ZC.classify_arrow(ftransfer, _catalog_from_alerts(ftransfer))
     assert out["tnsclass"].to_pylist() == stored
     assert out["finkclass"].to_pylist() == ftransfer.column("finkclass").to_pylist()
-    no_catalog = C.classify_arrow(ftransfer)["tnsclass"].to_pylist()
+    no_catalog = ZC.classify_arrow(ftransfer)["tnsclass"].to_pylist()
     assert no_catalog == ["Unknown"] * 31
 
 
@@ -255,7 +257,7 @@ def test_ftransfer_avro_tnsclass_arrow(ftransfer):
 def test_ftransfer_avro_classify_spark(spark, ftransfer):
     """finkclass (Spark column) and tnsclass (Spark cross-match) reproduce the 31 stored values."""
     df = spark.createDataFrame(ftransfer.drop_columns(["finkclass", "tnsclass"]))
-    out = C.classify(df, _catalog_from_alerts(ftransfer))
+    out = ZC.classify(df, _catalog_from_alerts(ftransfer))
     assert out.columns == df.columns + ["finkclass", "tnsclass"]
     got = {r["objectId"]: (r["finkclass"], r["tnsclass"]) for r in out.collect()}
     want = dict(
@@ -440,8 +442,8 @@ def test_module_imports_without_pyspark():
     import sys
 
     code = (
-        "import sys; import fink_pipeline.surveys.ztf.classification, "
-        "fink_pipeline.surveys.ztf.filters; assert 'pyspark' not in sys.modules"
+        "import sys; import fink_pipeline.surveys.ztf.classification, fink_pipeline.surveys.ztf.tns, "
+        "fink_pipeline.surveys.ztf.classes, fink_pipeline.surveys.ztf.filters; assert 'pyspark' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -609,28 +611,28 @@ def tns_cases() -> tuple[pa.Table, pa.Table, list[str]]:
 
 def test_prepare_tns_catalog():
     _, raw, _ = tns_cases()
-    prepared = C.prepare_tns_catalog(raw)
+    prepared = T.prepare_tns_catalog(raw)
     assert prepared.num_rows == raw.num_rows - 1
     types = prepared.column("type").to_pylist()
     assert all(t.startswith("(TNS) ") and not t.startswith("(TNS) (TNS)") for t in types)
     assert prepared.column("_tns_index").to_pylist() == list(range(prepared.num_rows))
-    assert C.prepare_tns_catalog(prepared).column("type").to_pylist() == types  # idempotent
+    assert T.prepare_tns_catalog(prepared).column("type").to_pylist() == types  # idempotent
 
 
 def test_load_tns_catalog(tmp_path):
     _, raw, _ = tns_cases()
     pq.write_table(raw.append_column("name", pa.array(["x"] * raw.num_rows)), tmp_path / "tns.parquet")
-    loaded = C.load_tns_catalog(str(tmp_path / "tns.parquet"))
-    assert loaded.equals(C.prepare_tns_catalog(raw))
+    loaded = T.load_tns_catalog(str(tmp_path / "tns.parquet"))
+    assert loaded.equals(T.prepare_tns_catalog(raw))
 
 
 def test_tnsclass_arrow_cases():
     alerts, cat, want = tns_cases()
     ra, dec = C.arrow_field(alerts, "candidate.ra"), C.arrow_field(alerts, "candidate.dec")
-    assert C.tnsclass_arrow(ra, dec, cat).to_pylist() == want
-    assert C.tnsclass_arrow(ra, dec, None).to_pylist() == ["Unknown"] * len(want)
+    assert T.tnsclass_arrow(ra, dec, cat).to_pylist() == want
+    assert T.tnsclass_arrow(ra, dec, None).to_pylist() == ["Unknown"] * len(want)
     # ties go to the first source of the catalogue: reversing the catalogue flips them
-    flipped = C.tnsclass_arrow(ra, dec, cat.take(list(range(cat.num_rows))[::-1])).to_pylist()
+    flipped = T.tnsclass_arrow(ra, dec, cat.take(list(range(cat.num_rows))[::-1])).to_pylist()
     assert flipped[3] == "(TNS) tie-second" and flipped[9] == "(TNS) SN IIb"
 
 
@@ -638,15 +640,15 @@ def test_tnsclass_arrow_cases():
 def test_tnsclass_spark_cases(spark):
     alerts, cat, want = tns_cases()
     df = spark.createDataFrame(alerts)
-    out = C.with_tnsclass(df, cat)
+    out = T.with_tnsclass(df, cat)
     assert out.columns == df.columns + ["tnsclass"]
     got = {r["objectId"]: r["tnsclass"] for r in out.collect()}
     assert [got[f"a{i}"] for i in range(len(want))] == want
     # a raw Spark catalogue (a null type, unprefixed types, no index column) gives the same answer
-    got2 = {r["objectId"]: r["tnsclass"] for r in C.with_tnsclass(df, spark.createDataFrame(cat)).collect()}
+    got2 = {r["objectId"]: r["tnsclass"] for r in T.with_tnsclass(df, spark.createDataFrame(cat)).collect()}
     assert got2 == got
     # no catalogue: a literal "Unknown", no join
-    prepared, column = C.tnsclass_column(df)
+    prepared, column = T.tnsclass_column(df)
     assert prepared is df
     assert {r[0] for r in df.select(column).collect()} == {"Unknown"}
 
@@ -681,11 +683,11 @@ def random_sky(n_alerts: int, n_cat: int, seed: int = 3) -> tuple[pa.Table, pa.T
 @pytest.mark.spark
 def test_tnsclass_spark_matches_numpy_random(spark):
     alerts, catalog = random_sky(3000, 1200)
-    want = C.tnsclass_arrow(C.arrow_field(alerts, "candidate.ra"), C.arrow_field(alerts, "candidate.dec"), catalog)
+    want = T.tnsclass_arrow(C.arrow_field(alerts, "candidate.ra"), C.arrow_field(alerts, "candidate.dec"), catalog)
     want = want.to_pylist()
     matched = sum(w != "Unknown" for w in want)
     assert 500 < matched < 2900  # both outcomes well represented
-    out = C.with_tnsclass(spark.createDataFrame(alerts), catalog)
+    out = T.with_tnsclass(spark.createDataFrame(alerts), catalog)
     rows = out.collect()
     assert len(rows) == alerts.num_rows  # the join keeps exactly one row per alert
     got = {r["objectId"]: r["tnsclass"] for r in rows}
@@ -694,7 +696,7 @@ def test_tnsclass_spark_matches_numpy_random(spark):
 
 def test_tnsclass_numpy_matches_brute_force():
     alerts, catalog = random_sky(400, 300, seed=5)
-    prepared = C.prepare_tns_catalog(catalog)
+    prepared = T.prepare_tns_catalog(catalog)
     ra = C.arrow_field(alerts, "candidate.ra").to_numpy()
     dec = C.arrow_field(alerts, "candidate.dec").to_numpy()
     c_ra, c_dec = prepared.column("ra").to_numpy(), prepared.column("declination").to_numpy()
@@ -708,7 +710,7 @@ def test_tnsclass_numpy_matches_brute_force():
     best = np.argmin(sep, axis=1)
     types = prepared.column("type").to_pylist()
     want = [types[j] if sep[i, j] < 1.5 * ARCSEC else "Unknown" for i, j in enumerate(best)]
-    assert C.tnsclass_arrow(ra, dec, catalog).to_pylist() == want
+    assert T.tnsclass_arrow(ra, dec, catalog).to_pylist() == want
 
 
 # --------------------------------------------------------------------------------------------

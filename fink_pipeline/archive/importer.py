@@ -12,6 +12,7 @@ Inputs, recognised by their first bytes (not their names):
   `v11_1/lsst.v11_1.alert.avsc`; schema id = major * 100 + minor, as Rubin's registry numbers them).
 
 Directories are walked recursively; hidden and `_`-prefixed entries are ignored, as Spark does.
+Reading the inputs lives in `archive.sources`, conforming them in `archive.conform`.
 
 Schema evolution is explicit. Every input is read with its own (writer) schema, then conformed
 to the survey's one unified archive schema: fields are matched by name at every nesting level,
@@ -46,24 +47,19 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import gzip
-import io
 import os
-import struct
 import time
 import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Sequence
 
-import fastavro
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from fink_pipeline.avro.schema import AVRO_PRIMITIVE_TO_ARROW
 from fink_pipeline.archive.generate import (
     COMPRESSION,
     MAX_FILE_BYTES,
@@ -71,11 +67,18 @@ from fink_pipeline.archive.generate import (
     _move_dir,
     _plain_columns,
 )
+from fink_pipeline.archive.conform import conform_batch, unknown_fields
 from fink_pipeline.archive.layout import SCIENCE, night_dir, night_partition, resolve
+from fink_pipeline.archive.sources import (
+    CHUNK_ROWS,
+    ImportFileError,
+    SchemaRegistry,
+    discover_files,
+    read_source,
+    sniff_format,
+)
 from fink_pipeline.surveys.base import Survey, flatten_schema
 
-#: Records decoded per chunk (Avro) or per Parquet read batch.
-CHUNK_ROWS = 1000
 #: Rows of one night are written as a row group once this many are buffered...
 ROWS_PER_GROUP = 20_000
 #: ... or once they weigh this much (cutouts make rows heavy).
@@ -91,15 +94,6 @@ PARTITION_COLUMNS = ("year", "month", "day")
 STAGING = "_staging"
 EPOCH = dt.date(1970, 1, 1)
 LOCK_FILE = "_import.lock"
-
-_AVRO_MAGIC = b"Obj\x01"
-_GZIP_MAGIC = b"\x1f\x8b"
-_PARQUET_MAGIC = b"PAR1"
-
-
-class ImportFileError(ValueError):
-    """One input file cannot be imported (unknown format, unreadable, incompatible schema)."""
-
 
 # --------------------------------------------------------------------------------------------
 # Report
@@ -210,352 +204,8 @@ class ImportReport:
 
 
 # --------------------------------------------------------------------------------------------
-# Input discovery and reading
+# Alert ids and nights
 # --------------------------------------------------------------------------------------------
-
-
-def discover_files(paths: Iterable[str | os.PathLike]) -> list[tuple[str, bool]]:
-    """Input files as (path, given explicitly): each file as given, each directory walked
-    recursively (sorted).
-
-    Entries whose name starts with `.` or `_` (`_SUCCESS`, `.crc` files, staging folders) are
-    ignored inside directories. Raises FileNotFoundError naming a path that does not exist.
-    """
-    out: list[tuple[str, bool]] = []
-    for raw in paths:
-        path = os.fspath(raw)
-        if os.path.isfile(path):
-            out.append((path, True))
-        elif os.path.isdir(path):
-            for folder, dirs, files in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
-                out.extend((os.path.join(folder, f), False) for f in sorted(files) if not f.startswith((".", "_")))
-        else:
-            raise FileNotFoundError(f"import: no such file or directory {path!r}")
-    return out
-
-
-def sniff_format(path: str) -> str:
-    """`avro`, `avro.gz`, `parquet`, `confluent` or `unknown`, from the file's first bytes."""
-    with open(path, "rb") as fh:
-        head = fh.read(5)
-    if head.startswith(_AVRO_MAGIC):
-        return "avro"
-    if head.startswith(_PARQUET_MAGIC):
-        return "parquet"
-    if head.startswith(_GZIP_MAGIC):
-        with gzip.open(path, "rb") as fh:
-            try:
-                inner = fh.read(4)
-            except (OSError, EOFError):
-                return "unknown"
-        return "avro.gz" if inner == _AVRO_MAGIC else "unknown"
-    if len(head) == 5 and head[0] == 0:
-        return "confluent"
-    return "unknown"
-
-
-class SchemaRegistry:
-    """Avro writer schemas by Confluent schema id, loaded from a folder of `.avsc` files.
-
-    Every `*.alert.avsc` below `folder` is loaded with fastavro (its named sub-schemas are found
-    next to it by full name). The id of a schema in a folder called `vM_m` (Rubin's
-    `lsst-alert-packet` layout) is M * 100 + m, as Rubin's registry numbers them (v9_0 -> 900,
-    v11_1 -> 1101).
-    """
-
-    def __init__(self, folder: str | os.PathLike | None) -> None:
-        self.folder = os.fspath(folder) if folder else None
-        self._schemas: dict[int, dict] | None = None
-
-    def get(self, schema_id: int) -> dict:
-        if self.folder is None:
-            raise ImportFileError(
-                f"Confluent-framed message with schema id {schema_id}: pass the folder of the "
-                "survey's Avro schemas (--schemas DIR) to decode it"
-            )
-        if self._schemas is None:
-            self._schemas = self._load()
-        if schema_id not in self._schemas:
-            known = ", ".join(str(k) for k in sorted(self._schemas)) or "none"
-            raise ImportFileError(f"schema id {schema_id} not found under {self.folder} (known ids: {known})")
-        return self._schemas[schema_id]
-
-    def _load(self) -> dict[int, dict]:
-        import re
-
-        out: dict[int, dict] = {}
-        for folder, _, files in os.walk(self.folder):
-            match = re.fullmatch(r"v(\d+)_(\d+)", os.path.basename(folder))
-            if not match:
-                continue
-            for name in files:
-                if name.endswith(".alert.avsc"):
-                    schema = fastavro.schema.load_schema(os.path.join(folder, name))
-                    out[int(match.group(1)) * 100 + int(match.group(2))] = schema
-        return out
-
-
-def read_source(path: str, fmt: str, registry: SchemaRegistry, chunk_rows: int = CHUNK_ROWS
-                ) -> tuple[str, pa.Schema, Iterator[pa.RecordBatch]]:  # fmt: skip
-    """(writer schema name, source Arrow schema, lazy record batches in that schema).
-
-    Raises ImportFileError for an unknown format or a schema with no Arrow equivalent.
-    """
-    if fmt in ("avro", "avro.gz"):
-        return _read_avro(path, fmt == "avro.gz", chunk_rows)
-    if fmt == "parquet":
-        try:
-            parquet = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as exc:
-            raise ImportFileError(f"unreadable Parquet file: {exc}") from exc
-        schema = parquet.schema_arrow
-        return "parquet", schema, parquet.iter_batches(batch_size=chunk_rows)
-    if fmt == "confluent":
-        with open(path, "rb") as fh:
-            body = fh.read()
-        schema_id = struct.unpack(">I", body[1:5])[0]
-        writer = fastavro.parse_schema(registry.get(schema_id))
-        arrow_schema = arrow_schema_of_avro(writer)
-        record = fastavro.schemaless_reader(io.BytesIO(body[5:]), writer, None)
-        batch = pa.RecordBatch.from_pylist([record], schema=arrow_schema)
-        return f"{writer.get('name')} (schema id {schema_id})", arrow_schema, iter([batch])
-    raise ImportFileError("not an alert file: neither Avro (plain or gzip), Parquet nor a Confluent-framed message")
-
-
-def _read_avro(path: str, gzipped: bool, chunk_rows: int) -> tuple[str, pa.Schema, Iterator[pa.RecordBatch]]:
-    opener = gzip.open if gzipped else open
-    fh = opener(path, "rb")
-    try:
-        reader = fastavro.reader(fh)
-        writer = fastavro.parse_schema(reader.writer_schema)
-        arrow_schema = arrow_schema_of_avro(writer)
-    except Exception as exc:
-        fh.close()
-        if isinstance(exc, ImportFileError):
-            raise
-        raise ImportFileError(f"unreadable Avro container: {type(exc).__name__}: {exc}") from exc
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        with fh:
-            chunk: list[dict] = []
-            for record in reader:
-                chunk.append(record)
-                if len(chunk) >= chunk_rows:
-                    yield pa.RecordBatch.from_pylist(chunk, schema=arrow_schema)
-                    chunk = []
-            if chunk:
-                yield pa.RecordBatch.from_pylist(chunk, schema=arrow_schema)
-
-    return str(writer.get("name", "")), arrow_schema, batches()
-
-
-_AVRO_LOGICAL = {
-    "timestamp-millis": pa.timestamp("ms", tz="UTC"),
-    "timestamp-micros": pa.timestamp("us", tz="UTC"),
-    "local-timestamp-millis": pa.timestamp("ms"),
-    "local-timestamp-micros": pa.timestamp("us"),
-    "date": pa.date32(),
-}
-
-
-def arrow_schema_of_avro(parsed: dict) -> pa.Schema:
-    """Arrow schema of the records of a fastavro-parsed record schema, as fastavro decodes them.
-
-    Every field is nullable (the archive is); `["null", T]` and `[T, "null"]` unions become T;
-    enums become strings, fixed becomes binary, timestamp/date logical types become Arrow
-    timestamps/dates (fastavro returns datetimes). Raises ImportFileError for unions of several
-    non-null types, which have no Arrow column equivalent.
-    """
-    named = parsed.get("__named_schemas", {})
-    return pa.schema([pa.field(f["name"], _avro_to_arrow(f["type"], named, f["name"])) for f in parsed["fields"]])
-
-
-def _avro_to_arrow(avro_type, named: dict, path: str) -> pa.DataType:
-    if isinstance(avro_type, list):
-        branches = [b for b in avro_type if b != "null"]
-        if len(branches) != 1:
-            raise ImportFileError(f"field {path!r}: union {avro_type} of several types is not supported")
-        return _avro_to_arrow(branches[0], named, path)
-    if isinstance(avro_type, str):
-        if avro_type in AVRO_PRIMITIVE_TO_ARROW:
-            return AVRO_PRIMITIVE_TO_ARROW[avro_type]
-        if avro_type == "null":
-            return pa.null()
-        if avro_type in named:
-            return _avro_to_arrow(named[avro_type], named, path)
-        raise ImportFileError(f"field {path!r}: unknown Avro type {avro_type!r}")
-    kind = avro_type["type"]
-    logical = avro_type.get("logicalType")
-    if logical in _AVRO_LOGICAL:
-        return _AVRO_LOGICAL[logical]
-    if kind == "record":
-        return pa.struct([
-            pa.field(f["name"], _avro_to_arrow(f["type"], named, f"{path}.{f['name']}")) for f in avro_type["fields"]
-        ])  # fmt: skip
-    if kind == "array":
-        return pa.list_(_avro_to_arrow(avro_type["items"], named, path))
-    if kind == "map":
-        return pa.map_(pa.string(), _avro_to_arrow(avro_type["values"], named, path))
-    if kind == "enum":
-        return pa.string()
-    if kind == "fixed":
-        return pa.binary()
-    if kind in AVRO_PRIMITIVE_TO_ARROW or kind == "null":
-        return _avro_to_arrow(kind, named, path)
-    raise ImportFileError(f"field {path!r}: Avro type {kind!r} is not supported")
-
-
-# --------------------------------------------------------------------------------------------
-# Conforming to the unified archive schema
-# --------------------------------------------------------------------------------------------
-
-
-def unknown_fields(source: pa.Schema, target: pa.Schema, ignore: Iterable[str] = ()) -> tuple[str, ...]:
-    """Dotted paths of the input that the archive schema has no place for (reported as dropped).
-
-    List items and map values are entered as if transparent (`prv_candidates.fp_flux`).
-    """
-    ignored = set(ignore)
-    out: list[str] = []
-
-    def visit(path: str, src: pa.DataType, tgt: pa.DataType | None) -> None:
-        src, tgt = _element(src), _element(tgt) if tgt is not None else None
-        if not pa.types.is_struct(src) or tgt is None or not pa.types.is_struct(tgt):
-            return
-        names = {f.name for f in tgt}
-        for child in src:
-            child_path = f"{path}.{child.name}"
-            if child.name not in names:
-                out.append(child_path)
-            else:
-                visit(child_path, child.type, tgt.field(child.name).type)
-
-    for f in source:
-        if f.name in ignored:
-            continue
-        if target.get_field_index(f.name) < 0:
-            out.append(f.name)
-        else:
-            visit(f.name, f.type, target.field(f.name).type)
-    return tuple(out)
-
-
-def _element(dtype: pa.DataType) -> pa.DataType:
-    """The struct inside lists and map values (what a dotted path descends into)."""
-    while True:
-        if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-            dtype = dtype.value_type
-        elif pa.types.is_map(dtype):
-            dtype = dtype.item_type
-        else:
-            return dtype
-
-
-def conform_batch(batch: pa.RecordBatch, target: pa.Schema, issues: list[str] | None = None) -> pa.RecordBatch:
-    """`batch` with exactly the `target` schema: columns matched by name, missing ones null.
-
-    A field whose values cannot become the archive type (e.g. Fink's 2021 `mulens` record where
-    the archive has the later `mulens` score) is stored as null and described in `issues`.
-    """
-    columns = []
-    for f in target:
-        index = batch.schema.get_field_index(f.name)
-        if index < 0:
-            columns.append(pa.nulls(batch.num_rows, f.type))
-        else:
-            columns.append(conform_array(batch.column(index), f.type, f.name, issues))
-    return pa.RecordBatch.from_arrays(columns, schema=target)
-
-
-def conform_array(arr: pa.Array, target: pa.DataType, path: str, issues: list[str] | None = None) -> pa.Array:
-    """One array cast to `target`, recursively through structs, lists and maps.
-
-    Incompatible values become nulls, described in `issues` (raises ImportFileError if None).
-    """
-    try:
-        return _conform(arr, target, path, issues)
-    except ImportFileError as exc:
-        if issues is None:
-            raise
-        issues.append(f"{exc} (stored as null)")
-        return pa.nulls(len(arr), target)
-
-
-def _conform(arr: pa.Array, target: pa.DataType, path: str, issues: list[str] | None) -> pa.Array:
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    src = arr.type
-    if src == target:
-        return arr
-    if pa.types.is_null(src):
-        return pa.nulls(len(arr), target)
-    if pa.types.is_dictionary(src):
-        return _conform(arr.dictionary_decode(), target, path, issues)
-    mask = arr.is_null() if arr.null_count else None
-    if pa.types.is_struct(target):
-        if not pa.types.is_struct(src):
-            raise ImportFileError(f"field {path!r}: {src} cannot become the archive's {target}")
-        names = [f.name for f in src]
-        children = []
-        for child in target:
-            if child.name in names:
-                children.append(conform_array(arr.field(child.name), child.type, f"{path}.{child.name}", issues))
-            else:
-                children.append(pa.nulls(len(arr), child.type))
-        return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
-    if pa.types.is_list(target):
-        if pa.types.is_large_list(src) or pa.types.is_fixed_size_list(src) or pa.types.is_list_view(src):
-            arr = arr.cast(pa.list_(src.value_field))
-            src = arr.type
-        if not pa.types.is_list(src):
-            raise ImportFileError(f"field {path!r}: {src} cannot become the archive's {target}")
-        values = _conform(arr.values, target.value_type, path, issues)
-        return pa.ListArray.from_arrays(arr.offsets, values, type=target, mask=mask)
-    if pa.types.is_map(target):
-        if pa.types.is_struct(src):
-            return _struct_to_map(arr, target, path, issues)
-        if not pa.types.is_map(src):
-            raise ImportFileError(f"field {path!r}: {src} cannot become the archive's {target}")
-        keys = _conform(arr.keys, target.key_type, path, issues)
-        items = _conform(arr.items, target.item_type, path, issues)
-        return pa.MapArray.from_arrays(arr.offsets, keys, items, type=target, mask=mask)
-    return _cast_leaf(arr, target, path)
-
-
-def _struct_to_map(arr: pa.StructArray, target: pa.MapType, path: str, issues: list[str] | None) -> pa.MapArray:
-    """A record of named values as a map {field name: value} (older Fink `mangrove`)."""
-    n, k = len(arr), arr.type.num_fields
-    names = [f.name for f in arr.type]
-    values = [_conform(arr.field(i), target.item_type, f"{path}.{names[i]}", issues) for i in range(k)]
-    # row-major interleave: entry j of row r is field j
-    order = (np.arange(n)[:, None] + np.arange(k)[None, :] * n).ravel()
-    items = pa.concat_arrays(values).take(pa.array(order)) if k else pa.nulls(0, target.item_type)
-    keys = pa.array(np.tile(np.array(names, dtype=object), n), target.key_type)
-    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * k)
-    mask = arr.is_null() if arr.null_count else None
-    return pa.MapArray.from_arrays(offsets, keys, items, type=target, mask=mask)
-
-
-def _cast_leaf(arr: pa.Array, target: pa.DataType, path: str) -> pa.Array:
-    src = arr.type
-    nested = pa.types.is_struct(src) or pa.types.is_list(src) or pa.types.is_map(src) or pa.types.is_large_list(src)
-    if nested:
-        raise ImportFileError(f"field {path!r}: {src} cannot become the archive's {target}")
-    try:
-        if pa.types.is_timestamp(target) and (pa.types.is_string(src) or pa.types.is_large_string(src)):
-            # Spark's string form of a timestamp ("2026-03-22 11:06:52.004176"), in UTC
-            return arr.cast(pa.timestamp(target.unit)).cast(target)
-        if pa.types.is_timestamp(target) and pa.types.is_timestamp(src):
-            if src.tz is None and target.tz is not None:
-                arr = arr.cast(pa.timestamp(src.unit, tz="UTC"))  # naive Spark timestamps are UTC
-            # ns -> us drops sub-microsecond digits: intended
-            return arr.cast(target, safe=False)
-        if pa.types.is_integer(target) and pa.types.is_timestamp(src):
-            return arr.cast(pa.int64()).cast(target)  # the raw long of a timestamp logical type
-        return arr.cast(target)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ImportFileError(f"field {path!r}: cannot convert {src} to the archive's {target}: {exc}") from exc
 
 
 def column_at(batch: pa.RecordBatch, dotted: str) -> pa.Array:

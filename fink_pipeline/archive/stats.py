@@ -103,6 +103,21 @@ class NightStatistics:
         """The counts as dicts (class columns + alerts)."""
         return self.counts.to_pylist()
 
+    def label_values(self) -> dict[str, list]:
+        """Class column -> its value in each row (label combination) of the counts."""
+        return {c: self.counts.column(c).to_pylist() for c in self.class_columns}
+
+    def class_mask(self, classes: Sequence[str]) -> list[bool]:
+        """Which rows (label combinations) the survey's class filter keeps."""
+        from fink_pipeline.surveys import get_survey
+
+        return get_survey(self.survey).class_mask(self.label_values(), classes, self.counts.num_rows).tolist()
+
+    def selected(self, classes: Sequence[str]) -> int:
+        """Alerts of the night that the class filter keeps."""
+        counts = self.counts.column(COUNT_COLUMN).to_pylist()
+        return sum(n for n, keep in zip(counts, self.class_mask(classes)) if keep)
+
 
 # ---------------------------------------------------------------------------------------------
 # Locations
@@ -145,32 +160,21 @@ def catalog_fingerprint(catalog: pa.Table | None) -> str:
 
 def load_archive_tns_catalog(root: str, survey: Survey) -> pa.Table | None:
     """The archive's prepared TNS catalogue (see the module docstring), or None when absent."""
-    if survey.name != "ztf":
+    if not survey.uses_tns:
         return None
     fs, path = resolve(tns_catalog_path(root, survey.name))
     if fs.get_file_info(path).type != pafs.FileType.File:
         return None
-    from fink_pipeline.surveys.ztf.classification import prepare_tns_catalog
-
     try:
         with fs.open_input_file(path) as handle:
             raw = pq.read_table(handle, columns=["ra", "declination", "type"])
     except (pa.ArrowInvalid, KeyError) as exc:
         raise StatisticsError(f"TNS catalogue {path} is unreadable or lacks ra/declination/type: {exc}") from None
-    return prepare_tns_catalog(raw)
+    return survey.prepare_tns_catalog(raw)
 
 
 # ---------------------------------------------------------------------------------------------
 # Computing
-
-
-def classification_inputs(survey: Survey) -> tuple[str, ...]:
-    """Dotted fields the survey's classification reads (the only columns statistics read)."""
-    if survey.name == "ztf":
-        from fink_pipeline.surveys.ztf.classification import FINKCLASS_INPUT_COLUMNS
-
-        return tuple(dict.fromkeys(FINKCLASS_INPUT_COLUMNS + ("candidate.ra", "candidate.dec")))
-    return tuple(survey.class_columns)
 
 
 def night_files(root: str, survey: str, night: dt.date) -> list[tuple[str, int]]:
@@ -233,7 +237,7 @@ def compute_night_statistics(
         raise StatisticsError(f"night {night.isoformat()}: no {survey.name} data under {root}")
     fs, _ = resolve(root)
     class_columns = tuple(survey.class_columns)
-    columns = list(classification_inputs(survey))
+    columns = list(survey.classification_inputs)
     counter: Counter = Counter()
     sources = []
     for path, size in files:

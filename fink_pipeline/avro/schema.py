@@ -226,36 +226,82 @@ AVRO_PRIMITIVE_TO_ARROW = {
 }
 
 
-def _arrow_type(avro_type: AvroType, named: dict[str, dict]) -> pa.DataType:
+class UnsupportedAvroType(ValueError):
+    """An Avro type with no Arrow column equivalent (e.g. a union of several non-null types)."""
+
+
+#: Avro logical types read as Arrow temporal types when importing any writer's files
+_AVRO_LOGICAL = {
+    "timestamp-millis": pa.timestamp("ms", tz="UTC"),
+    "timestamp-micros": pa.timestamp("us", tz="UTC"),
+    "local-timestamp-millis": pa.timestamp("ms"),
+    "local-timestamp-micros": pa.timestamp("us"),
+    "date": pa.date32(),
+}
+
+
+def _arrow_type(avro_type: AvroType, named: dict[str, dict], path: str, any_writer: bool) -> pa.DataType:
+    if isinstance(avro_type, str) and avro_type not in _PRIMITIVES and avro_type not in named:
+        raise UnsupportedAvroType(f"field {path!r}: unknown Avro type {avro_type!r}")
     avro_type = resolve(avro_type, named)
     if isinstance(avro_type, str):
         if avro_type in AVRO_PRIMITIVE_TO_ARROW:
             return AVRO_PRIMITIVE_TO_ARROW[avro_type]
-        raise NotImplementedError(f"Avro type {avro_type!r} is not supported")
+        if avro_type == "null" and any_writer:
+            return pa.null()
+        raise UnsupportedAvroType(f"field {path!r}: Avro type {avro_type!r} is not supported")
     kind = avro_type["type"]
+    if any_writer and avro_type.get("logicalType") in _AVRO_LOGICAL:
+        return _AVRO_LOGICAL[avro_type["logicalType"]]
     if kind == "record":
-        return pa.struct([_arrow_field(f["name"], f["type"], named) for f in avro_type["fields"]])
+        return pa.struct([_arrow_field(f["name"], f["type"], named, f"{path}.{f['name']}", any_writer)
+                          for f in avro_type["fields"]])
     if kind == "array":
-        return pa.list_(_arrow_field("element", avro_type["items"], named))
+        item = _arrow_field("element", avro_type["items"], named, path, any_writer)
+        return pa.list_(item.type) if any_writer else pa.list_(item)
     if kind == "map":
-        key = pa.field("key", pa.string(), nullable=False)
-        return pa.map_(key, _arrow_field("value", avro_type["values"], named))
-    raise NotImplementedError(f"Avro type {kind!r} is not supported")
+        value = _arrow_field("value", avro_type["values"], named, path, any_writer)
+        return pa.map_(pa.field("key", pa.string(), nullable=False), value)
+    if any_writer and kind == "enum":
+        return pa.string()
+    if any_writer and kind == "fixed":
+        return pa.binary()
+    if kind in AVRO_PRIMITIVE_TO_ARROW:
+        return AVRO_PRIMITIVE_TO_ARROW[kind]
+    raise UnsupportedAvroType(f"field {path!r}: Avro type {kind!r} is not supported")
 
 
-def _arrow_field(name: str, avro_type: AvroType, named: dict[str, dict]) -> pa.Field:
-    inner, null_index = split_nullable(resolve(avro_type, named))
-    return pa.field(name, _arrow_type(inner, named), nullable=null_index is not None)
+def _arrow_field(name: str, avro_type: AvroType, named: dict[str, dict], path: str, any_writer: bool) -> pa.Field:
+    if not (isinstance(avro_type, str) and avro_type not in _PRIMITIVES and avro_type not in named):
+        avro_type = resolve(avro_type, named)
+    if any_writer and isinstance(avro_type, list):
+        branches = [b for b in avro_type if b != "null"]
+        if len(branches) != 1:
+            raise UnsupportedAvroType(f"field {path!r}: union {avro_type} of several types is not supported")
+        return pa.field(name, _arrow_type(branches[0], named, path, any_writer))
+    try:
+        inner, null_index = split_nullable(avro_type)
+    except NotImplementedError as exc:
+        raise UnsupportedAvroType(f"field {path!r}: {exc}") from None
+    dtype = _arrow_type(inner, named, path, any_writer)
+    return pa.field(name, dtype, nullable=any_writer or null_index is not None)
 
 
-def arrow_schema_for_avro(avro_schema: dict) -> pa.Schema:
+def arrow_schema_for_avro(avro_schema: dict, *, any_writer: bool = False) -> pa.Schema:
     """Arrow schema of the rows of a record schema (raw or fastavro-parsed).
 
-    ``[T, "null"]`` gives a nullable field, anything else a non-nullable one (so Fink's
-    records become non-nullable structs); int -> int32, long -> int64, float -> float32,
-    double -> float64, boolean -> bool, string -> string, bytes -> binary, array -> list with
-    item field ``element``, map -> map<string, V> with fields ``key`` / ``value``.
+    Default (what `decode_batch` produces for our publications): ``[T, "null"]`` gives a
+    nullable field, anything else a non-nullable one (so Fink's records become non-nullable
+    structs); int -> int32, long -> int64, float -> float32, double -> float64, boolean -> bool,
+    string -> string, bytes -> binary, array -> list with item field ``element``, map ->
+    map<string, V> with fields ``key`` / ``value``.
+
+    `any_writer` (the archive importer, for files of any writer, as fastavro decodes them):
+    every field nullable, ``["null", T]`` and ``[T, "null"]`` unions become T, enums become
+    strings, fixed becomes binary, timestamp/date logical types become Arrow timestamps/dates.
+    A type with no Arrow equivalent (a union of several non-null types) raises
+    UnsupportedAvroType naming the field.
     """
     parsed = parse_schema(avro_schema)
-    named = parsed["__named_schemas"]
-    return pa.schema([_arrow_field(f["name"], f["type"], named) for f in parsed["fields"]])
+    named = parsed.get("__named_schemas", {})
+    return pa.schema([_arrow_field(f["name"], f["type"], named, f["name"], any_writer) for f in parsed["fields"]])

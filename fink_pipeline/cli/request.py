@@ -75,7 +75,7 @@ def load_request(args: argparse.Namespace):
 def plan_request(args: argparse.Namespace):
     """Validate the request against the survey and the archive (no Spark)."""
     from fink_pipeline.archive.layout import list_nights
-    from fink_pipeline.transfer.job import plan_transfer
+    from fink_pipeline.transfer.plan import plan_transfer
 
     request = load_request(args)
     archive = args.archive or str(paths.default_archive_root())

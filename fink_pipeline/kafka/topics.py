@@ -10,7 +10,6 @@ a client garbage-collected early fails them with `_DESTROY` ("Broker handle dest
 
 from __future__ import annotations
 
-import re
 import time
 from typing import TYPE_CHECKING
 
@@ -18,24 +17,14 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from fink_pipeline.kafka.defaults import DEFAULT_COMPRESSION, DEFAULT_PARTITIONS, DEFAULT_RETENTION_MS  # noqa: F401
+from fink_pipeline.transfer.request import validate_topic_name
 
 if TYPE_CHECKING:
     from fink_pipeline.kafka.settings import KafkaSettings
 
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
-
 
 class TopicMismatch(ValueError):
     """An existing topic does not have the requested layout (partition count)."""
-
-
-def validate_topic_name(name: str) -> str:
-    """Return `name` if Kafka accepts it as a topic name, else raise ValueError."""
-    if not isinstance(name, str) or not _TOPIC_RE.match(name) or name in {".", ".."}:
-        raise ValueError(
-            f"invalid Kafka topic name {name!r}: 1-249 characters among letters, digits, . _ -"
-        )
-    return name
 
 
 def admin_client(settings: "KafkaSettings") -> AdminClient:

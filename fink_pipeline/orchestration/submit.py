@@ -17,7 +17,7 @@ from fink_pipeline.kafka.topics import list_topics
 from fink_pipeline.orchestration.constants import TOPIC_TAG
 from fink_pipeline.orchestration.partitions import transfer_partitions
 from fink_pipeline.orchestration.resources import ArchiveResource, KafkaResource, RequestStoreResource
-from fink_pipeline.transfer.job import plan_transfer
+from fink_pipeline.transfer.plan import plan_transfer
 from fink_pipeline.transfer.request import TransferRequestFields, request_from_mapping
 
 

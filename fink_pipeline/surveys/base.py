@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import difflib
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Iterator, Literal
+from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Literal, Mapping, Protocol, Sequence
 
+import numpy as np
 import pyarrow as pa
 
 if TYPE_CHECKING:  # pyspark is heavy; only the Spark-side callables need it
@@ -16,6 +18,38 @@ TimeScale = Literal["jd", "mjd"]
 # Julian date of the Unix epoch, and MJD = JD - 2400000.5
 JD_UNIX_EPOCH = 2440587.5
 MJD_UNIX_EPOCH = 40587.0
+
+
+class ClassError(ValueError):
+    """A class label the survey does not know (the message names it and the closest label)."""
+
+
+def suggest_label(label: str, choices: Collection[str], cutoff: float = 0.6) -> str:
+    """'; did you mean X?' for the closest of `choices` (case mismatches first), or ''."""
+    lowered = {c.lower(): c for c in choices}
+    if label.lower() in lowered:
+        return f"; did you mean {lowered[label.lower()]!r}? (labels are case-sensitive)"
+    match = difflib.get_close_matches(label, sorted(choices), n=1, cutoff=cutoff)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+class ClassRules(Protocol):
+    """A survey's own class semantics (ZTF: `surveys/ztf/classes.py`). Surveys without one
+    select on their first stored class column with the labels as written."""
+
+    uses_tns: bool
+    inputs: tuple[str, ...]
+
+    def prepare_tns_catalog(self, catalog: Any) -> pa.Table: ...
+
+    def needs_tns(self, classes: Sequence[str]) -> bool: ...
+
+    def spark_filter(self, classes: Sequence[str]) -> "Column": ...
+
+    def mask(self, values: Mapping[str, Sequence], classes: Sequence[str], n: int) -> np.ndarray: ...
+
+    def validate(self, classes: Sequence[str], seen_labels: Collection[str],
+                 tns_types: Collection[str] | None) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -64,6 +98,11 @@ class Survey:
     # Keys a content item or condition may read from each map column (`mangrove.HyperLEDA_name`):
     # map keys are case-sensitive and a wrong one reads null silently, so only these are accepted.
     map_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # How class labels are checked and selected; None: stored labels (see `ClassRules`).
+    class_rules: ClassRules | None = None
+    # Live-stream filter by name or Fink module path -> a filter with a Spark `column()`;
+    # None: the survey has no replayable filters.
+    resolve_livestream_filter: Callable[[str], Any] | None = None
     extra: dict = field(default_factory=dict)
 
     def time_to_unix_seconds(self, values):
@@ -82,6 +121,73 @@ class Survey:
 
         epoch = JD_UNIX_EPOCH if self.time_scale == "jd" else MJD_UNIX_EPOCH
         return (F.col(self.time_column) - F.lit(epoch)) * F.lit(86400.0)
+
+    # -- classes ------------------------------------------------------------------------------
+
+    @property
+    def uses_tns(self) -> bool:
+        """True when a class is computed from a TNS catalogue (ZTF's tnsclass)."""
+        return self.class_rules is not None and self.class_rules.uses_tns
+
+    @property
+    def classification_inputs(self) -> tuple[str, ...]:
+        """Dotted fields the classification reads (the only columns nightly statistics read)."""
+        return self.class_rules.inputs if self.class_rules is not None else tuple(self.class_columns)
+
+    def prepare_tns_catalog(self, catalog: Any) -> pa.Table | None:
+        """The catalogue in the form the classification uses; None for surveys without TNS."""
+        return self.class_rules.prepare_tns_catalog(catalog) if self.uses_tns and catalog is not None else None
+
+    def needs_tns(self, classes: Sequence[str]) -> bool:
+        """True when `classes` select on a TNS class (empty without a catalogue)."""
+        return self.class_rules is not None and self.class_rules.needs_tns(classes)
+
+    def validate_classes(self, classes: Sequence[str], seen_labels: Collection[str] = (),
+                         tns_types: Collection[str] | None = None) -> list[str]:
+        """Check `classes`: ClassError naming the first unknown one, else the warnings."""
+        if self.class_rules is not None:
+            return self.class_rules.validate(classes, seen_labels, tns_types)
+        self._validate_stored_classes(classes, seen_labels)
+        return []
+
+    def class_filter(self, classes: Sequence[str]) -> "Column":
+        """Spark condition keeping the alerts of `classes` (the job's class filter)."""
+        if self.class_rules is not None:
+            return self.class_rules.spark_filter(classes)
+        from pyspark.sql import functions as F
+
+        return F.col(self.class_columns[0]).cast("string").isin([str(c) for c in classes])
+
+    def class_mask(self, values: Mapping[str, Sequence], classes: Sequence[str], n: int) -> np.ndarray:
+        """Which of `n` rows (class column -> values) the class filter keeps; all without classes."""
+        if not classes:
+            return np.ones(n, dtype=bool)
+        if self.class_rules is not None:
+            return self.class_rules.mask(values, classes, n)
+        wanted = {str(c) for c in classes}
+        return np.fromiter((v is not None and str(v) in wanted for v in values[self.class_columns[0]]), bool, n)
+
+    def _validate_stored_classes(self, classes: Sequence[str], seen_labels: Collection[str]) -> None:
+        """Classes stored with the alerts (ELAsTiCC classId) or absent (LSST): a label must be
+        one of the survey's, or one the nightly statistics have seen."""
+        if not self.class_columns:
+            raise ClassError(
+                f"classes: {self.name} alerts carry no class label (Fink's {self.name} service has no "
+                "finkclass): remove classes and select with conditions instead, e.g. 'diaSource.reliability > 0.9'"
+            )
+        valid = set(self.class_labels) | {str(label) for label in seen_labels}
+        by_name = {name.lower(): label for label, name in self.class_labels.items()}
+        for label in classes:
+            if str(label) in valid:
+                continue
+            if str(label).lower() in by_name:
+                code = by_name[str(label).lower()]
+                hint = f"; did you mean {code!r} ({self.class_labels[code]})?"
+            else:
+                hint = "; choose among " + ", ".join(f"{code} ({name})" for code, name in self.class_labels.items())
+            raise ClassError(f"classes: {label!r} is not a known {self.name} {self.class_columns[0]}{hint}")
+
+    # -- fields ---------------------------------------------------------------------------------
 
     @property
     def field_paths(self) -> dict[str, pa.DataType]:

@@ -26,7 +26,6 @@ Pure: pyarrow/numpy, and a SparkSession only when conditions or a filter need on
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import statistics as pystats
@@ -35,30 +34,20 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from fink_pipeline.archive.layout import list_nights, resolve
-from fink_pipeline.archive.stats import (
-    COUNT_COLUMN,
-    NightStatistics,
-    classification_inputs,
-    classify_table,
-    night_files,
-    night_statistics,
-)
+from fink_pipeline.archive.layout import list_nights
+from fink_pipeline.archive.stats import COUNT_COLUMN, NightStatistics, night_files, night_statistics
 from fink_pipeline.surveys.base import Survey
-from fink_pipeline.transfer.content import PARTITION_COLUMNS, ContentPlan
-from fink_pipeline.transfer.metrics import footer_input_bytes, job_read_fields, parquet_leaf_paths
+from fink_pipeline.transfer.content import PARTITION_COLUMNS
+from fink_pipeline.transfer.metrics import footer_input_bytes
+from fink_pipeline.transfer.plan import TransferPlan, plan_transfer
 from fink_pipeline.transfer.request import TransferRequestFields
+from fink_pipeline.transfer.sample import avro_bytes_per_alert, read_sample, sample_classes, size_sample
+from fink_pipeline.transfer.select import apply_conditions, apply_livestream_filter, classify
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
-    from fink_pipeline.transfer.job import TransferPlan
-
-TNS_PREFIX = "(TNS) "
-SIMBAD_PREFIX = "(SIMBAD) "
 ALL_CLASSES_LABEL = "all classes"
 #: Rows evaluated for conditions/filters over the whole request (spread evenly over nights) ...
 DEFAULT_SAMPLE_ROWS = 40_000
@@ -205,33 +194,10 @@ def format_count(row: EstimateRow) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Class selection on statistics and samples
+# Labels shown
 
 
-def selection_mask(survey_name: str, class_columns: Sequence[str], values: Mapping[str, Sequence],
-                   classes: Sequence[str], n: int) -> np.ndarray:
-    """Which of the `n` rows the job's class filter keeps (`filter_classes` semantics)."""
-    if not classes:
-        return np.ones(n, dtype=bool)
-    first = values[class_columns[0]]
-    if survey_name != "ztf":
-        wanted = {str(c) for c in classes}
-        return np.fromiter((v is not None and str(v) in wanted for v in first), bool, n)
-    fink = {c.removeprefix(SIMBAD_PREFIX) for c in classes if not c.startswith(TNS_PREFIX)}
-    tns = {c for c in classes if c.startswith(TNS_PREFIX)}
-    mask = np.fromiter((v in fink for v in values["finkclass"]), bool, n)
-    if tns:
-        mask |= np.fromiter((v in tns for v in values["tnsclass"]), bool, n)
-    return mask
-
-
-def class_mask(stats: NightStatistics, classes: Sequence[str]) -> list[bool]:
-    """Which rows (label combinations) of a night's statistics the class filter keeps."""
-    values = {c: stats.counts.column(c).to_pylist() for c in stats.class_columns}
-    return selection_mask(stats.survey, stats.class_columns, values, classes, stats.counts.num_rows).tolist()
-
-
-def _row_labels(survey_name: str, classes: Sequence[str], stats: Sequence[NightStatistics]) -> list[str]:
+def _row_labels(classes: Sequence[str], stats: Sequence[NightStatistics]) -> list[str]:
     """Labels shown per night: the requested ones, or every label of the first class column."""
     if classes:
         return list(classes)
@@ -242,15 +208,15 @@ def _row_labels(survey_name: str, classes: Sequence[str], stats: Sequence[NightS
     return [label for label, _ in sorted(seen.items(), key=lambda kv: -kv[1])]
 
 
-def _label_values(stats_or_sample_values: Mapping[str, Sequence], survey_name: str, class_columns: Sequence[str],
-                  label: str, all_classes: bool, n: int) -> np.ndarray:
-    """Which of the `n` rows belong to one displayed label."""
-    if not class_columns:  # LSST: the one label is every alert
+def _label_values(values: Mapping[str, Sequence], survey: Survey, label: str, all_classes: bool,
+                  n: int) -> np.ndarray:
+    """Which of the `n` rows (class column -> values) belong to one displayed label."""
+    if not survey.class_columns:  # LSST: the one label is every alert
         return np.ones(n, bool)
     if all_classes:
-        first = stats_or_sample_values[class_columns[0]]
+        first = values[survey.class_columns[0]]
         return np.fromiter((str(v) == label for v in first), bool, len(first))
-    return selection_mask(survey_name, class_columns, stats_or_sample_values, [label], n)
+    return survey.class_mask(values, [label], n)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -304,56 +270,9 @@ def _combine(rows: Sequence[EstimateRow], night: dt.date | None, label: str, con
                        sum(r.sampled for r in rows), sum(r.passed for r in rows))
 
 
-# ---------------------------------------------------------------------------------------------
-# Sampling with pyarrow
-
-
-def _sample_indices(total: int, size: int, seed: int, night: dt.date) -> np.ndarray:
-    """Sorted row numbers of a deterministic random sample of one night (all rows if smaller)."""
-    if size >= total:
-        return np.arange(total)
-    rng = np.random.default_rng([seed, night.toordinal()])
-    return np.sort(rng.choice(total, size=size, replace=False))
-
-
-def read_sample(root: str, survey: Survey, night: dt.date, fields: Sequence[str], size: int,
-                seed: int = 0) -> tuple[pa.Table, int]:
-    """(sample, rows in the night): `size` random rows of the night with only `fields` (nested
-    as in the archive), plus the partition columns year/month/day. Reads only the row groups
-    holding sampled rows, and within them only the columns of `fields`."""
-    files = night_files(root, survey.name, night)
-    fs, _ = resolve(root)
-    with contextlib.ExitStack() as stack:
-        handles = [pq.ParquetFile(stack.enter_context(fs.open_input_file(path))) for path, _ in files]
-        groups = [(h, g, h.metadata.row_group(g).num_rows) for h in handles for g in range(h.num_row_groups)]
-        total = sum(n for _, _, n in groups)
-        wanted = _sample_indices(total, size, seed, night)
-        pieces = []
-        start = 0
-        for handle, g, n in groups:
-            lo, hi = np.searchsorted(wanted, [start, start + n])
-            if hi > lo:
-                columns = parquet_leaf_paths(handle.schema, fields)
-                table = handle.read_row_group(g, columns=columns)
-                pieces.append(table.take(pa.array(wanted[lo:hi] - start)))
-            start += n
-    sample = pa.concat_tables(pieces, promote_options="permissive") if pieces else pa.table({})
-    rows = sample.num_rows
-    for name, value in zip(PARTITION_COLUMNS, (night.year, night.month, night.day)):
-        sample = sample.append_column(name, pa.array([value] * rows, pa.int32()))
-    return sample, total
-
-
-def _sample_classes(survey: Survey, table: pa.Table, tns_catalog) -> dict[str, list]:
-    labels = classify_table(survey, table, tns_catalog)
-    return {c: pc.cast(labels[c], pa.string()).to_pylist() for c in survey.class_columns}
-
-
-def _passing_rows(spark: "SparkSession", plan: "TransferPlan", sample: pa.Table) -> set[tuple[int, int]]:
+def _passing_rows(spark: "SparkSession", plan: TransferPlan, sample: pa.Table) -> set[tuple[int, int]]:
     """(night ordinal, row) of the sample rows passing the plan's conditions and filter, as
     evaluated by Spark with the job's own functions."""
-    from fink_pipeline.transfer.job import apply_conditions, apply_livestream_filter, classify
-
     df = spark.createDataFrame(sample)
     class_columns = set(plan.survey.class_columns)
     if any(f.split(".")[0] in class_columns for c in plan.conditions for f in c.fields):
@@ -361,101 +280,6 @@ def _passing_rows(spark: "SparkSession", plan: "TransferPlan", sample: pa.Table)
     df = apply_conditions(df, plan.conditions)
     df = apply_livestream_filter(df, plan.livestream_filter)
     return {(r[0], r[1]) for r in df.select(_NIGHT, _ROW).collect()}
-
-
-# ---------------------------------------------------------------------------------------------
-# Size
-
-
-def _nullable_type(dtype: pa.DataType) -> pa.DataType:
-    """`dtype` with every nested field nullable, as Spark reads any file (`asNullable`)."""
-    if pa.types.is_struct(dtype):
-        return pa.struct([pa.field(f.name, _nullable_type(f.type), True) for f in dtype])
-    if pa.types.is_map(dtype):
-        return pa.map_(dtype.key_type, pa.field(dtype.item_field.name, _nullable_type(dtype.item_type), True))
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-        return pa.list_(pa.field(dtype.value_field.name, _nullable_type(dtype.value_type), True))
-    return dtype
-
-
-def _struct_path(table: pa.Table, path: str) -> pa.Array | None:
-    head, *rest = path.split(".")
-    if head not in table.column_names:
-        return None
-    arr = table.column(head).combine_chunks()
-    for name in rest:
-        if not pa.types.is_struct(arr.type) or arr.type.get_field_index(name) < 0:
-            return None
-        arr = pc.struct_field(arr, name)
-    return arr
-
-
-def project_arrow(table: pa.Table, content: ContentPlan, classes: Mapping[str, pa.Array],
-                  field_types: Mapping[str, pa.DataType] | None = None) -> pa.Table:
-    """The job's projection (`content.project`) of archive rows, in Arrow, with the schema Spark
-    publishes: every field nullable except whole struct columns and the always-set tnsclass.
-    A field the rows lack (a night of an older schema) is null with its type in `field_types`
-    (the survey's `field_paths`), as Spark reads it."""
-    arrays, fields = [], []
-    for source, name in content.columns:
-        if source in classes:
-            arr = classes[source]
-            nullable = source != "tnsclass"  # coalesce(..., "Unknown") in the job: never null
-        else:
-            arr = _content_path(table, source, field_types or {})
-            nullable = not pa.types.is_struct(arr.type)
-        dtype = _nullable_type(arr.type)
-        arrays.append(arr.cast(dtype) if dtype != arr.type else arr)
-        fields.append(pa.field(name, dtype, nullable))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(fields))
-
-
-def _content_path(table: pa.Table, source: str, field_types: Mapping[str, pa.DataType]) -> pa.Array:
-    """One content field of `table`: a plain field, a map key (`mangrove.HyperLEDA_name`), or
-    nulls of its archive type when the rows lack it."""
-    arr = _struct_path(table, source)
-    if arr is not None and not pa.types.is_null(arr.type):
-        return arr
-    root, _, key = source.rpartition(".")
-    maps = _struct_path(table, root) if root else None
-    if arr is None and maps is not None and pa.types.is_map(maps.type):
-        return pc.map_lookup(maps, pa.scalar(key, pa.string()), "first")
-    dtype = field_types.get(source)
-    if dtype is None and pa.types.is_map(field_types.get(root, pa.null())):
-        dtype = field_types[root].item_type
-    return pa.nulls(table.num_rows, dtype if dtype is not None else pa.string())
-
-
-def avro_bytes_per_alert(table: pa.Table, content: ContentPlan, classes: Mapping[str, pa.Array],
-                         field_types: Mapping[str, pa.DataType] | None = None) -> float:
-    """Mean schemaless Avro payload of the rows once projected on `content`."""
-    from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
-
-    if table.num_rows == 0:
-        return 0.0
-    projected = project_arrow(table, content, classes, field_types)
-    payloads = encode_batch(projected, avro_schema_from_arrow(projected.schema))
-    return float(pc.sum(pc.binary_length(payloads)).as_py()) / table.num_rows
-
-
-def _size_sample(plan: "TransferPlan", nights: Sequence[dt.date], size_rows: int, seed: int) -> tuple[pa.Table, dict]:
-    """A few alerts from up to three nights (first, middle, last) with every column the content needs."""
-    survey = plan.survey
-    # computed class columns are not in the files (ELAsTiCC's stored classId is)
-    computed = set(survey.class_columns) if survey.classify_arrow is not None else set()
-    skip = computed | set(PARTITION_COLUMNS)
-    fields = [f for f in dict.fromkeys(list(classification_inputs(survey)) + plan.content.source_fields)
-              if f.split(".")[0] not in skip]
-    chosen = sorted({nights[0], nights[len(nights) // 2], nights[-1]}) if nights else []
-    pieces = []
-    for night in chosen:
-        per_night = max(size_rows // len(chosen), 1)
-        sample, _ = read_sample(plan.archive_root, survey, night, fields, per_night, seed + 1)
-        pieces.append(sample)
-    if not pieces:
-        return pa.table({}), {}
-    table = pa.concat_tables(pieces, promote_options="permissive")
-    return table, classify_table(survey, table, plan.tns_catalog)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -482,102 +306,36 @@ def estimate_request(
     conditions or a live-stream filter; without one a local session is started and stopped
     here. See the module docstring for the method.
     """
-    from fink_pipeline.transfer.job import plan_transfer
-
     if plan is None:
         plan = plan_transfer(request, archive_root, list_nights(archive_root, request.survey), tns_catalog=tns_catalog)
-    survey = plan.survey
-    missing = set(plan.missing_nights)
-    nights = [n for n in request.nights if n not in missing]
+    survey, nights = plan.survey, plan.present_nights
     notes = list(plan.notes)
-    computed: list[dt.date] = []
-    stats: list[NightStatistics] = []
-    for night in nights:
-        s, fresh = night_statistics(survey, archive_root, night, plan.tns_catalog, save=save_statistics)
-        stats.append(s)
-        if fresh:
-            computed.append(night)
+    stats, computed = _nights_statistics(plan, nights, save_statistics)
     if computed and not save_statistics:
         notes.append(f"nightly statistics of {len(computed)} night(s) were computed on the fly "
                      "(materialize night_statistics to store them)")
+    sampled = bool(plan.conditions) or plan.livestream_filter is not None
+    sample = _evaluate_sample(plan, nights, sample_rows, seed, spark) if sampled else None
+    rows, night_rows = _count_rows(plan, nights, stats, sample, confidence)
 
     all_classes = not request.classes
-    labels = _row_labels(survey.name, request.classes, stats)
-    class_columns = tuple(survey.class_columns)
-    sampled = bool(plan.conditions) or plan.livestream_filter is not None
-
-    # Sample and evaluate once for all nights.
-    sample_values: dict[dt.date, dict[str, list]] = {}
-    sample_rows_per_night: dict[dt.date, int] = {}
-    passing: set[tuple[int, int]] = set()
-    if sampled:
-        fields = _sample_fields(plan)
-        per_night = max(MIN_SAMPLE_ROWS_PER_NIGHT, sample_rows // max(len(nights), 1))
-        tables = []
-        for night in nights:
-            sample, _ = read_sample(archive_root, survey, night, fields, per_night, seed)
-            sample_values[night] = _sample_classes(survey, sample, plan.tns_catalog)
-            sample_rows_per_night[night] = sample.num_rows
-            sample = sample.append_column(_NIGHT, pa.array([night.toordinal()] * sample.num_rows, pa.int64()))
-            sample = sample.append_column(_ROW, pa.array(np.arange(sample.num_rows), pa.int64()))
-            tables.append(sample)
-        if tables:
-            session, owned = _session(spark)
-            try:
-                passing = _passing_rows(session, plan, pa.concat_tables(tables, promote_options="permissive"))
-            finally:
-                if owned:
-                    session.stop()
-
-    rows: list[EstimateRow] = []
-    night_rows: list[EstimateRow] = []
-    for night, s in zip(nights, stats):
-        stat_values = {c: s.counts.column(c).to_pylist() for c in class_columns}
-        counts = np.asarray(s.counts.column(COUNT_COLUMN).to_pylist(), dtype=np.int64)
-        union = selection_mask(survey.name, class_columns, stat_values, request.classes, len(counts))
-        in_union = int(counts[union].sum())
-        if not sampled:
-            for label in labels:
-                n = int(counts[_label_values(stat_values, survey.name, class_columns, label, all_classes,
-                                             len(counts))].sum())
-                if n or not all_classes:
-                    rows.append(EstimateRow(night, label, n, float(n), float(n), float(n)))
-            exact = float(in_union)
-            night_rows.append(EstimateRow(night, "selected", in_union, exact, exact, exact))
-            continue
-        values = sample_values[night]
-        size = sample_rows_per_night[night]
-        passed = np.fromiter(((night.toordinal(), i) in passing for i in range(size)), bool, size)
-        in_sample = selection_mask(survey.name, class_columns, values, request.classes, size)
-        pooled = passed[in_sample].mean() if in_sample.any() else (passed.mean() if size else math.nan)
-        for label in labels:
-            n = int(counts[_label_values(stat_values, survey.name, class_columns, label, all_classes,
-                                         len(counts))].sum())
-            if not n and all_classes:
-                continue
-            member = _label_values(values, survey.name, class_columns, label, all_classes, size)
-            rows.append(_stratum(night, label, n, int(member.sum()), int((member & passed).sum()), pooled, confidence))
-        night_rows.append(_stratum(night, "selected", in_union, int(in_sample.sum()),
-                                   int((in_sample & passed).sum()), pooled, confidence))
-
     total = _combine(night_rows, None, ALL_CLASSES_LABEL if all_classes else "selected", confidence)
     if request.limit is not None and total.alerts > request.limit:
         notes.append(f"limit: at most {request.limit:,} alerts are published")
         total = EstimateRow(None, total.label, total.in_class, float(request.limit), min(total.low, request.limit),
                             float(request.limit), total.sampled, total.passed)
-    if any(c.startswith(TNS_PREFIX) for c in request.classes) and plan.tns_catalog is None:
+    if survey.needs_tns(request.classes) and plan.tns_catalog is None:
         notes.append("no TNS catalogue: every alert's tnsclass is 'Unknown', TNS classes select nothing")
 
-    size_table, size_labels = _size_sample(plan, nights, size_sample_rows, seed)
+    size_table, size_labels = size_sample(plan, nights, size_sample_rows, seed)
     bytes_per_alert = (avro_bytes_per_alert(size_table, plan.content, size_labels, survey.field_paths)
                        if size_table.num_rows else 0.0)
     files = [path for night in nights for path, _ in night_files(archive_root, survey.name, night)]
-    footer = footer_input_bytes(files, job_read_fields(plan)) if files else None
+    footer = footer_input_bytes(files, plan.read_fields()) if files else None
     method = "nightly statistics (exact)"
-    if sampled:
-        evaluated = sum(sample_rows_per_night.values())
-        method = (f"nightly statistics x pass rate of a {evaluated:,}-alert sample evaluated by Spark "
-                  f"({confidence:.0%} Wilson intervals)")
+    if sample is not None:
+        method = (f"nightly statistics x pass rate of a {sum(sample.rows.values()):,}-alert sample evaluated by "
+                  f"Spark ({confidence:.0%} Wilson intervals)")
     return Estimate(
         survey=survey.name,
         start=request.start_night,
@@ -600,10 +358,93 @@ def estimate_request(
     )
 
 
-def _sample_fields(plan: "TransferPlan") -> list[str]:
+def _nights_statistics(plan: TransferPlan, nights: Sequence[dt.date],
+                       save: bool) -> tuple[list[NightStatistics], list[dt.date]]:
+    """Each night's statistics (stored, or computed now), and the nights computed now."""
+    stats: list[NightStatistics] = []
+    computed: list[dt.date] = []
+    for night in nights:
+        night_stats, fresh = night_statistics(plan.survey, plan.archive_root, night, plan.tns_catalog, save=save)
+        stats.append(night_stats)
+        if fresh:
+            computed.append(night)
+    return stats, computed
+
+
+@dataclass
+class _EvaluatedSample:
+    """Per night: the sampled rows' class labels and count; (night ordinal, row) passing."""
+
+    values: dict[dt.date, dict[str, list]]
+    rows: dict[dt.date, int]
+    passing: set[tuple[int, int]]
+
+    def passed(self, night: dt.date) -> np.ndarray:
+        size = self.rows[night]
+        return np.fromiter(((night.toordinal(), i) in self.passing for i in range(size)), bool, size)
+
+
+def _evaluate_sample(plan: TransferPlan, nights: Sequence[dt.date], sample_rows: int, seed: int,
+                     spark) -> _EvaluatedSample:
+    """Sample every night (once for all labels) and evaluate conditions and filter with Spark."""
+    fields = _sample_fields(plan)
+    per_night = max(MIN_SAMPLE_ROWS_PER_NIGHT, sample_rows // max(len(nights), 1))
+    result = _EvaluatedSample({}, {}, set())
+    tables = []
+    for night in nights:
+        sample, _ = read_sample(plan.archive_root, plan.survey, night, fields, per_night, seed)
+        result.values[night] = sample_classes(plan.survey, sample, plan.tns_catalog)
+        result.rows[night] = sample.num_rows
+        sample = sample.append_column(_NIGHT, pa.array([night.toordinal()] * sample.num_rows, pa.int64()))
+        sample = sample.append_column(_ROW, pa.array(np.arange(sample.num_rows), pa.int64()))
+        tables.append(sample)
+    if tables:
+        session, owned = _session(spark)
+        try:
+            result.passing = _passing_rows(session, plan, pa.concat_tables(tables, promote_options="permissive"))
+        finally:
+            if owned:
+                session.stop()
+    return result
+
+
+def _count_rows(plan: TransferPlan, nights: Sequence[dt.date], stats: Sequence[NightStatistics],
+                sample: _EvaluatedSample | None, confidence: float) -> tuple[list[EstimateRow], list[EstimateRow]]:
+    """(rows per night and label, rows per night): exact class counts, scaled by the sample's
+    pass rates when there is one."""
+    survey, classes = plan.survey, plan.request.classes
+    all_classes = not classes
+    labels = _row_labels(classes, stats)
+    rows: list[EstimateRow] = []
+    night_rows: list[EstimateRow] = []
+    for night, night_stats in zip(nights, stats):
+        stat_values = night_stats.label_values()
+        counts = np.asarray(night_stats.counts.column(COUNT_COLUMN).to_pylist(), dtype=np.int64)
+        in_union = int(counts[survey.class_mask(stat_values, classes, len(counts))].sum())
+        per_label = {label: int(counts[_label_values(stat_values, survey, label, all_classes, len(counts))].sum())
+                     for label in labels}
+        if sample is None:
+            rows += [EstimateRow(night, label, n, float(n), float(n), float(n))
+                     for label, n in per_label.items() if n or not all_classes]
+            night_rows.append(EstimateRow(night, "selected", in_union, float(in_union), float(in_union), float(in_union)))
+            continue
+        values, size, passed = sample.values[night], sample.rows[night], sample.passed(night)
+        in_sample = survey.class_mask(values, classes, size)
+        pooled = passed[in_sample].mean() if in_sample.any() else (passed.mean() if size else math.nan)
+        for label, n in per_label.items():
+            if not n and all_classes:
+                continue
+            member = _label_values(values, survey, label, all_classes, size)
+            rows.append(_stratum(night, label, n, int(member.sum()), int((member & passed).sum()), pooled, confidence))
+        night_rows.append(_stratum(night, "selected", in_union, int(in_sample.sum()),
+                                   int((in_sample & passed).sum()), pooled, confidence))
+    return rows, night_rows
+
+
+def _sample_fields(plan: TransferPlan) -> list[str]:
     """Archive fields the sample needs: classification inputs, condition and filter fields."""
     skip = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
-    fields = list(classification_inputs(plan.survey))
+    fields = list(plan.survey.classification_inputs)
     for condition in plan.conditions:
         fields += condition.fields
     if plan.livestream_filter is not None:

@@ -11,9 +11,8 @@ Two independent measures:
   runs.
 * `footer_input_bytes(files, fields)` adds up, from the files' footers alone, the compressed
   size of the column chunks holding `fields` (dotted paths such as `candidate.magpsf`,
-  `prv_candidates` or a map column): what a reader pruning to those fields has to fetch.
-  `job_read_fields(plan)` lists the fields the transfer job reads (content, classification
-  inputs, conditions, live-stream filter).
+  `prv_candidates` or a map column): what a reader pruning to those fields has to fetch
+  (`TransferPlan.read_fields()` lists those of a transfer).
 
 Pure: pyarrow, plus pyspark objects handed in by the caller (no Dagster).
 """
@@ -30,8 +29,6 @@ from fink_pipeline.archive.layout import resolve
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
-
-    from fink_pipeline.transfer.job import TransferPlan
 
 # Parquet's wrapper levels around list items and map entries, by writer (3-level lists of
 # pyarrow/Spark, legacy 2-level lists, maps).
@@ -121,21 +118,6 @@ def footer_input_bytes(files: Sequence[str], fields: Iterable[str] | None = None
                     total += chunk.total_compressed_size
                     columns += g == 0
     return FooterBytes(total, rows, len(files), columns)
-
-
-def job_read_fields(plan: "TransferPlan") -> list[str]:
-    """Archive fields the transfer job of `plan` reads (computed and partition columns excluded)."""
-    from fink_pipeline.archive.stats import classification_inputs
-    from fink_pipeline.transfer.content import PARTITION_COLUMNS
-
-    skip = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
-    fields: list[str] = list(classification_inputs(plan.survey))
-    fields += plan.content.source_fields
-    for condition in plan.conditions:
-        fields += condition.fields
-    if plan.livestream_filter is not None:
-        fields += list(plan.livestream_filter.columns_read)
-    return [f for f in dict.fromkeys(fields) if f.split(".")[0] not in skip]
 
 
 def measure_input_bytes(spark: "SparkSession", df: "DataFrame") -> InputMetrics:

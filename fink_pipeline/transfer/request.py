@@ -219,6 +219,19 @@ class TransferRequestFields(BaseModel):
         return self.content[0] if self.content[0] in PACKETS else None
 
 
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+
+
+def validate_topic_name(name: str) -> str:
+    """Return `name` if Kafka accepts it as a topic name, else raise ValueError (a stored
+    request's file is named after its topic, so this also keeps '../x' out of the store)."""
+    if not isinstance(name, str) or not _TOPIC_RE.match(name) or name in {".", ".."}:
+        raise ValueError(
+            f"invalid Kafka topic name {name!r}: 1-249 characters among letters, digits, . _ -"
+        )
+    return name
+
+
 class TransferRequest(TransferRequestFields):
     """A validated transfer request with its identity (request id and topic)."""
 

@@ -65,7 +65,7 @@ def standing_from_mapping(name: str, data: Mapping[str, Any], archive_root: str 
     Everything is checked now rather than at the first replay: the request keys, and with
     `archive_root` also the classes, conditions, filter and content (`plan_transfer`).
     """
-    from fink_pipeline.transfer.job import plan_transfer
+    from fink_pipeline.transfer.plan import plan_transfer
 
     validate_name(name)
     fields = dict(data or {})

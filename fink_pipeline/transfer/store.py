@@ -7,7 +7,7 @@ import os
 import uuid
 from pathlib import Path
 
-from fink_pipeline.transfer.request import RequestError, TransferRequest
+from fink_pipeline.transfer.request import RequestError, TransferRequest, validate_topic_name
 
 
 class RequestStore:
@@ -18,8 +18,6 @@ class RequestStore:
 
     def path(self, topic: str) -> Path:
         """The file of `topic`; a name that is not a valid topic (e.g. '../x') is refused."""
-        from fink_pipeline.kafka.topics import validate_topic_name
-
         try:
             validate_topic_name(topic)
         except ValueError as exc:

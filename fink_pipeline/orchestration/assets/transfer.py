@@ -37,8 +37,9 @@ from fink_pipeline.orchestration.topic_recovery import publication_problems, res
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
 from fink_pipeline.transfer.estimate import estimate_request
-from fink_pipeline.transfer.job import build_publication, plan_transfer
-from fink_pipeline.transfer.metrics import footer_input_bytes, job_read_fields
+from fink_pipeline.transfer.plan import plan_transfer
+from fink_pipeline.transfer.select import build_publication
+from fink_pipeline.transfer.metrics import footer_input_bytes
 from fink_pipeline.transfer.request import RequestError
 
 # Transient failures (broker restarting, network, a Spark executor lost): 3 more attempts,
@@ -186,7 +187,7 @@ def published_alerts(
     files = archive_files(plan.night_paths)
     bytes_on_disk = sum(size for _, size in files)
     # compressed bytes of the column chunks the job reads, from the Parquet footers
-    bytes_read = footer_input_bytes([path for path, _ in files], job_read_fields(plan)).bytes
+    bytes_read = footer_input_bytes([path for path, _ in files], plan.read_fields()).bytes
     if "selected_alerts" in selected:
         yield dg.MaterializeResult(
             asset_key="selected_alerts",

@@ -5,7 +5,8 @@ from __future__ import annotations
 import datetime as dt
 
 from fink_pipeline.surveys.base import Survey
-from fink_pipeline.surveys.ztf.classification import classify, classify_arrow
+from fink_pipeline.surveys.ztf.classes import ZTF_CLASS_RULES, classify, classify_arrow
+from fink_pipeline.surveys.ztf.filters import resolve_filter
 from fink_pipeline.surveys.ztf.generator import generate_night
 from fink_pipeline.surveys.ztf.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS, MAP_KEYS
 
@@ -32,4 +33,6 @@ SURVEY = Survey(
     classify_arrow=classify_arrow,
     generate_night=generate_night,
     map_keys=MAP_KEYS,
+    class_rules=ZTF_CLASS_RULES,
+    resolve_livestream_filter=resolve_filter,
 )

@@ -1,0 +1,117 @@
+"""A transfer request checked against its survey and the archive: the `TransferPlan`.
+
+Everything that can be wrong with a request is found here, before Spark or Kafka start: the
+survey's classes, conditions and content, the live-stream filter, the nights present, and
+files the job could not read (`archive.file_schemas`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from fink_pipeline.archive.file_schemas import ArchiveFileSchemaError, check_night_files
+from fink_pipeline.archive.layout import night_dir
+from fink_pipeline.archive.stats import known_labels, load_archive_tns_catalog, night_files
+from fink_pipeline.surveys import get_survey
+from fink_pipeline.surveys.base import ClassError, Survey
+from fink_pipeline.transfer.conditions import ValidatedCondition, validate_conditions
+from fink_pipeline.transfer.content import PARTITION_COLUMNS, ContentPlan, available_fields, resolve_content
+from fink_pipeline.transfer.request import RequestError, TransferRequestFields
+
+
+class NoDataError(RequestError):
+    """None of the requested nights exists in the archive."""
+
+
+@dataclass
+class TransferPlan:
+    """Everything the job needs, resolved and validated before Spark starts."""
+
+    survey: Survey
+    request: TransferRequestFields
+    archive_root: str
+    night_paths: list[str]
+    missing_nights: list[dt.date]
+    conditions: list[ValidatedCondition]
+    livestream_filter: object | None
+    content: ContentPlan
+    # warnings that do not stop the request (e.g. a class no statistics has seen yet)
+    notes: list[str] = field(default_factory=list)
+    # prepared TNS catalogue (pyarrow Table) the tnsclass is computed with; None: all "Unknown"
+    tns_catalog: Any = None
+
+    @property
+    def present_nights(self) -> list[dt.date]:
+        """The requested nights the archive has."""
+        missing = set(self.missing_nights)
+        return [n for n in self.request.nights if n not in missing]
+
+    def read_fields(self) -> list[str]:
+        """Archive fields the transfer job reads (computed and partition columns excluded)."""
+        skip = set(self.survey.class_columns) | set(PARTITION_COLUMNS)
+        fields: list[str] = list(self.survey.classification_inputs)
+        fields += self.content.source_fields
+        for condition in self.conditions:
+            fields += condition.fields
+        if self.livestream_filter is not None:
+            fields += list(self.livestream_filter.columns_read)
+        return [f for f in dict.fromkeys(fields) if f.split(".")[0] not in skip]
+
+
+def plan_transfer(
+    request: TransferRequestFields,
+    archive_root: str,
+    existing_nights: Sequence[dt.date],
+    *,
+    tns_catalog: Any = None,
+) -> TransferPlan:
+    """Validate every part of `request` against the survey and the archive (no Spark needed).
+
+    Classes are checked by the survey (`Survey.validate_classes`) against its labels and those
+    the archive's nightly statistics have seen. `tns_catalog` (an Arrow table with ra,
+    declination, type) overrides the archive's own `<root>/<survey>/tns/tns.parquet`.
+    """
+    survey = get_survey(request.survey)
+    fields = available_fields(survey, list(survey.class_columns))
+    conditions = validate_conditions(request.conditions, fields, map_keys=survey.map_keys)
+    livestream_filter = resolve_livestream_filter(survey, request.livestream_filter)
+    content = resolve_content(survey, request.content, survey.class_columns)
+    tns_catalog = (load_archive_tns_catalog(archive_root, survey) if tns_catalog is None
+                   else survey.prepare_tns_catalog(tns_catalog))
+    notes: list[str] = []
+    if request.classes:
+        tns_types = set(tns_catalog.column("type").to_pylist()) if tns_catalog is not None else None
+        try:
+            notes = survey.validate_classes(request.classes, known_labels(archive_root, survey.name), tns_types)
+        except ClassError as exc:
+            raise RequestError(str(exc)) from None
+    existing = set(existing_nights)
+    present = [n for n in request.nights if n in existing]
+    missing = [n for n in request.nights if n not in existing]
+    if not present:
+        raise NoDataError(
+            f"No alert data found in between {request.start} and {request.stop} "
+            f"for {survey.name} under {archive_root}"
+        )
+    try:
+        check_night_files(((n, [path for path, _ in night_files(archive_root, survey.name, n)]) for n in present),
+                          survey.archive_schema, archive_root)
+    except ArchiveFileSchemaError as exc:
+        raise RequestError(str(exc)) from None
+    paths = [night_dir(archive_root, survey.name, n) for n in present]
+    return TransferPlan(survey, request, archive_root, paths, missing, conditions, livestream_filter, content,
+                        notes=notes, tns_catalog=tns_catalog)
+
+
+def resolve_livestream_filter(survey: Survey, name: str | None):
+    """The survey's replayable filter named `name` (None for none); RequestError naming it."""
+    if not name:
+        return None
+    if survey.resolve_livestream_filter is None:
+        raise RequestError(f"livestream_filter: live-stream filters exist for ztf only, not {survey.name}")
+    try:
+        return survey.resolve_livestream_filter(name)
+    except ValueError as exc:
+        raise RequestError(f"livestream_filter: {exc}") from None
