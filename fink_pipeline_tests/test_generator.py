@@ -159,6 +159,29 @@ def test_same_seed_same_bytes_other_seed_other_alerts(night, night_cutouts):
     assert _ipc_bytes(other) != _ipc_bytes(night)
 
 
+@pytest.mark.parametrize("survey", ["ztf", "lsst", "elasticc"])
+def test_same_seed_same_bytes_in_another_process(survey):
+    """No draw may depend on Python's per-process hash seed (set iteration order): a seed
+    gives the same alerts in every process, as the archive's reproducibility promises."""
+    import subprocess
+    import sys
+
+    code = (
+        "import datetime as dt, hashlib, pyarrow as pa\n"
+        "from fink_pipeline.surveys import get_survey\n"
+        "digest = hashlib.sha256()\n"
+        f"for batch in get_survey({survey!r}).generate_night(dt.date(2025, 11, 1), 300, 5, False):\n"
+        "    sink = pa.BufferOutputStream()\n"
+        "    with pa.ipc.new_stream(sink, batch.schema) as writer:\n"
+        "        writer.write_batch(batch)\n"
+        "    digest.update(sink.getvalue().to_pybytes())\n"
+        "print(digest.hexdigest())\n"
+    )
+    digests = {subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("0", "1", "2")}
+    assert len(digests) == 1
+
+
 def test_cutouts_change_only_the_cutout_columns(night_cutouts):
     light = _table(n=600, with_cutouts=False)
     assert _same_content(light.drop_columns(list(CUTOUT_COLUMNS)), night_cutouts.drop_columns(list(CUTOUT_COLUMNS)))

@@ -82,7 +82,9 @@ CATS_WEIGHTS = np.array([0.34, 0.06, 0.20, 0.22, 0.15, 0.03])
 TNS_TYPES = ("SN Ia", "SN II", "SN IIn", "SN Ic", "TDE", "CV")
 AB_ZERO_NJY = 3631e9  # flux of AB mag 0 in nJy
 
-_DIA_SOURCE_FIELDS = {f.name for f in DIA_SOURCE}
+# a tuple, in schema order: random draws happen per field, and a set's order changes with
+# Python's hash seed (the same seed gave other alerts in another process)
+_DIA_SOURCE_FIELDS = tuple(f.name for f in DIA_SOURCE)
 _LCF_NAMES = [f.name for f in LC_FEATURES]
 
 
