@@ -37,6 +37,7 @@ import pyarrow as pa
 
 from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.archive.stats import COUNT_COLUMN, NightStatistics, night_files, night_statistics
+from fink_pipeline.spark import LOCAL_MASTER, open_spark_session
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.content import PARTITION_COLUMNS
 from fink_pipeline.transfer.metrics import footer_input_bytes
@@ -455,12 +456,7 @@ def _sample_fields(plan: TransferPlan) -> list[str]:
 def _session(spark) -> tuple["SparkSession", bool]:
     """(session, created here) from a session, a factory or nothing (local session)."""
     if spark is None:
-        from pyspark import SparkContext
-
-        from fink_pipeline.spark import build_spark_session
-
-        owned = SparkContext._active_spark_context is None
-        return build_spark_session("local[*]", "fink-pipeline-estimate"), owned
+        return open_spark_session(LOCAL_MASTER, "fink-pipeline-estimate")
     if callable(spark) and not hasattr(spark, "sparkContext"):
         return spark(), False
     return spark, False
