@@ -22,9 +22,10 @@ that counted them. `unmeasured` is how many of the N cases counted no
 alert: `lost` and `duplicates` say nothing about them. Recording before asserting lets a
 failing test still show its losses in the summary.
 
-A case that has no alert to count (a bad input refused before anything runs) records without
-`lost` and `duplicates`: `reliability_record(cases=1, failures_survived=1)` counts it as
-unmeasured. Giving one of `lost`/`duplicates` without the other is an error.
+A bad input refused before anything runs puts no alert at stake: it is a failure survived, not
+a case, `reliability_record(cases=0, failures_survived=1)`. A case that moves alerts but counts
+none records without `lost` and `duplicates` (`reliability_record(cases=1, failures_survived=1)`)
+and is counted as unmeasured. Giving one of `lost`/`duplicates` without the other is an error.
 
 A fault test that does not call the fixture may declare its counts on the marker:
 

@@ -368,7 +368,7 @@ def small_tmpfs(tmp_path):
     """A factory mounting a tmpfs of a given size under tmp_path, unmounted at teardown.
 
     Needs root or CAP_SYS_ADMIN (CI runs as root). Elsewhere the test is skipped with the reason,
-    unless FINK_PIPELINE_REQUIRE_DISK_FULL=1 (set by .ci/run), which makes it fail instead."""
+    unless FINK_PIPELINE_REQUIRE_DISK_FULL=1 (set by `scripts/run test` under CI=true), which makes it fail instead."""
     mounted: list[Path] = []
 
     def mount(size_bytes: int) -> Path:
