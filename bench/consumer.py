@@ -168,7 +168,7 @@ def steady_rate(root: Path) -> tuple[float, float]:
 
 def count_distinct(root: Path, fmt: str) -> int:
     if fmt == "delta":
-        from fink_pipeline.consumer.sinks import delta_table_counts
+        from fink_pipeline.consumer.readers import delta_table_counts
 
         return delta_table_counts(str(root), "candid")[1]
     import pyarrow.dataset as ds

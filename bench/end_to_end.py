@@ -37,7 +37,7 @@ START = dt.date(2024, 3, 1)
 
 
 def table_rows(uri: str) -> tuple[int, int]:
-    from fink_pipeline.consumer.sinks import delta_table_counts
+    from fink_pipeline.consumer.readers import delta_table_counts
 
     return delta_table_counts(uri, "candid")
 

@@ -18,16 +18,11 @@ import pyarrow.compute as pc
 import pytest
 
 from fink_pipeline.consumer.core import consume_topic, kafka_consumer, read_quarantine
-from fink_pipeline.consumer.sinks import (
-    ConcurrentConsumerError,
-    DeltaSink,
-    ParquetSink,
-    Partitioning,
-    Publication,
-    add_time_partitions,
-    read_delta_table,
-    read_parquet_dataset,
-)
+from fink_pipeline.consumer.delta_sink import DeltaSink
+from fink_pipeline.consumer.parquet_sink import ParquetSink
+from fink_pipeline.consumer.partitioning import add_time_partitions, Partitioning
+from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
+from fink_pipeline.consumer.sinks import ConcurrentConsumerError, Publication
 from fink_pipeline.consumer.synthetic import TopicWriter, publish_tables, synthetic_alerts
 from fink_pipeline.surveys import get_survey
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
@@ -464,7 +459,7 @@ def test_parquet_folders_are_named_like_pyarrows_dataset_writer(tmp_path):
     """fink-client writes with pyarrow's dataset writer: same Hive folder names, nulls included."""
     import pyarrow.dataset as ds
 
-    from fink_pipeline.consumer.sinks import hive_groups
+    from fink_pipeline.consumer.partitioning import hive_groups
 
     table = pa.table({"candid": [1, 2, 3, 4, 5], "finkclass": ["SN candidate", None, "(TNS) SN Ia", "a/b", "SN candidate"],
                       "year": ["2024", "2024", "2023", "2024", None]})

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pytest
 
 from fink_pipeline.cli import datatransfer
-from fink_pipeline.consumer.sinks import delta_data_files, read_delta_table, read_parquet_dataset
+from fink_pipeline.consumer.readers import delta_data_files, read_delta_table, read_parquet_dataset
 from fink_pipeline.consumer.synthetic import publish_tables, synthetic_alerts
 from fink_pipeline.surveys import get_survey
 

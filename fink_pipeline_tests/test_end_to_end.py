@@ -20,7 +20,7 @@ import pytest
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.layout import night_dir
-from fink_pipeline.consumer.sinks import read_delta_table
+from fink_pipeline.consumer.readers import read_delta_table
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.ztf.classification import finkclass_arrow
 from fink_pipeline.transfer.request import TransferRequest

@@ -21,7 +21,7 @@ import pytest
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.layout import night_dir
-from fink_pipeline.consumer.sinks import read_delta_table
+from fink_pipeline.consumer.readers import read_delta_table
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import read_status

@@ -46,7 +46,10 @@ import pytest
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.layout import list_nights, night_dir
-from fink_pipeline.consumer.sinks import DeltaSink, DiskFullError, Partitioning, PublicationMismatch, delta_committed_offsets
+from fink_pipeline.consumer.delta_sink import DeltaSink
+from fink_pipeline.consumer.partitioning import Partitioning
+from fink_pipeline.consumer.readers import delta_committed_offsets
+from fink_pipeline.consumer.sinks import DiskFullError, PublicationMismatch
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.surveys import get_survey
@@ -450,7 +453,7 @@ def test_disk_full_under_the_command_says_it_in_one_line_then_resumes(kafka_sett
                                                                       reliability_record, fmt):
     """`fink_datatransfer` with 2 consumers on a disk that fills up: one line saying so (not one
     per consumer, not deltalake's parquet error), exit 1, then an exact resume."""
-    from fink_pipeline.consumer.sinks import read_parquet_dataset, read_delta_table
+    from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
     from fink_pipeline.consumer.synthetic import publish_synthetic_topic
 
     topic = f"ftransfer_ztf_2024-03-01_90001{'01' if fmt == 'delta' else '02'}"
@@ -509,7 +512,7 @@ def test_request_over_missing_nights_creates_nothing(archive, kafka_broker, tmp_
     import dagster as dg
 
     import fink_pipeline.spark
-    from fink_pipeline.consumer.sinks import read_delta_table
+    from fink_pipeline.consumer.readers import read_delta_table
     from fink_pipeline.kafka.topics import topic_exists
     from fink_pipeline.orchestration.launch import run_transfer
     from fink_pipeline.transfer.request import TransferRequest
@@ -561,7 +564,7 @@ def expected_candids(root: str, nights: list[dt.date], classes: list[str]) -> li
 def test_two_transfers_at_once_write_two_exact_tables(spark, kafka_broker, archive, tmp_path, reliability_record):
     import dagster as dg
 
-    from fink_pipeline.consumer.sinks import read_delta_table
+    from fink_pipeline.consumer.readers import read_delta_table
     from fink_pipeline.orchestration.launch import run_transfer
     from fink_pipeline.transfer.request import TransferRequest
 

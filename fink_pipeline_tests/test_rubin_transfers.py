@@ -18,7 +18,7 @@ import pytest
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.layout import list_nights, night_dir
-from fink_pipeline.consumer.sinks import read_delta_table
+from fink_pipeline.consumer.readers import read_delta_table
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.transfer.plan import plan_transfer
 from fink_pipeline.transfer.request import RequestError, TransferRequest

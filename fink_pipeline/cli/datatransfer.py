@@ -27,7 +27,9 @@ import sys
 import time
 from pathlib import Path
 
-from fink_pipeline.consumer.sinks import PARTITION_CHOICES, DeltaSink, ParquetSink, Partitioning
+from fink_pipeline.consumer.delta_sink import DeltaSink
+from fink_pipeline.consumer.parquet_sink import ParquetSink
+from fink_pipeline.consumer.partitioning import PARTITION_CHOICES, Partitioning
 from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
 
 LOGGER = logging.getLogger("fink_datatransfer")
@@ -264,7 +266,7 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
 
     from fink_pipeline.avro import arrow_schema_for_avro
     from fink_pipeline.consumer.core import publication_of, read_publication_status, topic_partitions
-    from fink_pipeline.consumer.sinks import rows_per_partition_value
+    from fink_pipeline.consumer.readers import rows_per_partition_value
 
     outdir = str(Path(args.outdir).expanduser().resolve())
     quarantine = f"{outdir}_quarantine"
@@ -357,7 +359,7 @@ def print_summary(console, options: dict, partitioning: Partitioning, consumed: 
     """Rows per partition value of the output table (from metadata only), and the run's rate."""
     from rich.table import Table
 
-    from fink_pipeline.consumer.sinks import rows_per_partition_value
+    from fink_pipeline.consumer.readers import rows_per_partition_value
 
     columns = partitioning.columns
     counts = rows_per_partition_value(options["outdir"], options["format"], columns)

@@ -14,7 +14,9 @@ import dagster as dg
 from fink_pipeline import paths
 from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.consumer.core import consume_topic
-from fink_pipeline.consumer.sinks import DeltaSink, Partitioning, delta_table_counts
+from fink_pipeline.consumer.delta_sink import DeltaSink
+from fink_pipeline.consumer.partitioning import Partitioning
+from fink_pipeline.consumer.readers import delta_table_counts
 from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.kafka.status import read_status
 from fink_pipeline.orchestration.constants import OWNERS, TRANSFER_GROUP

@@ -1,0 +1,113 @@
+"""Reading what the sinks wrote: Parquet folders (committed batches only) and Delta tables
+(their current version), whole or as counts, without a Spark or Delta engine of one's own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+
+from fink_pipeline.consumer.delta_sink import DeltaSink
+from fink_pipeline.consumer.parquet_sink import committed_batches, is_committed_file
+from fink_pipeline.consumer.partitioning import Partitioning
+
+
+def read_parquet_dataset(root: str, columns: list[str] | None = None) -> pa.Table:
+    """Read a dataset written by `ParquetSink`: committed batches only, Hive partitions restored."""
+    return parquet_dataset(root).to_table(columns=columns)
+
+
+def committed_parquet_files(root: str | Path) -> list[str]:
+    """Data files of the folder's committed batches (what pandas and Spark read too: staged
+    files live under `_staging`; unmarked files in place, which only older versions left
+    after a crash, are skipped)."""
+    root = Path(root)
+    if not root.exists():
+        return []
+    batches = committed_batches(root)
+    files = []
+    for path in sorted(root.rglob("*.parquet")):
+        hidden = any(part.startswith(("_", ".")) for part in path.relative_to(root).parts)
+        if not hidden and is_committed_file(path, batches):
+            files.append(str(path))
+    return files
+
+
+def parquet_dataset(root: str, partitioning: ds.Partitioning | str = "hive") -> ds.Dataset:
+    """The `ParquetSink` dataset: its committed files, Hive partitions restored."""
+    return ds.dataset(committed_parquet_files(root), format="parquet", partitioning=partitioning,
+                      partition_base_dir=str(root), exclude_invalid_files=False)
+
+
+def read_delta_table(uri: str, storage_options: dict[str, str] | None = None) -> pa.Table:
+    """Read a whole Delta table into Arrow through deltalake's query engine.
+
+    QueryBuilder avoids an intermittent abort at interpreter exit seen with `to_pyarrow_table`
+    (delta-rs #2184; see the dagster notes).
+    """
+    from deltalake import DeltaTable, QueryBuilder
+
+    table = DeltaTable(uri, storage_options=storage_options)
+    reader = QueryBuilder().register("t", table).execute("SELECT * FROM t")
+    # the query engine returns view types (string_view); give back the table's own schema
+    schema = pa.schema(table.schema().to_arrow())
+    return pa.table(reader.read_all()).select(schema.names).cast(schema)
+
+
+def delta_data_files(uri: str, storage_options: dict[str, str] | None = None) -> list[str]:
+    """URIs of the Parquet files of the table's current version: what engines without a Delta
+    reader (DuckDB offline, Spark without delta-spark) read. Never glob the folder: it may
+    also hold files of commits that failed or were superseded."""
+    from deltalake import DeltaTable
+
+    return DeltaTable(uri, storage_options=storage_options).file_uris()
+
+
+def delta_committed_offsets(uri: str, partitions: Sequence[int],
+                            storage_options: dict[str, str] | None = None) -> dict[int, int]:
+    """Next offset per Kafka partition committed in the table, for the publication it holds."""
+    sink = DeltaSink(uri, Partitioning("none"), storage_options=storage_options)
+    held = sink.held_publication()
+    if held is None:
+        return {p: 0 for p in partitions}
+    sink.publication = held
+    return sink.resume_offsets(partitions)
+
+
+def delta_table_counts(uri: str, id_column: str, storage_options: dict[str, str] | None = None) -> tuple[int, int]:
+    """(rows, distinct ids) of a Delta table, computed by deltalake's engine (no full load)."""
+    from deltalake import DeltaTable, QueryBuilder
+
+    table = DeltaTable(uri, storage_options=storage_options)
+    sql = f'SELECT count(*) AS n, count(DISTINCT "{id_column}") AS d FROM t'
+    result = pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
+    return int(result["n"][0].as_py()), int(result["d"][0].as_py())
+
+
+def rows_per_partition_value(uri: str, fmt: str, columns: list[str]) -> dict[str, int]:
+    """Rows per partition folder value (`a/b/c` for several columns) without reading the data:
+    Delta from the log's per-file record counts, Parquet from the file footers."""
+    counts: dict[str, int] = {}
+    if fmt == "delta":
+        from deltalake import DeltaTable
+
+        try:
+            actions = pa.table(DeltaTable(uri).get_add_actions(flatten=True))
+        except Exception:  # no table yet
+            return counts
+        values = [actions[f"partition.{c}"].to_pylist() for c in columns] if columns else []
+        for i, n in enumerate(actions["num_records"].to_pylist()):
+            key = "/".join(str(v[i]) for v in values) if columns else "all"
+            counts[key] = counts.get(key, 0) + int(n or 0)
+        return counts
+    if not Path(uri).exists():
+        return counts
+    # folder values as written (`03`), not as inferred (3)
+    partitioning = ds.HivePartitioning(pa.schema([(c, pa.string()) for c in columns])) if columns else None
+    for fragment in parquet_dataset(uri, partitioning).get_fragments():
+        expression = ds.get_partition_keys(fragment.partition_expression)
+        key = "/".join(str(expression.get(c)) for c in columns) if columns else "all"
+        counts[key] = counts.get(key, 0) + fragment.metadata.num_rows
+    return counts
