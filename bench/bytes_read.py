@@ -99,7 +99,7 @@ def main() -> None:
     from fink_pipeline.archive.generate import generate_archive
     from fink_pipeline.archive.layout import list_nights, science_root
     from fink_pipeline.kafka.broker import EmbeddedBroker
-    from fink_pipeline.kafka.publish import publish_dataframe
+    from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
     from fink_pipeline.kafka.settings import KafkaSettings
     from fink_pipeline.spark import build_spark_session
     from fink_pipeline.surveys import get_survey
@@ -133,9 +133,10 @@ def main() -> None:
             df = build_transfer_dataframe(spark, plan)
             leaves = pruned_read_leaves(df)
             began = time.perf_counter()
-            published = publish_dataframe(df, request.topic, settings, request_id=request.request_id,
-                                          survey_time_column=survey.time_column, survey_time_epoch=JD_UNIX_EPOCH,
-                                          key_column=survey.alert_id, class_column="finkclass")
+            target = PublicationTarget(topic=request.topic, request_id=request.request_id,
+                                       time_column=survey.time_column, time_epoch=JD_UNIX_EPOCH,
+                                       key_column=survey.alert_id, class_column="finkclass")
+            published = publish_dataframe(df, target, settings)
             seconds = time.perf_counter() - began
             input_bytes, _ = job_input_bytes(spark, f"fink-publish-{request.topic}")
             footer = footer_input_bytes([str(f) for f in files], leaves).bytes

@@ -245,7 +245,7 @@ def main() -> None:
     parser.add_argument("--skip-fink-client", action="store_true")
     args = parser.parse_args()
 
-    from fink_pipeline.consumer.synthetic import publish_synthetic_topic
+    from fink_pipeline_tests.synthetic_topics import publish_synthetic_topic
     from fink_pipeline.kafka.broker import EmbeddedBroker
     from fink_pipeline.kafka.settings import KafkaSettings
     from fink_pipeline.surveys import get_survey

@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--format", default="delta", choices=("delta", "parquet"))
     args = parser.parse_args()
 
-    from fink_pipeline.consumer.synthetic import publish_synthetic_topic
+    from fink_pipeline_tests.synthetic_topics import publish_synthetic_topic
     from fink_pipeline.kafka.broker import EmbeddedBroker
     from fink_pipeline.kafka.settings import KafkaSettings
     from fink_pipeline.surveys import get_survey

@@ -71,7 +71,7 @@ def write_archive(n: int) -> int:
 
 def light_schema() -> pa.Schema:
     """The light packet's columns, as the transfer job publishes them."""
-    from fink_pipeline.consumer.synthetic import synthetic_alerts
+    from fink_pipeline_tests.synthetic_topics import synthetic_alerts
     from fink_pipeline.surveys import get_survey
 
     return next(synthetic_alerts(get_survey("ztf"), 10, "light")).schema

@@ -110,10 +110,10 @@ def cpu_seconds(broker_pid: int) -> dict[str, float]:
 def raw_produce(settings, df, options) -> tuple[int, float]:
     """Send the same rows, encoded beforehand, with a plain producer loop: (messages, seconds)."""
     import numpy as np
-    from confluent_kafka import Producer
-
     from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
-    from fink_pipeline.kafka.publish import kafka_partition_of, spark_to_arrow_schema
+    from fink_pipeline.kafka.clients import make_producer
+    from fink_pipeline.kafka.wire import kafka_partition_of
+    from fink_pipeline.spark import spark_to_arrow_schema
     from fink_pipeline.kafka.topics import ensure_topic
 
     table = df.toArrow()
@@ -125,8 +125,8 @@ def raw_produce(settings, df, options) -> tuple[int, float]:
     topic = f"ftransfer_ztf_bench_raw_{uuid.uuid4().hex[:8]}"
     ensure_topic(settings, topic, partitions=options.partitions, retention_ms=options.retention_ms,
                  compression=options.compression)
-    producer = Producer({
-        **settings.librdkafka_config(), "compression.type": options.compression, "linger.ms": options.linger_ms,
+    producer = make_producer(settings, {
+        "compression.type": options.compression, "linger.ms": options.linger_ms,
         "batch.size": options.batch_bytes, "batch.num.messages": 100_000,
         "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1024 * 1024,
     })
@@ -154,7 +154,8 @@ def main() -> int:
     args = parser.parse_args()
 
     from fink_pipeline.kafka.broker import EmbeddedBroker
-    from fink_pipeline.kafka.publish import PublishOptions, publish_dataframe
+    from fink_pipeline.kafka.options import PublishOptions
+    from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
     from fink_pipeline.kafka.settings import KafkaSettings
     from fink_pipeline.spark import build_spark_session
     from fink_pipeline.surveys.base import JD_UNIX_EPOCH
@@ -178,9 +179,10 @@ def main() -> int:
             for run in range(1, args.runs + 1):
                 topic = f"ftransfer_ztf_bench_{uuid.uuid4().hex[:8]}"
                 cpu_before, load_before = cpu_seconds(broker.pid), os.getloadavg()[0]
-                report = publish_dataframe(publication.rows, topic, settings, request_id=topic,
-                                           survey_time_column="candidate.jd", survey_time_epoch=JD_UNIX_EPOCH,
-                                           options=options, arrow_content=publication.arrow_content)
+                target = PublicationTarget(topic=topic, request_id=topic, time_column="candidate.jd",
+                                           time_epoch=JD_UNIX_EPOCH)
+                report = publish_dataframe(publication.rows, target, settings, options=options,
+                                           arrow_content=publication.arrow_content)
                 cpu_by = {k: v - cpu_before[k] for k, v in cpu_seconds(broker.pid).items()}
                 cpu = sum(cpu_by.values())
                 assert report.total == args.alerts, f"published {report.total} of {args.alerts}"

@@ -18,3 +18,38 @@ def test_import_contracts_are_kept() -> None:
                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "3 kept, 0 broken" in result.stdout
+
+
+PACKAGE = REPO_ROOT / "fink_pipeline"
+MAX_MODULE_LINES = 600
+MAX_FUNCTION_LINES = 120
+
+
+def test_modules_and_functions_stay_small() -> None:
+    """Each concept in a module a reader can hold in mind: no module over 600 lines, no
+    function over 120 (data tables would be the exception; there is none today)."""
+    import ast
+
+    too_long = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        name = str(path.relative_to(REPO_ROOT))
+        if len(text.splitlines()) > MAX_MODULE_LINES:
+            too_long.append(f"{name}: {len(text.splitlines())} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                if length > MAX_FUNCTION_LINES:
+                    too_long.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert too_long == []
+
+
+def test_survey_specific_branches_live_in_the_surveys() -> None:
+    """Survey behaviour is a method of the survey, not a `survey.name == ...` branch elsewhere."""
+    import re
+
+    branch = re.compile(r"""\bname\s*[!=]=\s*["'](ztf|lsst|elasticc)["']""")
+    found = [f"{path.relative_to(REPO_ROOT)}:{i}" for path in sorted(PACKAGE.rglob("*.py"))
+             if PACKAGE / "surveys" not in path.parents
+             for i, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]
+    assert found == []

@@ -23,15 +23,15 @@ from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.importer import import_alerts
 from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
-from fink_pipeline.kafka.publish import PublishOptions, publish_dataframe
+from fink_pipeline.kafka.faults import PublishFaults
+from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.surveys import get_survey
-from fink_pipeline.surveys.base import JD_UNIX_EPOCH
 from fink_pipeline.transfer.arrow_content import spark_timestamp_strings
 from fink_pipeline.transfer.plan import plan_transfer
 from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe
 from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
-from fink_pipeline_tests.test_publish import new_topic, read_topic, schema_from_topic
+from fink_pipeline_tests.test_publish import new_topic, read_topic, schema_from_topic, ztf_target
 
 pytestmark = pytest.mark.spark
 
@@ -149,9 +149,8 @@ def test_publication_read_with_arrow_survives_a_failed_attempt(spark, kafka_sett
     publication = build_publication(spark, plan)
     topic = new_topic()
     report = publish_dataframe(
-        publication.rows, topic, kafka_settings, request_id="arrow-1", survey_time_column="candidate.jd",
-        survey_time_epoch=JD_UNIX_EPOCH, options=PublishOptions(fail_first_attempt_after=150),
-        arrow_content=publication.arrow_content,
+        publication.rows, ztf_target(topic, "arrow-1"), kafka_settings,
+        faults=PublishFaults(fail_first_attempt_after=150), arrow_content=publication.arrow_content,
     )
     messages = read_topic(kafka_settings, topic)
     expected = {row["candid"]: row for row in build_transfer_dataframe(spark, plan).toArrow().to_pylist()}

@@ -34,7 +34,7 @@ import pytest
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.layout import list_nights
-from fink_pipeline.kafka.publish import publish_dataframe
+from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
 from fink_pipeline.kafka.settings import read_credentials_file
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH
@@ -132,10 +132,9 @@ def test_finkctl_transfer_downloads_every_published_alert(spark, kafka_broker, k
     df = build_transfer_dataframe(spark, plan)
     publication = build_publication(spark, plan)  # as the transfer asset publishes: content read with Arrow
     assert publication.arrow_content is not None
-    report = publish_dataframe(
-        publication.rows, request.topic, kafka_settings, request_id=request.request_id,
-        survey_time_column="candidate.jd", survey_time_epoch=JD_UNIX_EPOCH, arrow_content=publication.arrow_content,
-    )
+    target = PublicationTarget(topic=request.topic, request_id=request.request_id, time_column="candidate.jd",
+                               time_epoch=JD_UNIX_EPOCH)
+    report = publish_dataframe(publication.rows, target, kafka_settings, arrow_content=publication.arrow_content)
     source = sorted(df.select("candid").toArrow()["candid"].to_pylist())
     assert report.total == len(source) == 4000
 

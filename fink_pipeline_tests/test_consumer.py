@@ -9,7 +9,6 @@ import re
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import fastavro
 import numpy as np
@@ -23,7 +22,7 @@ from fink_pipeline.consumer.parquet_sink import ParquetSink
 from fink_pipeline.consumer.partitioning import add_time_partitions, Partitioning
 from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
 from fink_pipeline.consumer.sinks import ConcurrentConsumerError, Publication
-from fink_pipeline.consumer.synthetic import TopicWriter, publish_tables, synthetic_alerts
+from fink_pipeline_tests.synthetic_topics import TopicWriter, publish_tables, synthetic_alerts
 from fink_pipeline.surveys import get_survey
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 
@@ -503,25 +502,25 @@ def test_decoding_in_slices_equals_one_decode_and_keeps_bad_positions():
 
 
 def test_user_kafka_options_win_over_the_fetch_defaults(tmp_path, caplog):
-    from fink_pipeline.consumer.core import FETCH_CONFIG, REQUIRED_CONSUMER_CONFIG, consumer_config
+    from fink_pipeline.consumer.core import FETCH_CONFIG, REQUIRED_CONSUMER_CONFIG, exact_consumer_config
     from fink_pipeline.kafka.settings import KafkaSettings, write_credentials_file
 
     assert FETCH_CONFIG["fetch.max.bytes"] != "1048576"
     settings = KafkaSettings(bootstrap_servers="127.0.0.1:9092",
                              extra={"fetch.max.bytes": 1048576, "queued.max.messages.kbytes": 2048})
-    config = consumer_config(settings, "g")
+    config = exact_consumer_config(settings, "g")
     assert config["fetch.max.bytes"] == "1048576" and config["queued.max.messages.kbytes"] == "2048"
     assert config["max.partition.fetch.bytes"] == FETCH_CONFIG["max.partition.fetch.bytes"]  # default kept
     # options exactly once depends on stay, and the user is told
     with caplog.at_level("WARNING", logger="fink_pipeline.consumer"):
-        config = consumer_config(KafkaSettings(bootstrap_servers="127.0.0.1:9092",
+        config = exact_consumer_config(KafkaSettings(bootstrap_servers="127.0.0.1:9092",
                                                extra={"isolation.level": "read_uncommitted"}), "g")
     assert {k: config[k] for k in REQUIRED_CONSUMER_CONFIG} == REQUIRED_CONSUMER_CONFIG
     assert "isolation.level" in caplog.text and "ignored" in caplog.text
     # from the credentials file (an optional `extra:` mapping next to fink-client's keys)
     path = write_credentials_file(tmp_path / "ztf_credentials.yml", servers="127.0.0.1:9092")
     path.write_text(path.read_text() + "extra:\n  fetch.wait.max.ms: 250\n  socket.timeout.ms: 7000\n")
-    config = consumer_config(KafkaSettings.from_credentials_file(path), "g")
+    config = exact_consumer_config(KafkaSettings.from_credentials_file(path), "g")
     assert config["fetch.wait.max.ms"] == "250" and config["socket.timeout.ms"] == "7000"
 
 

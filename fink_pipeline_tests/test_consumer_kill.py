@@ -18,7 +18,7 @@ import psutil
 import pytest
 
 from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
-from fink_pipeline.consumer.synthetic import publish_synthetic_topic
+from fink_pipeline_tests.synthetic_topics import publish_synthetic_topic
 from fink_pipeline.surveys import get_survey
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 

@@ -11,12 +11,11 @@ import sys
 import uuid
 from pathlib import Path
 
-import pyarrow as pa
 import pytest
 
 from fink_pipeline.cli import datatransfer
 from fink_pipeline.consumer.readers import delta_data_files, read_delta_table, read_parquet_dataset
-from fink_pipeline.consumer.synthetic import publish_tables, synthetic_alerts
+from fink_pipeline_tests.synthetic_topics import publish_tables, synthetic_alerts
 from fink_pipeline.surveys import get_survey
 
 ZTF = get_survey("ztf")
@@ -141,7 +140,7 @@ def test_delta_run_summary_progress_and_schema_dump(cli_tables):
     err = done.stderr
     assert "job finished, 4,000 alerts published" in err
     assert "Downloading" in err and "alerts/s" in err  # tqdm bar: rate (and ETA while running)
-    assert f"total" in err and f"4,000 of 4,000 published" in err
+    assert "total" in err and "4,000 of 4,000 published" in err
     assert "0 undecodable messages quarantined" in err
     assert "4,000 alerts downloaded" in err  # counted from the consumers' progress events
     table = read_delta_table(str(cli_tables["work"] / "delta"))

@@ -21,7 +21,7 @@ from fink_pipeline.consumer.delta_sink import DeltaSink
 from fink_pipeline.consumer.parquet_sink import ParquetSink
 from fink_pipeline.consumer.partitioning import Partitioning
 from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
-from fink_pipeline.consumer.synthetic import publish_tables, synthetic_alerts
+from fink_pipeline_tests.synthetic_topics import publish_tables, synthetic_alerts
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.surveys import get_survey

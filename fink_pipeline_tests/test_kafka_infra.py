@@ -48,7 +48,7 @@ from fink_pipeline.kafka.topics import (
     list_topics,
     topic_config,
     topic_exists,
-    topic_partitions,
+    partition_count,
 )
 
 CLI = Path(sys.executable).with_name("fink-pipeline")
@@ -245,7 +245,7 @@ def test_ensure_topic_creates_with_partitions_and_retention(kafka_settings):
     name = _unique()
     assert ensure_topic(kafka_settings, name, partitions=10, retention_ms=3_600_000) is True
     assert ensure_topic(kafka_settings, name, partitions=10) is False  # verified, not recreated
-    assert topic_partitions(kafka_settings, name) == 10
+    assert partition_count(kafka_settings, name) == 10
     config = topic_config(kafka_settings, name)
     assert config["retention.ms"] == "3600000"
     assert config["compression.type"] == "lz4"
@@ -264,7 +264,7 @@ def test_ensure_topic_creates_with_partitions_and_retention(kafka_settings):
 def test_topic_checks_do_not_auto_create(kafka_settings):
     name = _unique("missing")
     assert topic_exists(kafka_settings, name) is False
-    assert topic_partitions(kafka_settings, name) is None
+    assert partition_count(kafka_settings, name) is None
     assert name not in list_topics(kafka_settings)
     with pytest.raises(ValueError, match="invalid Kafka topic name"):
         ensure_topic(kafka_settings, "bad name/with spaces")
@@ -409,7 +409,7 @@ def test_status_round_trip_finished(kafka_settings):
     topic = _unique()
     assert read_status(kafka_settings, topic).state == "unknown"  # no status topic at all
     with StatusWriter(kafka_settings, topic) as writer:
-        assert topic_partitions(kafka_settings, status_topic(topic)) == 1
+        assert partition_count(kafka_settings, status_topic(topic)) == 1
         assert read_status(kafka_settings, topic).state == "unknown"  # topic, no record
         first = writer.start("req-1", partitions=10, schema_fingerprint="fp1", expected_total=60)
         assert first == 0

@@ -7,6 +7,7 @@ broker and reads the topics back with plain confluent-kafka consumers (`read_com
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import gc
 import io
@@ -24,18 +25,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.layout import list_nights
-from fink_pipeline.kafka.publish import (
-    PublicationConflict,
-    PublishOptions,
-    _TaskConfig,
-    owned_kafka_partitions,
-    producer_config,
-    publish_dataframe,
-    schema_topic,
-)
+from fink_pipeline.kafka.faults import PublishFaults
+from fink_pipeline.kafka.options import PublishOptions
+from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
+from fink_pipeline.kafka.publish_task import TaskConfig, producer_config
+from fink_pipeline.kafka.readback import PublicationConflict
+from fink_pipeline.kafka.wire import owned_kafka_partitions, schema_topic
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import EndRecord, FailedRecord, ProgressRecord, StartRecord, read_records, read_status
-from fink_pipeline.kafka.topics import topic_config, topic_partitions
+from fink_pipeline.kafka.topics import topic_config, partition_count
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH
 from fink_pipeline.transfer.plan import plan_transfer
@@ -97,11 +95,19 @@ def selection(spark, root: str, content: list[str] | str = "light"):
     return build_transfer_dataframe(spark, plan)
 
 
+FAULTS = {f.name for f in dataclasses.fields(PublishFaults)}
+
+
+def ztf_target(topic: str, request_id: str = "req-1") -> PublicationTarget:
+    """Where a test publishes ZTF alerts: keyed by candid, summarised by finkclass and night."""
+    return PublicationTarget(topic=topic, request_id=request_id, time_column="candidate.jd", time_epoch=JD_UNIX_EPOCH)
+
+
 def publish(df, topic: str, settings: KafkaSettings, request_id: str = "req-1", **options):
-    return publish_dataframe(
-        df, topic, settings, request_id=request_id, survey_time_column="candidate.jd",
-        survey_time_epoch=JD_UNIX_EPOCH, options=PublishOptions(**options),
-    )
+    """`publish_dataframe` with PublishOptions fields, and PublishFaults fields as injected failures."""
+    faults = {k: options.pop(k) for k in list(options) if k in FAULTS}
+    return publish_dataframe(df, ztf_target(topic, request_id), settings, options=PublishOptions(**options),
+                             faults=PublishFaults(**faults) if faults else None)
 
 
 def read_topic(settings: KafkaSettings, topic: str) -> list:
@@ -110,7 +116,7 @@ def read_topic(settings: KafkaSettings, topic: str) -> list:
         group_id=f"test-{uuid.uuid4().hex}", enable_partition_eof=True, isolation_level="read_committed",
     ))
     try:
-        partitions = topic_partitions(settings, topic)
+        partitions = partition_count(settings, topic)
         consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
         messages, finished = [], set()
         while len(finished) < partitions:
@@ -302,12 +308,12 @@ def test_rerun_after_failed_job_resumes_unfinished_partitions_only(kafka_setting
 
 def test_topic_settings_default_and_configured(kafka_settings, light, published_light):
     default_topic, _ = published_light
-    assert topic_partitions(kafka_settings, default_topic) == 10
+    assert partition_count(kafka_settings, default_topic) == 10
     config = topic_config(kafka_settings, default_topic)
     assert config["retention.ms"] == str(7 * 24 * 3600 * 1000) and config["compression.type"] == "lz4"
     tuned_topic = new_topic()
     publish(light[0].limit(50), tuned_topic, kafka_settings, partitions=3, retention_ms=3_600_000, compression="zstd")
-    assert topic_partitions(kafka_settings, tuned_topic) == 3
+    assert partition_count(kafka_settings, tuned_topic) == 3
     config = topic_config(kafka_settings, tuned_topic)
     assert config["retention.ms"] == "3600000" and config["compression.type"] == "zstd"
     assert len(read_topic(kafka_settings, tuned_topic)) == 50
@@ -355,7 +361,7 @@ def sasl_settings(bootstrap: str) -> KafkaSettings:
 
 def test_task_producer_config_carries_sasl_settings():
     settings = sasl_settings("kafka-1.example.org:9093,kafka-2.example.org:9093")
-    config = _TaskConfig(
+    config = TaskConfig(
         topic="ftransfer_ztf_x", settings=settings, avro_schema_json="{}", key_column="candid",
         kafka_partitions=10, spark_partitions=2, completed=frozenset(), request_id="r", options=PublishOptions(),
         class_column=None, night_column=None, night_epoch=JD_UNIX_EPOCH,
@@ -379,14 +385,12 @@ def test_secret_never_appears_in_logs_metadata_or_errors(kafka_broker, kafka_set
     #    tasks but not used), then its status records and report
     topic = new_topic()
     holding = KafkaSettings(bootstrap_servers=kafka_broker, sasl_username="alice", sasl_password=SECRET)
-    report = publish_dataframe(df, topic, holding, request_id="r", survey_time_column="candidate.jd",
-                               survey_time_epoch=JD_UNIX_EPOCH, log=log)
+    report = publish_dataframe(df, ztf_target(topic, "r"), holding, log=log)
     assert report.total == 30
     metadata = [repr(report), repr(holding)] + [r.model_dump_json() for r in read_records(kafka_settings, topic)]
     # 2. a SASL client against the broker, which speaks no SASL: the publication fails
     with pytest.raises(Exception) as failure:
-        publish_dataframe(df, new_topic(), sasl_settings(kafka_broker), request_id="r",
-                          survey_time_column="candidate.jd", survey_time_epoch=JD_UNIX_EPOCH,
+        publish_dataframe(df, ztf_target(new_topic(), "r"), sasl_settings(kafka_broker),
                           options=PublishOptions(admin_timeout_s=3), log=log)
     out, err = capfd.readouterr()
     logged = "\n".join(f"{r.getMessage()} {r.args}" for r in caplog.records)

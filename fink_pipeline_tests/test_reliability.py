@@ -180,7 +180,7 @@ def consumer_prefetch_bytes() -> int:
 @pytest.fixture(scope="module")
 def full_packets() -> pa.Table:
     """BASE_ALERTS full packets (cutouts included), as the transfer job projects them."""
-    from fink_pipeline.consumer.synthetic import synthetic_alerts
+    from fink_pipeline_tests.synthetic_topics import synthetic_alerts
 
     return pa.concat_tables(list(synthetic_alerts(SURVEY, BASE_ALERTS, "full", seed=11)))
 
@@ -188,7 +188,7 @@ def full_packets() -> pa.Table:
 def publish_larger_than_prefetch(settings: KafkaSettings, topic: str, base: pa.Table):
     """Publish copies of `base` (fresh candids) until the topic is 1.5x the consumer prefetch."""
     from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
-    from fink_pipeline.consumer.synthetic import TopicWriter
+    from fink_pipeline_tests.synthetic_topics import TopicWriter
 
     base_bytes = encode_batch(base, avro_schema_from_arrow(base.schema)).nbytes
     copies = math.ceil((1.5 * consumer_prefetch_bytes() + 8 * 2**20) / base_bytes)
@@ -405,7 +405,7 @@ def test_small_tmpfs_fills_up_with_enospc(small_tmpfs):
 @pytest.mark.kafka
 def test_disk_full_under_table_then_resume_after_space_is_freed(kafka_settings, small_tmpfs, tmp_path,
                                                                 reliability_record):
-    from fink_pipeline.consumer.synthetic import publish_synthetic_topic
+    from fink_pipeline_tests.synthetic_topics import publish_synthetic_topic
 
     topic = "ftransfer_ztf_2024-03-01_900003"
     published = publish_synthetic_topic(kafka_settings, topic, SURVEY, 3000, packet="light", seed=12,
@@ -454,7 +454,7 @@ def test_disk_full_under_the_command_says_it_in_one_line_then_resumes(kafka_sett
     """`fink_datatransfer` with 2 consumers on a disk that fills up: one line saying so (not one
     per consumer, not deltalake's parquet error), exit 1, then an exact resume."""
     from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
-    from fink_pipeline.consumer.synthetic import publish_synthetic_topic
+    from fink_pipeline_tests.synthetic_topics import publish_synthetic_topic
 
     topic = f"ftransfer_ztf_2024-03-01_90001{'01' if fmt == 'delta' else '02'}"
     published = publish_synthetic_topic(kafka_settings, topic, SURVEY, 3000, packet="light", seed=14,

@@ -11,7 +11,7 @@ import pytest
 
 from fink_pipeline.env import EnvSettingsError
 from fink_pipeline.kafka.defaults import DEFAULT_COMPRESSION, DEFAULT_PARTITIONS, DEFAULT_RETENTION_MS
-from fink_pipeline.kafka.publish import PublishOptions
+from fink_pipeline.kafka.options import PublishOptions
 from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
 from fink_pipeline.orchestration.resources import (
     KafkaResource,

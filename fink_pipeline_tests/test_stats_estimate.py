@@ -353,7 +353,7 @@ def test_size_estimate_equals_the_published_avro_payload(spark, archive) -> None
     """Light-packet style flattening, a map key, structs, a list of structs, a timestamp and
     both class columns: the estimate encodes them exactly as the job publishes them."""
     from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
-    from fink_pipeline.kafka.publish import spark_to_arrow_schema
+    from fink_pipeline.spark import spark_to_arrow_schema
     from fink_pipeline.transfer.select import build_transfer_dataframe
 
     content = ["candid", "candidate.magpsf", "mangrove.HyperLEDA_name", "prv_candidates", "lc_features_r",

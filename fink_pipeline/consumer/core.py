@@ -103,7 +103,7 @@ REQUIRED_CONSUMER_CONFIG = {
 }
 
 
-def consumer_config(settings: KafkaSettings, group_id: str, extra: dict | None = None) -> dict:
+def exact_consumer_config(settings: KafkaSettings, group_id: str, extra: dict | None = None) -> dict:
     """The librdkafka configuration of `kafka_consumer`, in increasing precedence: connection,
     FETCH_CONFIG defaults, the user's options (`settings.extra`, from the credentials file or
     the environment), `extra`, then REQUIRED_CONSUMER_CONFIG (a user value for one of those is
@@ -128,7 +128,7 @@ def kafka_consumer(settings: KafkaSettings, group_id: str, extra: dict | None = 
     """A confluent-kafka consumer for `assign()` use: manual commits, read_committed."""
     from confluent_kafka import Consumer
 
-    return Consumer(consumer_config(settings, group_id, extra))
+    return Consumer(exact_consumer_config(settings, group_id, extra))
 
 
 def fetch_schema(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> dict:
@@ -173,7 +173,7 @@ def read_publication_status(settings: KafkaSettings, topic: str, wait_s: float) 
     record yet (the publisher writes the schema first) is read again for up to `wait_s`
     seconds, so that a download started at that moment does not take the publication for one
     without status. Topics without a status topic are returned at once (state "unknown")."""
-    from fink_pipeline.kafka.status import status_topic
+    from fink_pipeline.kafka.wire import status_topic
     from fink_pipeline.kafka.topics import topic_exists
 
     status = read_status(settings, topic)

@@ -37,16 +37,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Mapping, Union
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka import TopicPartition
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
 
+from fink_pipeline.kafka.clients import make_producer
 from fink_pipeline.kafka.topics import DEFAULT_RETENTION_MS, TopicMismatch, ensure_topic
+from fink_pipeline.kafka.wire import status_topic
 
 if TYPE_CHECKING:
     from fink_pipeline.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
 
-STATUS_SUFFIX = "_status"
 MAX_ERROR_CHARS = 20_000  # keeps a failed record far below Kafka's 1 MB message limit
 
 TransferState = Literal["unknown", "running", "finished", "failed"]
@@ -64,11 +65,6 @@ def publication_id_for(previous: "TransferStatus") -> str | None:
     if previous.state == "unknown":
         return new_publication_id()
     return previous.publication_id
-
-
-def status_topic(topic: str) -> str:
-    """Name of the status companion topic of data topic `topic`."""
-    return f"{topic}{STATUS_SUFFIX}"
 
 
 def _now() -> dt.datetime:
@@ -99,6 +95,13 @@ def _offsets(value: Mapping[Any, Any] | None) -> dict[int, PartitionOffsets]:
     return out
 
 
+# {partition: PartitionOffsets}, also accepted as {partition: {"count", "last_offset"}} or
+# {partition: (count, last_offset)}
+OffsetsByPartition = Annotated[
+    dict[int, PartitionOffsets], BeforeValidator(lambda value: _offsets(value) if isinstance(value, Mapping) else value)
+]
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")  # newer writers may add fields
 
@@ -124,18 +127,13 @@ class ProgressRecord(_Record):
     spark_partition: int = Field(ge=0)
     attempt: int = Field(default=0, ge=0)
     produced: int = Field(ge=0)
-    partitions: dict[int, PartitionOffsets] = Field(default_factory=dict)
+    partitions: OffsetsByPartition = Field(default_factory=dict)
     request_id: str | None = None
     bytes: int = Field(default=0, ge=0, description="Avro payload bytes produced")
     class_night: dict[str, dict[str, int]] = Field(
         default_factory=dict, description="alerts per class label and night (YYYY-MM-DD)"
     )
     at: dt.datetime = Field(default_factory=_now)
-
-    @field_validator("partitions", mode="before")
-    @classmethod
-    def _coerce_offsets(cls, value: Any) -> Any:
-        return _offsets(value) if isinstance(value, Mapping) else value
 
 
 class EndRecord(_Record):
@@ -144,15 +142,10 @@ class EndRecord(_Record):
     type: Literal["end"] = "end"
     state: Literal["finished"] = "finished"
     total: int = Field(ge=0)
-    partitions: dict[int, PartitionOffsets] = Field(default_factory=dict)
+    partitions: OffsetsByPartition = Field(default_factory=dict)
     request_id: str
     schema_fingerprint: str
     finished_at: dt.datetime = Field(default_factory=_now)
-
-    @field_validator("partitions", mode="before")
-    @classmethod
-    def _coerce_offsets(cls, value: Any) -> Any:
-        return _offsets(value) if isinstance(value, Mapping) else value
 
 
 class FailedRecord(_Record):
@@ -299,19 +292,13 @@ class StatusWriter:
                 settings, self.status_topic, partitions=1, retention_ms=retention_ms,
                 compression=None, timeout_s=timeout_s,
             )
-        config: dict[str, Any] = dict(settings.librdkafka_config())
-        config.update(
-            {
-                "linger.ms": 0,
-                "batch.num.messages": 1,  # one record per produce request: exact watermarks
-                "acks": "all",
-                "message.timeout.ms": max(1000, int(timeout_s * 1000)),
-                "max.in.flight.requests.per.connection": 1,
-                # A missing status topic is an error, not a 4-partition auto-created topic.
-                "allow.auto.create.topics": False,
-            }
-        )
-        self._producer: Producer | None = Producer(config)
+        self._producer: Producer | None = make_producer(settings, {
+            "linger.ms": 0,
+            "batch.num.messages": 1,  # one record per produce request: exact watermarks
+            "acks": "all",
+            "message.timeout.ms": max(1000, int(timeout_s * 1000)),
+            "max.in.flight.requests.per.connection": 1,
+        })
 
     def append(self, record: StartRecord | ProgressRecord | EndRecord | FailedRecord) -> int:
         """Write `record` and wait for its delivery; return its offset."""

@@ -49,7 +49,7 @@ def _partition_count(admin: AdminClient, name: str, timeout_s: float) -> int | N
     return len(topic.partitions)
 
 
-def topic_partitions(settings: "KafkaSettings", name: str, timeout_s: float = 10.0) -> int | None:
+def partition_count(settings: "KafkaSettings", name: str, timeout_s: float = 10.0) -> int | None:
     """Number of partitions of topic `name`, or None when it does not exist."""
     admin = admin_client(settings)
     return _partition_count(admin, validate_topic_name(name), timeout_s)
@@ -57,7 +57,7 @@ def topic_partitions(settings: "KafkaSettings", name: str, timeout_s: float = 10
 
 def topic_exists(settings: "KafkaSettings", name: str, timeout_s: float = 10.0) -> bool:
     """True when topic `name` exists."""
-    return topic_partitions(settings, name, timeout_s) is not None
+    return partition_count(settings, name, timeout_s) is not None
 
 
 def list_topics(

@@ -20,7 +20,7 @@ from pydantic import Field, PrivateAttr, ValidationError
 from fink_pipeline import paths
 from fink_pipeline.env import EnvSettings
 from fink_pipeline.kafka.defaults import DEFAULT_COMPRESSION, DEFAULT_PARTITIONS, DEFAULT_RETENTION_MS
-from fink_pipeline.kafka.publish import PublishOptions
+from fink_pipeline.kafka.options import PublishOptions
 from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
 from fink_pipeline.orchestration.settings import (  # noqa: F401 (PRODUCTION_ENV: documented here)
     PRODUCTION_ENV,

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 
-from fink_pipeline.kafka.publish import PublishReport, schema_topic, status_topic
+from fink_pipeline.kafka.publish import PublishReport
+from fink_pipeline.kafka.wire import schema_topic, status_topic
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import StartRecord, read_records, read_status
-from fink_pipeline.kafka.topics import delete_topic, topic_partitions
+from fink_pipeline.kafka.topics import delete_topic, partition_count
 
 LOGGER = logging.getLogger("fink_pipeline.recovery")
 
@@ -30,10 +31,10 @@ def reset_orphaned_topics(settings: KafkaSettings, topic: str, log: logging.Logg
     """
     log = log or LOGGER
     names = [topic, schema_topic(topic), status_topic(topic)]
-    present = [name for name in names if topic_partitions(settings, name) is not None]
+    present = [name for name in names if partition_count(settings, name) is not None]
     if not present:
         return []
-    if topic_partitions(settings, status_topic(topic)) == 1:
+    if partition_count(settings, status_topic(topic)) == 1:
         records = read_records(settings, topic) or []
         if any(isinstance(record, StartRecord) for record in records):
             return []

@@ -17,7 +17,7 @@ from fink_pipeline.consumer.core import consume_topic
 from fink_pipeline.consumer.delta_sink import DeltaSink
 from fink_pipeline.consumer.partitioning import Partitioning
 from fink_pipeline.consumer.readers import delta_table_counts
-from fink_pipeline.kafka.publish import publish_dataframe
+from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
 from fink_pipeline.kafka.status import read_status
 from fink_pipeline.orchestration.constants import OWNERS, TRANSFER_GROUP
 from fink_pipeline.orchestration.partitions import transfer_partitions
@@ -161,15 +161,18 @@ def published_alerts(
     with _transient(context, f"publishing {request.topic}", settings.bootstrap_servers):
         reset_orphaned_topics(settings, request.topic, log=context.log)
         publication = build_publication(spark.get_session(), plan, log=context.log)
-        report = publish_dataframe(
-            publication.rows,
-            request.topic,
-            settings,
+        target = PublicationTarget(
+            topic=request.topic,
             request_id=request_id,
-            survey_time_column=survey.time_column,
-            survey_time_epoch=JD_UNIX_EPOCH if survey.time_scale == "jd" else MJD_UNIX_EPOCH,
+            time_column=survey.time_column,
+            time_epoch=JD_UNIX_EPOCH if survey.time_scale == "jd" else MJD_UNIX_EPOCH,
             key_column=survey.alert_id,
             class_column=survey.class_columns[0] if survey.class_columns else None,
+        )
+        report = publish_dataframe(
+            publication.rows,
+            target,
+            settings,
             options=kafka.publish_options(),
             log=context.log,
             arrow_content=publication.arrow_content,

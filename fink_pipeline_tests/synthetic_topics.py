@@ -5,13 +5,14 @@ job projects them (light or full packet, class columns added, timestamps as stri
 published in the wire format `fink_datatransfer` and fink-client read: schemaless Avro values
 on `<topic>`, the schema as the key of `<topic>_schema` messages, and start/end records on
 `<topic>_status`. The Spark publisher (`kafka.publish`) is the production path; this one
-exists because consumer tests need topics of 10^4..10^6 alerts in seconds.
+exists because consumer tests need topics of 10^4..10^6 alerts in seconds. The wire format
+(companion topic names, schema message, partitioner, hold-back-last) is the publisher's own,
+from `kafka.wire`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import io
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
@@ -21,19 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fink_pipeline.avro import avro_schema_from_arrow, encode_batch, schema_fingerprint, schema_json
+from fink_pipeline.kafka.clients import make_producer
 from fink_pipeline.kafka.defaults import DEFAULT_PARTITIONS
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import StatusWriter, publication_id_for, read_status
 from fink_pipeline.kafka.topics import ensure_topic
+from fink_pipeline.kafka.wire import hold_back_last, kafka_partition_of, schema_message_value, schema_topic
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.content import resolve_content
-
-SCHEMA_MESSAGE_SCHEMA = {
-    "type": "record",
-    "name": "topLevelRecord",
-    "fields": [{"name": "schema", "type": ["string", "null"]}],
-}
-
 
 def synthetic_alerts(
     survey: Survey, n_alerts: int, packet: str = "light", seed: int = 0,
@@ -117,11 +113,9 @@ class TopicWriter:
         self._started = 0.0
 
     def start(self) -> "TopicWriter":
-        from confluent_kafka import Producer
-
         self._started = time.monotonic()
         ensure_topic(self.settings, self.topic, partitions=self.partitions)
-        ensure_topic(self.settings, f"{self.topic}_schema", partitions=1)
+        ensure_topic(self.settings, schema_topic(self.topic), partitions=1)
         self._publish_schema()
         if self.with_status:
             self._status = StatusWriter(self.settings, self.topic)
@@ -129,26 +123,19 @@ class TopicWriter:
             previous = read_status(self.settings, self.topic)
             self._status.start(self.request_id, self.partitions, self.fingerprint,
                                publication_id=publication_id_for(previous))
-        self._producer = Producer({
-            **self.settings.librdkafka_config(),
+        self._producer = make_producer(self.settings, {
             "linger.ms": 20, "compression.type": "lz4", "batch.num.messages": 10_000,
             "queue.buffering.max.messages": 500_000, "queue.buffering.max.kbytes": 1024 * 1024,
-            "allow.auto.create.topics": False,
         })
         return self
 
     def _publish_schema(self, copies: int = 3) -> None:
-        import fastavro
-        from confluent_kafka import Producer
-
-        buffer = io.BytesIO()
-        fastavro.schemaless_writer(buffer, fastavro.parse_schema(SCHEMA_MESSAGE_SCHEMA),
-                                   {"schema": f"new_schema_{time.time()}.avsc"})
-        producer = Producer({**self.settings.librdkafka_config(), "allow.auto.create.topics": False})
+        producer = make_producer(self.settings)
+        key, value = schema_json(self.avro_schema).encode(), schema_message_value()
         for _ in range(copies):
-            producer.produce(f"{self.topic}_schema", key=schema_json(self.avro_schema).encode(), value=buffer.getvalue())
+            producer.produce(schema_topic(self.topic), key=key, value=value)
         if producer.flush(30):
-            raise RuntimeError(f"could not write the schema to {self.topic}_schema")
+            raise RuntimeError(f"could not write the schema to {schema_topic(self.topic)}")
 
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
@@ -169,10 +156,9 @@ class TopicWriter:
         values = encode_batch(table, self.avro_schema).to_pylist()
         ids = table[self.key_column].to_numpy()
         if last:
-            parts = self.partition_of(ids)
-            tails = sorted({int(np.flatnonzero(parts == p)[-1]) for p in np.unique(parts)})
-            keep = np.ones(len(ids), bool)
-            keep[tails] = False
+            held = hold_back_last(self.partition_of(ids))
+            tails = np.flatnonzero(held).tolist()
+            keep = ~held
             self.send_raw([v for v, k in zip(values, keep) if k], ids[keep])
             self.flush()
             for i in tails:
@@ -184,8 +170,8 @@ class TopicWriter:
             self.result.ids.extend(ids.tolist())
 
     def partition_of(self, ids: np.ndarray) -> np.ndarray:
-        """Kafka partition of each alert id (deterministic spread)."""
-        return ((ids.astype(np.uint64) * np.uint64(11400714819323198485)) >> np.uint64(33)) % np.uint64(self.partitions)
+        """Kafka partition of each alert id (the publisher's spread, over every partition)."""
+        return kafka_partition_of(ids, np.arange(self.partitions))
 
     def send_raw(self, values: list[bytes], ids: np.ndarray) -> None:
         """Send raw message values (e.g. garbage for quarantine tests), keyed and spread by `ids`."""
