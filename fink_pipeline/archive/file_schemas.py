@@ -23,26 +23,23 @@ class ArchiveFileSchemaError(ValueError):
     """A night's file stores a column with a type the archive schema cannot read it as."""
 
 
+# Kinds of Arrow types the job can read as one another (a file's int32 under the archive's
+# int64 reads fine; a map written as `null` does not), in the order they are tried.
+_KINDS = (
+    ("null", (pa.types.is_null,)),
+    ("struct", (pa.types.is_struct,)),
+    ("map", (pa.types.is_map,)),
+    ("list", (pa.types.is_list, pa.types.is_large_list)),
+    ("string", (pa.types.is_string, pa.types.is_large_string)),
+    ("binary", (pa.types.is_binary, pa.types.is_large_binary)),
+    ("boolean", (pa.types.is_boolean,)),
+    ("number", (pa.types.is_integer, pa.types.is_floating)),
+    ("time", (pa.types.is_timestamp, pa.types.is_date)),
+)
+
+
 def _kind(dtype: pa.DataType) -> str:
-    if pa.types.is_null(dtype):
-        return "null"
-    if pa.types.is_struct(dtype):
-        return "struct"
-    if pa.types.is_map(dtype):
-        return "map"
-    if pa.types.is_list(dtype) or pa.types.is_large_list(dtype):
-        return "list"
-    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
-        return "string"
-    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
-        return "binary"
-    if pa.types.is_boolean(dtype):
-        return "boolean"
-    if pa.types.is_integer(dtype) or pa.types.is_floating(dtype):
-        return "number"
-    if pa.types.is_timestamp(dtype) or pa.types.is_date(dtype):
-        return "time"
-    return str(dtype)
+    return next((kind for kind, tests in _KINDS if any(test(dtype) for test in tests)), str(dtype))
 
 
 def type_mismatch(stored: pa.DataType, wanted: pa.DataType, path: str) -> str | None:
