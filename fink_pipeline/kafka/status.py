@@ -40,7 +40,7 @@ from confluent_kafka import TopicPartition
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
 
 from fink_pipeline.kafka.clients import make_producer
-from fink_pipeline.kafka.topics import DEFAULT_RETENTION_MS, TopicMismatch, ensure_topic
+from fink_pipeline.kafka.topics import DEFAULT_RETENTION_MS, TopicMismatch, ensure_topic, partitions_in_metadata
 from fink_pipeline.kafka.wire import status_topic
 
 if TYPE_CHECKING:
@@ -428,16 +428,11 @@ def read_records(
         )
     )
     try:
-        metadata = consumer.list_topics(topic=name, timeout=timeout_s)
-        meta = metadata.topics.get(name)
-        if meta is None or meta.error is not None:
-            if meta is not None and meta.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
-                raise KafkaException(meta.error)
+        partitions = partitions_in_metadata(consumer, name, timeout_s)
+        if partitions is None:
             return None
-        if len(meta.partitions) != 1:
-            raise TopicMismatch(
-                f"status topic {name} must have 1 partition, has {len(meta.partitions)}"
-            )
+        if partitions != 1:
+            raise TopicMismatch(f"status topic {name} must have 1 partition, has {partitions}")
         tp = TopicPartition(name, 0)
 
         def high_watermark() -> int:

@@ -39,8 +39,10 @@ def admin_client(settings: "KafkaSettings") -> AdminClient:
     return AdminClient(config)
 
 
-def _partition_count(admin: AdminClient, name: str, timeout_s: float) -> int | None:
-    metadata = admin.list_topics(topic=name, timeout=timeout_s)
+def partitions_in_metadata(client, name: str, timeout_s: float) -> int | None:
+    """Partitions of topic `name` in the cluster metadata `client` (an admin client, consumer or
+    producer) fetches, None when the broker says it does not exist; other errors raise."""
+    metadata = client.list_topics(topic=name, timeout=timeout_s)
     topic = metadata.topics.get(name)
     if topic is None or topic.error is not None:
         if topic is not None and topic.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART:
@@ -52,7 +54,7 @@ def _partition_count(admin: AdminClient, name: str, timeout_s: float) -> int | N
 def partition_count(settings: "KafkaSettings", name: str, timeout_s: float = 10.0) -> int | None:
     """Number of partitions of topic `name`, or None when it does not exist."""
     admin = admin_client(settings)
-    return _partition_count(admin, validate_topic_name(name), timeout_s)
+    return partitions_in_metadata(admin, validate_topic_name(name), timeout_s)
 
 
 def topic_exists(settings: "KafkaSettings", name: str, timeout_s: float = 10.0) -> bool:
@@ -107,7 +109,7 @@ def ensure_topic(
 
     admin = admin_client(settings)
     deadline = time.monotonic() + timeout_s
-    existing = _partition_count(admin, name, timeout_s)
+    existing = partitions_in_metadata(admin, name, timeout_s)
     created = False
     if existing is None:
         new = NewTopic(
@@ -126,7 +128,7 @@ def ensure_topic(
     # Wait (bounded) until metadata shows the topic, so a producer right after us finds it;
     # on a real cluster creation propagates asynchronously.
     while True:
-        existing = _partition_count(admin, name, max(0.5, deadline - time.monotonic()))
+        existing = partitions_in_metadata(admin, name, max(0.5, deadline - time.monotonic()))
         if existing is not None or time.monotonic() >= deadline:
             break
         time.sleep(0.05)
