@@ -39,7 +39,6 @@ from fink_pipeline.kafka.status import (
     StatusWriter,
     TransferStatus,
     read_status,
-    status_topic,
 )
 from fink_pipeline.kafka.topics import (
     TopicMismatch,
@@ -50,6 +49,7 @@ from fink_pipeline.kafka.topics import (
     topic_exists,
     partition_count,
 )
+from fink_pipeline.kafka.wire import status_topic
 
 CLI = Path(sys.executable).with_name("fink-pipeline")
 SECRET = "s3cr3t-Pa55"
@@ -413,11 +413,16 @@ def test_status_round_trip_finished(kafka_settings):
         assert read_status(kafka_settings, topic).state == "unknown"  # topic, no record
         first = writer.start("req-1", partitions=10, schema_fingerprint="fp1", expected_total=60)
         assert first == 0
-        writer.progress(0, 20, {0: (12, 11), 1: {"count": 8, "last_offset": 7}}, request_id="req-1")
-        writer.progress(1, 20, {0: (10, 21), 1: (10, 17)}, request_id="req-1")
-        writer.progress(2, 19, {0: (19, 40)}, attempt=0, request_id="req-1")
-        writer.progress(2, 20, {0: (20, 41)}, attempt=1, request_id="req-1")  # task retry
-        writer.progress(5, 99, {0: (99, 99)}, request_id="an-old-request")  # ignored
+        offsets = {0: (12, 11), 1: {"count": 8, "last_offset": 7}}  # both accepted forms
+        writer.append(ProgressRecord(spark_partition=0, produced=20, partitions=offsets, request_id="req-1"))
+        writer.append(ProgressRecord(spark_partition=1, produced=20, partitions={0: (10, 21), 1: (10, 17)},
+                                     request_id="req-1"))
+        writer.append(ProgressRecord(spark_partition=2, produced=19, partitions={0: (19, 40)}, attempt=0,
+                                     request_id="req-1"))
+        writer.append(ProgressRecord(spark_partition=2, produced=20, partitions={0: (20, 41)}, attempt=1,
+                                     request_id="req-1"))  # task retry
+        writer.append(ProgressRecord(spark_partition=5, produced=99, partitions={0: (99, 99)},
+                                     request_id="an-old-request"))  # ignored
 
         running = read_status(kafka_settings, topic, timeout_s=5)
         assert running.state == "running"
@@ -446,7 +451,7 @@ def test_status_failed_and_restart(kafka_settings):
     topic = _unique()
     with StatusWriter(kafka_settings, topic) as writer:
         writer.start("req-A", partitions=10, schema_fingerprint="fp")
-        writer.progress(0, 5, {3: (5, 4)}, request_id="req-A")
+        writer.append(ProgressRecord(spark_partition=0, produced=5, partitions={3: (5, 4)}, request_id="req-A"))
         writer.failed(RuntimeError("executor lost"), request_id="req-A")
         failed = read_status(kafka_settings, topic)
         assert failed.state == "failed"

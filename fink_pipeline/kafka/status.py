@@ -350,25 +350,6 @@ class StatusWriter:
             )
         )
 
-    def progress(
-        self,
-        spark_partition: int,
-        produced: int,
-        partitions: Mapping[int, Any],
-        attempt: int = 0,
-        request_id: str | None = None,
-    ) -> int:
-        """Append a ProgressRecord (`partitions`: {kafka partition: (count, last_offset)})."""
-        return self.append(
-            ProgressRecord(
-                spark_partition=spark_partition,
-                attempt=attempt,
-                produced=produced,
-                partitions=partitions,
-                request_id=request_id,
-            )
-        )
-
     def end(
         self,
         request_id: str,
