@@ -53,6 +53,7 @@ from fink_pipeline.consumer.sinks import DiskFullError, PublicationMismatch
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.surveys import get_survey
+from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 
 pytestmark = pytest.mark.reliability
 
@@ -154,12 +155,6 @@ def table_state(uri: str, topic: str) -> tuple[list[int], dict[int, int]]:
     candids = QueryBuilder().register("t", DeltaTable(uri)).execute("SELECT candid FROM t").read_all()
     offsets = delta_committed_offsets(uri, range(KAFKA_PARTITIONS))
     return pa.table(candids)["candid"].to_pylist(), offsets
-
-
-def count_loss(got: list[int], expected: list[int]) -> tuple[int, int, int]:
-    """(lost, duplicated, unexpected) alerts of a table against what was published."""
-    seen = set(got)
-    return len(set(expected) - seen), len(got) - len(seen), len(seen - set(expected))
 
 
 def consume_all(settings: KafkaSettings, topic: str, uri: str):
@@ -270,12 +265,12 @@ def test_broker_killed_and_restarted_while_consuming(private_broker, full_packet
     after_resume_refusal = table_state(uri, topic)[0]
     report = consume_all(settings, topic, str(tmp_path / "table_again"))
     final, _ = table_state(str(tmp_path / "table_again"), topic)
-    lost, duplicates, unexpected = count_loss(final, published.ids)
-    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates + unexpected)
+    lost, duplicates = count_lost_and_duplicates(final, published.ids)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
 
     assert 0 < len(candids) < published.total
     assert len(candids) == sum(offsets.values()), "rows differ from the offsets committed with them"
-    assert count_loss(candids, published.ids)[1:] == (0, 0)
+    assert count_lost_and_duplicates(candids, published.ids)[1] == 0  # none duplicated or foreign
     assert isinstance(refusal, SchemaNotFound) and re.search(f"{topic}_schema", str(refusal)), repr(refusal)
     assert after_refusal == candids
     assert republished.ids == published.ids
@@ -283,7 +278,7 @@ def test_broker_killed_and_restarted_while_consuming(private_broker, full_packet
         repr(resume_refusal)
     assert after_resume_refusal == candids
     assert report.complete and report.consumed == published.total
-    assert lost == duplicates == unexpected == 0
+    assert lost == duplicates == 0
 
     # Last, the consumer that saw the broker die: it must have stopped with a clear error.
     if outcome is None:
@@ -314,14 +309,14 @@ def test_broker_paused_while_consuming(private_broker, full_packets, tmp_path, r
     waited = time.monotonic() - paused_at
     consumer.kill()
     candids, offsets = table_state(uri, topic)
-    lost, duplicates, unexpected = count_loss(candids, published.ids)
-    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates + unexpected)
+    lost, duplicates = count_lost_and_duplicates(candids, published.ids)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
 
     assert while_paused is None, f"the consumer finished while the broker was paused: {while_paused}"
     assert outcome is not None, "the consumer did not finish after the broker resumed"
     assert outcome == {"outcome": "returned", "consumed": published.total, "complete": True, "state": "finished"}
     assert waited >= PAUSE_S
-    assert lost == duplicates == unexpected == 0
+    assert lost == duplicates == 0
     assert sum(offsets.values()) == published.total
 
 
@@ -430,8 +425,8 @@ def test_disk_full_under_table_then_resume_after_space_is_freed(kafka_settings, 
     ballast.unlink()
     report = consume_all(kafka_settings, topic, uri)
     final, offsets = table_state(uri, topic)
-    lost, duplicates, unexpected = count_loss(final, published.ids)
-    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates + unexpected)
+    lost, duplicates = count_lost_and_duplicates(final, published.ids)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
 
     assert isinstance(error, DiskFullError), repr(error)
     # one line naming the cause and the table, not deltalake's "Failed to parse parquet"
@@ -441,9 +436,9 @@ def test_disk_full_under_table_then_resume_after_space_is_freed(kafka_settings, 
     assert error.__cause__ is None and error.__suppress_context__
     assert 0 < len(candids) < published.total, "the disk should fill up mid-download"
     assert len(candids) == sum(partial_offsets.values()), "rows differ from the offsets committed with them"
-    assert count_loss(candids, published.ids)[1:] == (0, 0)
+    assert count_lost_and_duplicates(candids, published.ids)[1] == 0  # none duplicated or foreign
     assert report.complete and report.consumed == published.total - len(candids)
-    assert lost == duplicates == unexpected == 0
+    assert lost == duplicates == 0
     assert sum(offsets.values()) == published.total
 
 
@@ -478,8 +473,8 @@ def test_disk_full_under_the_command_says_it_in_one_line_then_resumes(kafka_sett
     if outdir.exists():
         table = read_delta_table(str(outdir)) if fmt == "delta" else read_parquet_dataset(str(outdir))
     got = table["candid"].to_pylist() if outdir.exists() else []  # no table: every alert lost
-    lost, duplicates, unexpected = count_loss(got, published.ids)
-    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates + unexpected)
+    lost, duplicates = count_lost_and_duplicates(got, published.ids)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
 
     assert measured.returncode == 0, measured.stderr[-2000:]
     assert full.returncode == 1, full.stderr[-2000:]
@@ -489,7 +484,7 @@ def test_disk_full_under_the_command_says_it_in_one_line_then_resumes(kafka_sett
                      "stopped"], full.stderr[-3000:]
     assert "Failed to parse parquet" not in full.stderr and "Traceback" not in full.stderr
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert lost == duplicates == unexpected == 0
+    assert lost == duplicates == 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -531,8 +526,8 @@ def test_request_over_missing_nights_creates_nothing(archive, kafka_broker, tmp_
     expected = expected_candids(archive, selected, request.classes) if selected else []
     written = [c for table in (sorted(tables.iterdir()) if tables.exists() else [])
                for c in read_delta_table(str(table))["candid"].to_pylist()]
-    lost, duplicates, unexpected = count_loss(written, expected)
-    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates + unexpected)
+    lost, duplicates = count_lost_and_duplicates(written, expected)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
 
     assert selected == []
     assert not result.success
@@ -546,7 +541,7 @@ def test_request_over_missing_nights_creates_nothing(archive, kafka_broker, tmp_
     assert [t for t in (request.topic, f"{request.topic}_schema", f"{request.topic}_status")
             if topic_exists(settings, t)] == []
     assert not tables.exists() or not any(tables.iterdir())
-    assert lost == duplicates == unexpected == 0
+    assert lost == duplicates == 0
 
 
 def expected_candids(root: str, nights: list[dt.date], classes: list[str]) -> list[int]:
@@ -601,9 +596,9 @@ def test_two_transfers_at_once_write_two_exact_tables(spark, kafka_broker, archi
     for i, request in enumerate(requests):
         path = tmp_path / "tables" / request.topic
         got = read_delta_table(str(path))["candid"].to_pylist() if path.exists() else []  # no table: all lost
-        lost, duplicates, unexpected = count_loss(got, expected[i])
+        lost, duplicates = count_lost_and_duplicates(got, expected[i])
         lost_total += lost
-        duplicates_total += duplicates + unexpected
+        duplicates_total += duplicates
     reliability_record(cases=2, failures_survived=0, lost=lost_total, duplicates=duplicates_total)
 
     assert sorted(spans) == [0, 1], f"a transfer did not return: {sorted(spans)}"
