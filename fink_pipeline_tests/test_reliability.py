@@ -157,6 +157,16 @@ def table_state(uri: str, topic: str) -> tuple[list[int], dict[int, int]]:
     return pa.table(candids)["candid"].to_pylist(), offsets
 
 
+def raised(call, *args) -> Exception | None:
+    """The exception `call(*args)` raised, or None: a scenario runs to its end and is counted
+    before its steps are checked."""
+    try:
+        call(*args)
+    except Exception as exc:
+        return exc
+    return None
+
+
 def consume_all(settings: KafkaSettings, topic: str, uri: str):
     from fink_pipeline.consumer.core import consume_topic
 
@@ -247,21 +257,13 @@ def test_broker_killed_and_restarted_while_consuming(private_broker, full_packet
     # A new download before the topic is published again must be refused clearly and write nothing.
     from fink_pipeline.consumer.core import SchemaNotFound
 
-    try:
-        consume_all(settings, topic, uri)
-        refusal = None
-    except Exception as exc:  # checked below
-        refusal = exc
+    refusal = raised(consume_all, settings, topic, uri)
     after_refusal = table_state(uri, topic)[0]
     # Publishing the alerts again makes a new publication of the topic: resuming into the table
     # must be refused (its offsets are the earlier publication's), and the fix it names, a new
     # output folder, must get every alert exactly once.
     republished = publish_larger_than_prefetch(settings, topic, full_packets)
-    try:
-        consume_all(settings, topic, uri)
-        resume_refusal = None
-    except Exception as exc:  # checked below
-        resume_refusal = exc
+    resume_refusal = raised(consume_all, settings, topic, uri)
     after_resume_refusal = table_state(uri, topic)[0]
     report = consume_all(settings, topic, str(tmp_path / "table_again"))
     final, _ = table_state(str(tmp_path / "table_again"), topic)
@@ -416,11 +418,7 @@ def test_disk_full_under_table_then_resume_after_space_is_freed(kafka_settings, 
     uri = str(disk / "table")
 
     # the download, the resume and the count first; the checks of each step after the record
-    try:
-        consume_all(kafka_settings, topic, uri)
-        error = None
-    except Exception as exc:  # checked below: DiskFullError
-        error = exc
+    error = raised(consume_all, kafka_settings, topic, uri)  # checked below: DiskFullError
     candids, partial_offsets = table_state(uri, topic)
     ballast.unlink()
     report = consume_all(kafka_settings, topic, uri)
