@@ -39,7 +39,6 @@ from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.archive.stats import COUNT_COLUMN, NightStatistics, night_files, night_statistics
 from fink_pipeline.spark import LOCAL_MASTER, open_spark_session
 from fink_pipeline.surveys.base import Survey
-from fink_pipeline.transfer.content import PARTITION_COLUMNS
 from fink_pipeline.transfer.metrics import footer_input_bytes
 from fink_pipeline.transfer.plan import TransferPlan, plan_transfer
 from fink_pipeline.transfer.request import TransferRequestFields
@@ -388,7 +387,7 @@ class _EvaluatedSample:
 def _evaluate_sample(plan: TransferPlan, nights: Sequence[dt.date], sample_rows: int, seed: int,
                      spark) -> _EvaluatedSample:
     """Sample every night (once for all labels) and evaluate conditions and filter with Spark."""
-    fields = _sample_fields(plan)
+    fields = plan.read_fields(content=False)
     per_night = max(MIN_SAMPLE_ROWS_PER_NIGHT, sample_rows // max(len(nights), 1))
     result = _EvaluatedSample({}, {}, set())
     tables = []
@@ -440,17 +439,6 @@ def _count_rows(plan: TransferPlan, nights: Sequence[dt.date], stats: Sequence[N
         night_rows.append(_stratum(night, "selected", in_union, int(in_sample.sum()),
                                    int((in_sample & passed).sum()), pooled, confidence))
     return rows, night_rows
-
-
-def _sample_fields(plan: TransferPlan) -> list[str]:
-    """Archive fields the sample needs: classification inputs, condition and filter fields."""
-    skip = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
-    fields = list(plan.survey.classification_inputs)
-    for condition in plan.conditions:
-        fields += condition.fields
-    if plan.livestream_filter is not None:
-        fields += list(plan.livestream_filter.columns_read)
-    return [f for f in dict.fromkeys(fields) if f.split(".")[0] not in skip]
 
 
 def _session(spark) -> tuple["SparkSession", bool]:

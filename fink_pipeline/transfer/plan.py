@@ -48,16 +48,27 @@ class TransferPlan:
         missing = set(self.missing_nights)
         return [n for n in self.request.nights if n not in missing]
 
-    def read_fields(self) -> list[str]:
-        """Archive fields the transfer job reads (computed and partition columns excluded)."""
-        skip = set(self.survey.class_columns) | set(PARTITION_COLUMNS)
+    def read_fields(self, *, content: bool = True, selection: bool = True) -> list[str]:
+        """Archive fields the transfer job reads (`stored_fields`): the classification inputs,
+        plus the content's fields (`content`) and those of the conditions and live-stream
+        filter (`selection`)."""
         fields: list[str] = list(self.survey.classification_inputs)
-        fields += self.content.source_fields
-        for condition in self.conditions:
-            fields += condition.fields
-        if self.livestream_filter is not None:
-            fields += list(self.livestream_filter.columns_read)
-        return [f for f in dict.fromkeys(fields) if f.split(".")[0] not in skip]
+        if content:
+            fields += self.content.source_fields
+        if selection:
+            for condition in self.conditions:
+                fields += condition.fields
+            if self.livestream_filter is not None:
+                fields += list(self.livestream_filter.columns_read)
+        return stored_fields(self.survey, fields)
+
+
+def stored_fields(survey: Survey, fields: Sequence[str]) -> list[str]:
+    """`fields` once each, without those no archive file holds: the partition columns and the
+    class columns the survey computes (a stored class column, ELAsTiCC's classId, is read)."""
+    computed = set(survey.class_columns) if survey.classify_arrow is not None else set()
+    skip = computed | set(PARTITION_COLUMNS)
+    return [f for f in dict.fromkeys(fields) if f.split(".")[0] not in skip]
 
 
 def plan_transfer(

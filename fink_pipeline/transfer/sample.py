@@ -142,11 +142,7 @@ def avro_bytes_per_alert(table: pa.Table, content: ContentPlan, classes: Mapping
 def size_sample(plan: "TransferPlan", nights: Sequence[dt.date], size_rows: int, seed: int) -> tuple[pa.Table, dict]:
     """A few alerts from up to three nights (first, middle, last) with every column the content needs."""
     survey = plan.survey
-    # computed class columns are not in the files (ELAsTiCC's stored classId is)
-    computed = set(survey.class_columns) if survey.classify_arrow is not None else set()
-    skip = computed | set(PARTITION_COLUMNS)
-    fields = [f for f in dict.fromkeys(list(survey.classification_inputs) + plan.content.source_fields)
-              if f.split(".")[0] not in skip]
+    fields = plan.read_fields(selection=False)
     chosen = sorted({nights[0], nights[len(nights) // 2], nights[-1]}) if nights else []
     pieces = []
     for night in chosen:
