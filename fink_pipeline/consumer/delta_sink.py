@@ -63,7 +63,7 @@ class DeltaSink:
 
     def held_publication(self) -> Publication | None:
         """The publication recorded in the table (None: no table, or none recorded)."""
-        table = self._load()
+        table = self._snapshot()
         return None if table is None else Publication.from_json(table.metadata().description)
 
     def claim(self, publication: Publication, replace_other: bool = False) -> None:
@@ -76,7 +76,7 @@ class DeltaSink:
         A crash between the delete and the new record leaves an empty table: claimed again
         on the next run.
         """
-        table = self._load()
+        table = self._snapshot()
         if table is None:
             raise RuntimeError(f"{self.uri}: prepare() the table before claiming it")
         held = Publication.from_json(table.metadata().description)
@@ -87,6 +87,15 @@ class DeltaSink:
                 table.delete()  # one commit removing every row of the other publication
             table.alter.set_table_description(publication.to_json())
         self.publication = publication
+
+    def _snapshot(self):
+        """The table at its latest version (None: no table): loaded once per sink, then brought
+        up to date from the log's new commits only."""
+        if self._table is None:
+            self._table = self._load()
+        else:
+            self._table.update_incremental()
+        return self._table
 
     def _load(self):
         from deltalake import DeltaTable
@@ -105,19 +114,19 @@ class DeltaSink:
         from deltalake import DeltaTable
 
         self.partitioning.check(schema)
-        if self._load() is not None:
+        if self._snapshot() is not None:
             return
         try:
             DeltaTable.create(self.uri, schema=self.partitioning.output_schema(schema),
                               partition_by=self.partitioning.columns or None, mode="ignore",
                               configuration=DELTA_TABLE_CONFIGURATION, storage_options=self.storage_options)
         except Exception:
-            if self._load() is None:
+            if self._snapshot() is None:
                 raise
 
     def resume_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
         """Next offset to read for each partition, from the table's transaction log."""
-        self._table = self._load()
+        self._snapshot()
         return {p: self._committed(p) for p in partitions}
 
     def _committed(self, partition: int) -> int:
@@ -131,12 +140,11 @@ class DeltaSink:
         table = self.partitioning.apply(table)
         if self._table is None:
             self.prepare(table.schema)
-            self._table = self._load()
-        else:
-            self._table.update_incremental()
+        self._snapshot()
         # The commit below is based on this snapshot: if it still holds our start offsets, any
         # other writer of these partitions commits after it and delta-rs rejects our commit.
-        moved = {p: self._committed(p) for p in next_offsets if self._committed(p) != start_offsets[p]}
+        committed = {p: self._committed(p) for p in next_offsets}
+        moved = {p: v for p, v in committed.items() if v != start_offsets[p]}
         if moved:
             raise ConcurrentConsumerError(self._conflict_message(moved, start_offsets))
         transactions = [Transaction(app_id=self.app_id(p), version=int(o)) for p, o in sorted(next_offsets.items())]
