@@ -23,6 +23,16 @@ DEPLOYMENTS: tuple[str, ...] = ("local", "production")
 REQUIRED_IN_PRODUCTION = "required in production"
 
 
+def _state_folder_or_required(what: str, folder: str) -> Any:
+    """A location production must be given; the local deployment's default is `<state dir>/<folder>`."""
+    return Field(default=None, description=f"{what} ({REQUIRED_IN_PRODUCTION}; local default <state dir>/{folder})")
+
+
+def _storage_options(of: str) -> Any:
+    """The object-store options of a location (a JSON object)."""
+    return Field(default_factory=dict, description=f"object-store options of {of} as a JSON object, no secrets")
+
+
 class DeploymentSettings(EnvSettings):
     """Where the pipeline runs and what it reads and writes, `FINK_<FIELD>` each."""
 
@@ -37,32 +47,15 @@ class DeploymentSettings(EnvSettings):
     spark_conf: JsonObject = Field(
         default_factory=dict, description='extra Spark conf as a JSON object, e.g. {"spark.executor.memory": "4g"}'
     )
-    archive_root: str | None = Field(
-        default=None,
-        description=f"alert archive root: a path or an object-store URI ({REQUIRED_IN_PRODUCTION}; "
-        "local default <state dir>/archive)",
-    )
-    archive_storage_options: JsonObject = Field(
-        default_factory=dict, description="object-store options of the archive as a JSON object, no secrets"
-    )
-    table_root: str | None = Field(
-        default=None,
-        description=f"root of the transfer tables: a path or an object-store URI ({REQUIRED_IN_PRODUCTION}; "
-        "local default <state dir>/tables)",
-    )
-    table_storage_options: JsonObject = Field(
-        default_factory=dict, description="object-store options of the tables as a JSON object, no secrets"
-    )
-    request_root: str | None = Field(
-        default=None,
-        description=f"folder of submitted requests, shared by all services ({REQUIRED_IN_PRODUCTION}; "
-        "local default <state dir>/requests)",
-    )
-    standing_root: str | None = Field(
-        default=None,
-        description=f"folder of standing requests, shared by all services ({REQUIRED_IN_PRODUCTION}; "
-        "local default <state dir>/standing)",
-    )
+    archive_root: str | None = _state_folder_or_required("alert archive root: a path or an object-store URI", "archive")
+    archive_storage_options: JsonObject = _storage_options("the archive")
+    table_root: str | None = _state_folder_or_required("root of the transfer tables: a path or an object-store URI",
+                                                       "tables")
+    table_storage_options: JsonObject = _storage_options("the tables")
+    request_root: str | None = _state_folder_or_required("folder of submitted requests, shared by all services",
+                                                         "requests")
+    standing_root: str | None = _state_folder_or_required("folder of standing requests, shared by all services",
+                                                          "standing")
 
     @field_validator("spark_conf", "archive_storage_options", "table_storage_options", mode="before")
     @classmethod
