@@ -27,7 +27,7 @@ import pyarrow as pa
 from fink_pipeline.avro import arrow_schema_for_avro, decode_batch_safe
 from fink_pipeline.consumer.sinks import Publication, PublicationMismatch, Sink
 from fink_pipeline.kafka.settings import KafkaSettings
-from fink_pipeline.kafka.status import TransferStatus, read_status
+from fink_pipeline.kafka.status import TransferStatus, read_records, read_status
 
 LOGGER = logging.getLogger("fink_pipeline.consumer")
 # librdkafka's own log lines (connection retries are logged as errors, several per second)
@@ -173,15 +173,15 @@ def read_publication_status(settings: KafkaSettings, topic: str, wait_s: float) 
     record yet (the publisher writes the schema first) is read again for up to `wait_s`
     seconds, so that a download started at that moment does not take the publication for one
     without status. Topics without a status topic are returned at once (state "unknown")."""
-    from fink_pipeline.kafka.wire import status_topic
-    from fink_pipeline.kafka.topics import topic_exists
-
-    status = read_status(settings, topic)
     deadline = time.monotonic() + wait_s
-    while status.state == "unknown" and time.monotonic() < deadline and topic_exists(settings, status_topic(topic)):
+    while True:
+        records = read_records(settings, topic)  # None: no status topic (one read tells both)
+        status = TransferStatus(topic=topic)
+        for record in records or []:
+            status.apply(record)
+        if records is None or status.state != "unknown" or time.monotonic() >= deadline:
+            return status
         time.sleep(STATUS_POLL_SECONDS)
-        status = read_status(settings, topic)
-    return status
 
 
 def publication_of(status: TransferStatus) -> Publication:
