@@ -48,6 +48,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -79,6 +80,17 @@ def count_lost_and_duplicates(got: Iterable[int], expected: Iterable[int]) -> tu
     got = list(got)
     seen, truth = set(got), set(expected)
     return len(truth - seen), (len(got) - len(seen)) + len(seen - truth)
+
+
+def table_ids(path: str | Path, fmt: str = "delta", column: str = "candid") -> list[int]:
+    """The alert ids of a table a test wrote (Delta or Parquet); none when it was never
+    created, so that every alert expected of it counts as lost."""
+    from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
+
+    if not Path(path).exists():
+        return []
+    table = read_delta_table(str(path)) if fmt == "delta" else read_parquet_dataset(str(path))
+    return table[column].to_pylist()
 
 
 TOTALS_KEY = pytest.StashKey[ReliabilityTotals]()

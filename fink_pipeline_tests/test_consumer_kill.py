@@ -17,10 +17,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
 from fink_pipeline_tests.synthetic_topics import publish_synthetic_topic
 from fink_pipeline.surveys import get_survey
-from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
+from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates, table_ids
 
 pytestmark = pytest.mark.kafka
 
@@ -69,13 +68,6 @@ def transfer_with_kills(servers: str, topic: str, out: Path, fmt: str, kills: in
     final = subprocess.run(final_cmd, env=env, capture_output=True, text=True, timeout=600)
     assert final.returncode == 0, final.stderr[-3000:]
     return {"kills": done_kills, "early_exits": early_exits, "commits_at_kills": killed_at}
-
-
-def table_ids(out: Path, fmt: str) -> list[int]:
-    if not out.exists():
-        return []
-    table = read_delta_table(str(out)) if fmt == "delta" else read_parquet_dataset(str(out))
-    return table["candid"].to_pylist()
 
 
 def check_exact(out: Path, fmt: str, published) -> None:

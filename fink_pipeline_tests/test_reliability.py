@@ -53,7 +53,7 @@ from fink_pipeline.consumer.sinks import DiskFullError, PublicationMismatch
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.surveys import get_survey
-from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
+from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates, table_ids
 
 pytestmark = pytest.mark.reliability
 
@@ -446,7 +446,6 @@ def test_disk_full_under_the_command_says_it_in_one_line_then_resumes(kafka_sett
                                                                       reliability_record, fmt):
     """`fink_datatransfer` with 2 consumers on a disk that fills up: one line saying so (not one
     per consumer, not deltalake's parquet error), exit 1, then an exact resume."""
-    from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
     from fink_pipeline_tests.synthetic_topics import publish_synthetic_topic
 
     topic = f"ftransfer_ztf_2024-03-01_90001{'01' if fmt == 'delta' else '02'}"
@@ -468,10 +467,7 @@ def test_disk_full_under_the_command_says_it_in_one_line_then_resumes(kafka_sett
     full = download(outdir)
     ballast.unlink()
     resumed = download(outdir)
-    if outdir.exists():
-        table = read_delta_table(str(outdir)) if fmt == "delta" else read_parquet_dataset(str(outdir))
-    got = table["candid"].to_pylist() if outdir.exists() else []  # no table: every alert lost
-    lost, duplicates = count_lost_and_duplicates(got, published.ids)
+    lost, duplicates = count_lost_and_duplicates(table_ids(outdir, fmt), published.ids)
     reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
 
     assert measured.returncode == 0, measured.stderr[-2000:]
@@ -505,7 +501,6 @@ def test_request_over_missing_nights_creates_nothing(archive, kafka_broker, tmp_
     import dagster as dg
 
     import fink_pipeline.spark
-    from fink_pipeline.consumer.readers import read_delta_table
     from fink_pipeline.kafka.topics import topic_exists
     from fink_pipeline.orchestration.launch import run_transfer
     from fink_pipeline.transfer.request import TransferRequest
@@ -522,8 +517,7 @@ def test_request_over_missing_nights_creates_nothing(archive, kafka_broker, tmp_
     # every alert found in a table under the table root is one too many
     selected = [n for n in list_nights(archive, "ztf") if request.start <= n.isoformat() <= request.stop]
     expected = expected_candids(archive, selected, request.classes) if selected else []
-    written = [c for table in (sorted(tables.iterdir()) if tables.exists() else [])
-               for c in read_delta_table(str(table))["candid"].to_pylist()]
+    written = [c for table in (sorted(tables.iterdir()) if tables.exists() else []) for c in table_ids(table)]
     lost, duplicates = count_lost_and_duplicates(written, expected)
     reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
 
@@ -557,7 +551,6 @@ def expected_candids(root: str, nights: list[dt.date], classes: list[str]) -> li
 def test_two_transfers_at_once_write_two_exact_tables(spark, kafka_broker, archive, tmp_path, reliability_record):
     import dagster as dg
 
-    from fink_pipeline.consumer.readers import read_delta_table
     from fink_pipeline.orchestration.launch import run_transfer
     from fink_pipeline.transfer.request import TransferRequest
 
@@ -592,9 +585,7 @@ def test_two_transfers_at_once_write_two_exact_tables(spark, kafka_broker, archi
     ]
     lost_total = duplicates_total = 0
     for i, request in enumerate(requests):
-        path = tmp_path / "tables" / request.topic
-        got = read_delta_table(str(path))["candid"].to_pylist() if path.exists() else []  # no table: all lost
-        lost, duplicates = count_lost_and_duplicates(got, expected[i])
+        lost, duplicates = count_lost_and_duplicates(table_ids(tmp_path / "tables" / request.topic), expected[i])
         lost_total += lost
         duplicates_total += duplicates
     reliability_record(cases=2, failures_survived=0, lost=lost_total, duplicates=duplicates_total)
