@@ -40,7 +40,8 @@ from confluent_kafka import TopicPartition
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, field_validator
 
 from fink_pipeline.kafka.clients import make_producer
-from fink_pipeline.kafka.topics import DEFAULT_RETENTION_MS, TopicMismatch, ensure_topic, partitions_in_metadata
+from fink_pipeline.kafka.defaults import DEFAULT_RETENTION_MS
+from fink_pipeline.kafka.topics import TopicMismatch, ensure_topic, partitions_in_metadata
 from fink_pipeline.kafka.wire import status_topic
 
 if TYPE_CHECKING:
