@@ -67,7 +67,8 @@ class TaskConfig:
 
 def producer_config(config: TaskConfig) -> dict[str, Any]:
     """The librdkafka configuration of a task's producer: the connection settings (SASL
-    included) plus idempotence, compression and batching."""
+    included) plus idempotence, compression and batching (`make_producer` adds no topic
+    auto-creation)."""
     options = config.options
     return {
         **config.settings.librdkafka_config(),
@@ -80,8 +81,6 @@ def producer_config(config: TaskConfig) -> dict[str, Any]:
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1024 * 1024,
         "message.timeout.ms": int(FLUSH_TIMEOUT_S * 1000),
-        # the driver created the topics; a typo must not auto-create a 4-partition topic
-        "allow.auto.create.topics": False,
     }
 
 
