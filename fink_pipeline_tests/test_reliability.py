@@ -16,8 +16,8 @@
 Each case counts the lost and duplicated alerts of its table against the ids it published or
 its request selects, and records them (reliability_plugin) before any assertion.
 
-Topics for the consumer faults are published without Spark (`consumer.synthetic`), in the
-exact wire format, and are made larger than the consumer's prefetch buffer: otherwise the whole
+Topics for the consumer faults are published without Spark (`synthetic_topics`), in the exact
+wire format, and are made larger than the consumer's prefetch buffer: otherwise the whole
 topic is already in the consumer's memory when the fault comes and nothing is tested. The
 consumer runs in a child process, paused by its sink after a few committed batches: the fault
 is injected exactly mid-download, and a consumer that hangs can be killed.
@@ -331,8 +331,8 @@ def disk_usage(path: Path) -> int:
     return sum(p.stat().st_blocks * 512 for p in path.rglob("*") if p.is_file())
 
 
-# Set by CI (.ci/run, root on its own machine): a full disk that cannot be simulated there is a
-# failure, not a skip.
+# Set by `scripts/run test` under CI=true (.ci/run, root on its own machine): a full disk that
+# cannot be simulated there is a failure, not a skip.
 REQUIRE_DISK_FULL = "FINK_PIPELINE_REQUIRE_DISK_FULL"
 MNT_DETACH = 2
 
