@@ -16,14 +16,13 @@ import signal
 import threading
 import time
 import types
-from collections import Counter
 
 import pytest
 
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import read_status
-from fink_pipeline_tests.test_publish import candids, new_topic, publish, read_topic, selection
+from fink_pipeline_tests.test_publish import new_topic, publish, selection, topic_counts
 
 pytestmark = [pytest.mark.spark, pytest.mark.kafka]
 
@@ -119,9 +118,7 @@ def test_zombie_attempt_cannot_land_after_its_retry(spark, two_nights, own_broke
     publisher.join(120)
     assert not publisher.is_alive(), "the publication did not finish within 120 s after the broker resumed"
 
-    published = Counter(candids(read_topic(settings, topic)))
-    lost = len(set(source) - set(published))
-    duplicates = sum(n - 1 for n in published.values())
+    _, lost, duplicates = topic_counts(settings, topic, source)
     finished = "report" in outcome and read_status(settings, topic).state == "finished"
     survived = finished and not retry_while_paused and lost == duplicates == 0
     reliability_record(cases=1, failures_survived=2 if survived else 0, lost=lost, duplicates=duplicates)
