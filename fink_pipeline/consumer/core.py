@@ -158,14 +158,12 @@ def fetch_schema(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -
 
 def topic_partitions(settings: KafkaSettings, topic: str) -> list[int]:
     """Partition ids of `topic` (error naming the topic when it does not exist)."""
-    consumer = kafka_consumer(settings, "fink-pipeline-metadata")
-    try:
-        info = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if info is None or info.error is not None or not info.partitions:
-            raise RuntimeError(f"topic {topic} does not exist on {settings.bootstrap_servers}: check -topic")
-        return sorted(info.partitions)
-    finally:
-        consumer.close()
+    from fink_pipeline.kafka.topics import partition_count
+
+    count = partition_count(settings, topic)
+    if not count:
+        raise RuntimeError(f"topic {topic} does not exist on {settings.bootstrap_servers}: check -topic")
+    return list(range(count))  # Kafka numbers a topic's partitions 0 .. count - 1
 
 
 def read_publication_status(settings: KafkaSettings, topic: str, wait_s: float) -> TransferStatus:
