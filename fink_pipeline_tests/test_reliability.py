@@ -31,7 +31,6 @@ import multiprocessing
 import ctypes
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -334,30 +333,19 @@ def disk_usage(path: Path) -> int:
 # Set by `scripts/run test` under CI=true (.ci/run, root on its own machine): a full disk that
 # cannot be simulated there is a failure, not a skip.
 REQUIRE_DISK_FULL = "FINK_PIPELINE_REQUIRE_DISK_FULL"
-MNT_DETACH = 2
+MNT_DETACH = 2  # umount2(2) flag
 
 
 def mount_tmpfs(target: Path, size_kib: int) -> str | None:
     """Mount a tmpfs of `size_kib` KiB on `target`: None once mounted, else why it could not be.
-    Uses the `mount` command, and the mount(2) system call where the command is missing or fails
-    (a minimal image without util-linux)."""
-    reasons = []
-    if shutil.which("mount"):
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kib}k", "tmpfs", str(target)],
-                              capture_output=True, text=True)
-        if done.returncode == 0:
-            return None
-        reasons.append(f"mount: {' '.join(done.stderr.split()) or f'exit {done.returncode}'}")
+    Calls mount(2) itself, so a minimal image without util-linux runs the tests too."""
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.mount(b"tmpfs", os.fsencode(target), b"tmpfs", 0, f"size={size_kib}k".encode()) == 0:
         return None
-    reasons.append(f"mount(2): {os.strerror(ctypes.get_errno())}")
-    return "; ".join(reasons)
+    return f"mount(2): {os.strerror(ctypes.get_errno())}"
 
 
 def unmount(target: Path) -> None:
-    if shutil.which("umount") and subprocess.run(["umount", str(target)], capture_output=True).returncode == 0:
-        return
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.umount2(os.fsencode(target), 0) != 0:
         libc.umount2(os.fsencode(target), MNT_DETACH)  # busy: detached now, freed when its files close
