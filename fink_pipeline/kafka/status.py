@@ -271,8 +271,9 @@ class StatusWriter:
     """Appends status records for data topic `topic` to `<topic>_status`.
 
     Each `append` is one produce request, flushed before returning (exact watermarks on any
-    broker, total order on the 1-partition topic). Use `create=False` in Spark tasks once the
-    driver has created the topic.
+    broker, total order on the 1-partition topic). `create=False` when the status topic exists
+    already (the publishing driver ensures it with the data topic; tasks write their progress
+    records through their own producer, `kafka.publish_task`).
     """
 
     def __init__(
