@@ -18,7 +18,6 @@ from fink_pipeline.consumer.delta_sink import DeltaSink
 from fink_pipeline.consumer.partitioning import Partitioning
 from fink_pipeline.consumer.readers import delta_table_counts
 from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
-from fink_pipeline.kafka.status import read_status
 from fink_pipeline.orchestration.constants import OWNERS, TRANSFER_GROUP
 from fink_pipeline.orchestration.partitions import transfer_partitions
 from fink_pipeline.orchestration.report import (
@@ -267,7 +266,7 @@ def alert_table(
         report = consume_topic(settings, request.topic, sink, group_id=TABLE_GROUP_ID, log=context.log,
                                quarantine_dir=f"{tables.uri.rstrip('/')}/_quarantine",
                                replace_other_publication=True)
-        published = read_status(settings, request.topic).total
+    published = report.expected_total  # the end record's total, as the consumer last read it
     context.log.info(f"{report.consumed} alerts appended to {uri} in {report.seconds:.1f} s")
     if report.consumed == 0 and not report.complete and published is None:
         raise dg.Failure(description=f"{request.topic} has no finished publication to read: run the transfer "
