@@ -93,6 +93,11 @@ def table_ids(path: str | Path, fmt: str = "delta", column: str = "candid") -> l
     return table[column].to_pylist()
 
 
+def is_count(value) -> bool:
+    """A non-negative integer (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 TOTALS_KEY = pytest.StashKey[ReliabilityTotals]()
 RECORDED_KEY = pytest.StashKey[bool]()  # set on a test item that called reliability_record
 
@@ -118,11 +123,11 @@ def reliability_record(request: pytest.FixtureRequest):
                duplicates: int | None = None) -> None:
         if (lost is None) != (duplicates is None):
             raise ValueError("reliability_record: give lost and duplicates both (counted) or neither (unmeasured)")
-        counts = {"cases": cases, "failures_survived": failures_survived, "lost": lost, "duplicates": duplicates}
+        counts = {"cases": cases, "failures_survived": failures_survived}
+        if lost is not None:
+            counts.update(lost=lost, duplicates=duplicates)
         for name, value in counts.items():
-            if value is None and name in ("lost", "duplicates"):
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if not is_count(value):
                 raise ValueError(f"reliability_record: {name} must be a non-negative integer, got {value!r}")
         run_totals.cases += cases
         run_totals.failures_survived += failures_survived
@@ -153,7 +158,7 @@ def declared_counts(item: pytest.Item) -> dict[str, int] | None:
             if value not in params:
                 raise pytest.UsageError(f"{item.nodeid}: reliability {name}={value!r} is not a parameter of the test")
             value = params[value]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if not is_count(value):
             raise pytest.UsageError(f"{item.nodeid}: reliability {name} must be a non-negative integer, got {value!r}")
         counts[name] = value
     return counts
