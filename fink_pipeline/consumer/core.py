@@ -326,15 +326,14 @@ def consume_topic(
 
 def _topic_exists(consumer, topic: str) -> bool:
     """False only when the broker answers that `topic` does not exist."""
-    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka import KafkaException
+
+    from fink_pipeline.kafka.topics import partitions_in_metadata
 
     try:
-        info = consumer.list_topics(topic, timeout=TOPIC_CHECK_AFTER_S).topics.get(topic)
+        return partitions_in_metadata(consumer, topic, TOPIC_CHECK_AFTER_S) is not None
     except KafkaException:
-        return True  # no answer: cannot tell, keep waiting for the broker
-    if info is None:
-        return False
-    return info.error is None or info.error.code() != KafkaError.UNKNOWN_TOPIC_OR_PART
+        return True  # no answer (or another error): cannot tell, keep waiting for the broker
 
 
 _UNKNOWN_TOPIC_CODES = ("UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION")
