@@ -247,14 +247,11 @@ def consume_topic(
     status = read_publication_status(settings, topic, wait_s=max_timeout)
     publication = publication_of(status)
     sink.prepare(arrow_schema_for_avro(avro_schema))
-    if replace_other_publication:
-        held = sink.held_publication()
-        if held is not None and held != publication:
-            log.warning(f"{sink.location} holds another publication of {held.topic} (id {held.publication_id}); "
-                        f"the topic was published again (id {publication.publication_id}): restarting the table")
-        sink.claim(publication, replace_other=True)
-    else:
-        sink.claim(publication)  # the table's offsets are this publication's, whatever the group id
+    if replace_other_publication and (held := sink.held_publication()) not in (None, publication):
+        log.warning(f"{sink.location} holds another publication of {held.topic} (id {held.publication_id}); "
+                    f"the topic was published again (id {publication.publication_id}): restarting the table")
+    # the table's offsets are this publication's, whatever the group id
+    sink.claim(publication, replace_other=replace_other_publication)
     next_offsets = sink.resume_offsets(partitions)
     last_status_read = time.monotonic()
 
