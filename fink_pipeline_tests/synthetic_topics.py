@@ -29,6 +29,7 @@ from fink_pipeline.kafka.status import StatusWriter, publication_id_for, read_st
 from fink_pipeline.kafka.topics import ensure_topic
 from fink_pipeline.kafka.wire import hold_back_last, kafka_partition_of, schema_message_value, schema_topic
 from fink_pipeline.surveys.base import Survey
+from fink_pipeline.transfer.arrow_content import spark_timestamp_strings
 from fink_pipeline.transfer.content import resolve_content
 
 def synthetic_alerts(
@@ -63,7 +64,7 @@ def project_arrow(table: pa.Table, columns: Iterable[tuple[str, str]], survey: S
         for part in parts[1:]:
             column = pc.struct_field(column, part)
         if pa.types.is_timestamp(column.type):
-            column = pc.strftime(column, format="%Y-%m-%d %H:%M:%S.%f")
+            column = spark_timestamp_strings(column.combine_chunks())
         out[name] = column
     fields = [
         pa.field(name, values.type, nullable=not pa.types.is_struct(values.type)) for name, values in out.items()
