@@ -31,10 +31,11 @@ def reset_orphaned_topics(settings: KafkaSettings, topic: str, log: logging.Logg
     """
     log = log or LOGGER
     names = [topic, schema_topic(topic), status_topic(topic)]
-    present = [name for name in names if partition_count(settings, name) is not None]
+    counts = {name: partition_count(settings, name) for name in names}
+    present = [name for name, count in counts.items() if count is not None]
     if not present:
         return []
-    if partition_count(settings, status_topic(topic)) == 1:
+    if counts[status_topic(topic)] == 1:
         records = read_records(settings, topic) or []
         if any(isinstance(record, StartRecord) for record in records):
             return []
