@@ -25,6 +25,7 @@ from fink_pipeline_tests.synthetic_topics import publish_tables, synthetic_alert
 from fink_pipeline.kafka.broker import EmbeddedBroker
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.surveys import get_survey
+from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates, table_ids
 from fink_pipeline_tests.test_datatransfer_cli import run_cli
 
 pytestmark = pytest.mark.kafka
@@ -47,17 +48,9 @@ def cli_env() -> dict:
     return env
 
 
-def lost_and_duplicates(ids: list[int], published: list[int]) -> tuple[int, int]:
-    return len(set(published) - set(ids)), len(ids) - len(set(ids)) + len(set(ids) - set(published))
-
-
 def sink_for(fmt: str, path) -> DeltaSink | ParquetSink:
     partitioning = Partitioning("finkclass", ZTF.time_column, ZTF.time_scale)
     return DeltaSink(str(path), partitioning) if fmt == "delta" else ParquetSink(str(path), partitioning)
-
-
-def read_table(fmt: str, path) -> pa.Table:
-    return read_delta_table(str(path)) if fmt == "delta" else read_parquet_dataset(str(path))
 
 
 # ------------------------------------------------------------------------------------------
@@ -76,7 +69,7 @@ def test_delta_resume_under_another_group_id_holds_each_alert_once(kafka_setting
     # resumed under another group id (a credentials file instead of -groupid, another machine)
     second = run_cli([*common, "-groupid", "second_machine"], cli_env())
     ids = read_delta_table(str(outdir))["candid"].to_pylist()
-    lost, duplicates = lost_and_duplicates(ids, published.ids)
+    lost, duplicates = count_lost_and_duplicates(ids, published.ids)
     reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
     assert second.returncode == 0, second.stderr
     assert len(ids) == len(set(ids)) == published.total
@@ -101,7 +94,7 @@ def test_parquet_folder_refuses_a_second_topic(kafka_settings, tmp_path, reliabi
     assert download(first_topic).returncode == 0
     refused = download(second_topic)
     ids = read_parquet_dataset(str(outdir))["candid"].to_pylist()
-    lost, duplicates = lost_and_duplicates(ids, first.ids)
+    lost, duplicates = count_lost_and_duplicates(ids, first.ids)
     reliability_record(cases=1, failures_survived=int(refused.returncode == EXIT_USAGE), lost=lost,
                        duplicates=duplicates)
     assert refused.returncode == EXIT_USAGE, refused.stderr
@@ -156,7 +149,7 @@ def test_parquet_reader_never_sees_uncommitted_batch(kafka_settings, tmp_path, r
     }
     report = consume_topic(kafka_settings, topic, sink_for("parquet", root), group_id="g")
     ids = read_parquet_dataset(str(root))["candid"].to_pylist()
-    lost, duplicates = lost_and_duplicates(ids, published.ids)
+    lost, duplicates = count_lost_and_duplicates(ids, published.ids)
     reliability_record(cases=1, failures_survived=1, lost=lost,
                        duplicates=duplicates + sum(n - committed for n in seen.values()))
     assert seen == dict.fromkeys(seen, committed), seen
@@ -186,7 +179,7 @@ def test_recreated_topic_is_detected_as_a_new_publication(restartable_broker, tm
     publish(settings, topic, 2000, seed=61)
     out = tmp_path / fmt
     consume_topic(settings, topic, sink_for(fmt, out), group_id="g", limit=600, batch_size=300)
-    before = sorted(read_table(fmt, out)["candid"].to_pylist())
+    before = sorted(table_ids(out, fmt))
     assert len(before) == 600
 
     # The broker restarts on memory storage and the transfer is published again (other alerts,
@@ -200,12 +193,12 @@ def test_recreated_topic_is_detected_as_a_new_publication(restartable_broker, tm
     with pytest.raises(RuntimeError, match="published again") as refused:
         consume_topic(settings, topic, sink_for(fmt, out), group_id="g", batch_size=300, max_timeout=5)
     assert str(out) in str(refused.value) and "new output folder" in str(refused.value)
-    assert sorted(read_table(fmt, out)["candid"].to_pylist()) == before
+    assert sorted(table_ids(out, fmt)) == before
     if fmt == "delta":
         # a table owned by its caller alone (the pipeline's alert_table) restarts cleanly instead
         report = consume_topic(settings, topic, sink_for(fmt, out), group_id="g", batch_size=300,
                                replace_other_publication=True)
-        ids = read_table(fmt, out)["candid"].to_pylist()
+        ids = table_ids(out, fmt)
         assert report.complete and len(ids) == len(set(ids)) == again.total and set(ids) == set(again.ids)
 
 
