@@ -156,17 +156,13 @@ class DeltaSink:
                 commit_properties=CommitProperties(app_transactions=transactions,
                                                    max_commit_retries=self.max_commit_retries),
             )
-        except CommitFailedError as exc:
-            if "Concurrent transaction" in str(exc):
+        except Exception as exc:
+            if isinstance(exc, CommitFailedError) and "Concurrent transaction" in str(exc):
                 raise ConcurrentConsumerError(
                     f"{self.uri}: another consumer committed offsets of partitions {sorted(next_offsets)} "
                     "while this one was writing them; this batch was not committed. Run only one "
                     "fink_datatransfer per topic and output folder."
                 ) from exc
-            if is_disk_full(exc):
-                raise DiskFullError(self.uri) from None
-            raise
-        except Exception as exc:
             # delta-rs reports a full disk as "Failed to parse parquet: ... (os error 28)": say
             # what happened instead (data files without a commit are not part of the table)
             if is_disk_full(exc):
