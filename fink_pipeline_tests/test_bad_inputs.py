@@ -17,6 +17,9 @@ early with the exact error class and one clear line, and nothing is executed or 
 
 The per-condition allow-list is covered by test_conditions.py; this file checks the same
 refusals reach the user through a request and the CLI.
+
+Each refusal is recorded as `reliability_record(cases=0, failures_survived=k)`: nothing was
+published, so no alert is at stake (a failure survived, not a case; see reliability_plugin).
 """
 
 from __future__ import annotations
@@ -200,7 +203,7 @@ def test_request_file_raises_exact_error(case: BadInput, archive, state_dir, rel
     assert type(info.value) is case.error, f"{case.why}: got {type(info.value).__name__}: {info.value}"
     assert case.message in str(info.value)
     assert_nothing_written(state_dir, state_dir.parent)
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 @pytest.mark.parametrize("case", case_params(CASES, cli=True))
@@ -213,7 +216,7 @@ def test_request_file_cli_validate_and_submit_refuse_it(case: BadInput, archive,
         assert case.message in one_error_line(err)
     # submit stores the request only once it is valid, and needs a broker only after that
     assert_nothing_written(state_dir, state_dir.parent)
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 @pytest.mark.parametrize("case", case_params([c for c in CASES if c.name in SUBPROCESS_CASES], cli=True))
@@ -228,7 +231,7 @@ def test_request_file_cli_subprocess_refuses_it(case: BadInput, archive, state_d
     assert case.message in one_error_line(completed.stderr)
     assert "Traceback" not in completed.stderr
     assert_nothing_written(state_dir, state_dir.parent)
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 def test_unquoted_yaml_dates_are_accepted(tmp_path, archive):
@@ -287,7 +290,7 @@ def test_invalid_flags_refused_before_anything_runs(flags, error, message, archi
         assert code == 2 and out == "", f"{action}: exit {code}\n{out}{err}"
         assert message in one_error_line(err)
     assert_nothing_written(state_dir, state_dir.parent)
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -326,7 +329,7 @@ def test_condition_over_its_own_limit_is_refused_without_echoing_it(archive, sta
     assert len(line) < 1000  # the condition is shown truncated, not echoed whole
     path.unlink()
     assert_nothing_written(state_dir, state_dir.parent)
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 ONE_MB = 1_000_000
@@ -375,7 +378,7 @@ def test_oversized_request_is_refused_before_anything_is_parsed(name, archive, s
     assert conditions_parsed == [], "conditions were parsed before the request's size was checked"
     path.unlink()
     assert_nothing_written(state_dir, state_dir.parent)
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 def test_oversized_condition_flags_are_refused_before_any_is_parsed(archive, state_dir, conditions_parsed, capsys,
@@ -418,7 +421,7 @@ def test_oversized_request_file_is_not_parsed(archive, state_dir, capsys, reliab
     assert parsed == []
     path.unlink()
     assert_nothing_written(state_dir, state_dir.parent)
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 def test_request_path_that_never_ends_is_read_only_up_to_the_limit(state_dir, reliability_record):
@@ -479,7 +482,7 @@ def test_hostile_condition_submitted_to_dagster_fails_first_step(archive, kafka_
     for topic in (request.topic, f"{request.topic}_schema", f"{request.topic}_status"):
         assert not topic_exists(settings, topic)
     assert not (tables / request.topic).exists()
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 def test_oversized_launchpad_form_fails_its_submit_run_before_parsing(archive, tmp_path, conditions_parsed,
@@ -508,7 +511,7 @@ def test_oversized_launchpad_form_fails_its_submit_run_before_parsing(archive, t
     )
     assert not any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
     assert not (tmp_path / "requests").exists() and conditions_parsed == []
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -526,7 +529,7 @@ def test_stored_request_topic_cannot_escape_the_store(tmp_path, reliability_reco
     assert type(info.value) is RequestError, f"got {type(info.value).__name__}: {info.value}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["outside.json", "requests"]
     assert list(store.root.iterdir()) == []
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,7 +566,7 @@ def test_credentials_with_password_readable_by_others_are_refused(tmp_path, mode
     line = one_error_line(err)
     assert "chmod 600" in line and PASSWORD not in out + err
     assert not outdir.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["ztf_credentials.yml"]
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 def test_credentials_cli_subprocess_refuses_world_readable_password(tmp_path, reliability_record):
@@ -577,7 +580,7 @@ def test_credentials_cli_subprocess_refuses_world_readable_password(tmp_path, re
     assert f"run `chmod 600 {path}`" in one_error_line(completed.stderr)
     assert PASSWORD not in completed.stdout + completed.stderr
     assert not (tmp_path / "out").exists()
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 def test_credentials_that_are_safe_are_accepted(tmp_path):
@@ -606,7 +609,7 @@ def test_malformed_credentials_files_are_refused(tmp_path, content, error, messa
         KafkaSettings.from_credentials_file(path)
     assert type(info.value) is error and message in str(info.value)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ztf_credentials.yml"]
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
 
 
 def test_credentials_with_bad_server_name_do_not_echo_the_password(tmp_path, reliability_record):
@@ -617,4 +620,4 @@ def test_credentials_with_bad_server_name_do_not_echo_the_password(tmp_path, rel
     assert type(info.value) is CredentialsError
     assert str(path) in str(info.value) and "bootstrap server 'localhost' is not host:port" in str(info.value)
     assert PASSWORD not in str(info.value) and "\n" not in str(info.value)
-    reliability_record(cases=0, failures_survived=1)  # a refusal: nothing published, no alert at stake
+    reliability_record(cases=0, failures_survived=1)
