@@ -11,12 +11,10 @@ naming the file, the column and the fix.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from fink_pipeline.archive.layout import resolve
 
 
 class ArchiveFileSchemaError(ValueError):
@@ -62,15 +60,14 @@ def type_mismatch(stored: pa.DataType, wanted: pa.DataType, path: str) -> str | 
     return None
 
 
-def check_night_files(files_by_night: Iterable[tuple[dt.date, list[str]]], archive_schema: pa.Schema,
-                      archive_root: str) -> None:
-    """Raise ArchiveFileSchemaError for the first file whose footer stores a column of the
-    archive schema with another kind of type (see the module docstring)."""
-    fs, _ = resolve(archive_root)
-    for night, files in files_by_night:
-        for path in files:
-            with fs.open_input_file(path) as handle:
-                stored = pq.ParquetFile(handle).schema_arrow
+def check_night_files(footers_by_night: Iterable[tuple[dt.date, Mapping[str, pq.FileMetaData]]],
+                      archive_schema: pa.Schema) -> None:
+    """Raise ArchiveFileSchemaError for the first file whose footer (path -> footer per night,
+    `archive.stats.night_footers`) stores a column of the archive schema with another kind of
+    type (see the module docstring)."""
+    for night, footers in footers_by_night:
+        for path, footer in footers.items():
+            stored = footer.schema.to_arrow_schema()
             for field in stored:
                 index = archive_schema.get_field_index(field.name)
                 if index < 0:

@@ -191,14 +191,19 @@ def night_files(root: str, survey: str, night: dt.date) -> list[tuple[str, int]]
     return sorted(files)
 
 
-def night_row_count(root: str, survey: str, night: dt.date) -> int:
-    """Rows of the night's files, from their footers alone (0 for no night)."""
+def night_footers(root: str, survey: str, night: dt.date) -> dict[str, pq.FileMetaData]:
+    """The footer of each of the night's files (`night_files` order), by path ({} for no night)."""
     fs, _ = resolve(root)
-    total = 0
+    footers = {}
     for path, _ in night_files(root, survey, night):
         with fs.open_input_file(path) as handle:
-            total += pq.ParquetFile(handle).metadata.num_rows
-    return total
+            footers[path] = pq.ParquetFile(handle).metadata
+    return footers
+
+
+def night_row_count(root: str, survey: str, night: dt.date) -> int:
+    """Rows of the night's files, from their footers alone (0 for no night)."""
+    return sum(meta.num_rows for meta in night_footers(root, survey, night).values())
 
 
 def classify_table(survey: Survey, table: pa.Table, tns_catalog: pa.Table | None = None) -> dict[str, pa.Array]:

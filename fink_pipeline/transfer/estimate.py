@@ -19,7 +19,7 @@
   compression), measured by projecting a sample of alerts on the requested content in Arrow
   exactly as the job does (light-packet flattening, class columns, map keys, Spark's
   nullability) and encoding it with `fink_pipeline.avro.encode_batch`. Alongside, the archive
-  bytes the job reads per alert, from the Parquet footers (`metrics.footer_input_bytes`).
+  bytes the job reads per alert, from the Parquet footers the plan read (`metrics.footers_input_bytes`).
 
 Pure: pyarrow/numpy, and a SparkSession only when conditions or a filter need one.
 """
@@ -36,10 +36,10 @@ import numpy as np
 import pyarrow as pa
 
 from fink_pipeline.archive.layout import list_nights
-from fink_pipeline.archive.stats import COUNT_COLUMN, NightStatistics, night_files, night_statistics
+from fink_pipeline.archive.stats import COUNT_COLUMN, NightStatistics, night_statistics
 from fink_pipeline.spark import LOCAL_MASTER, open_spark_session
 from fink_pipeline.surveys.base import Survey
-from fink_pipeline.transfer.metrics import footer_input_bytes
+from fink_pipeline.transfer.metrics import footers_input_bytes
 from fink_pipeline.transfer.plan import TransferPlan, plan_transfer
 from fink_pipeline.transfer.request import TransferRequestFields
 from fink_pipeline.transfer.sample import avro_bytes_per_alert, read_sample, sample_classes, size_sample
@@ -330,8 +330,7 @@ def estimate_request(
     size_table, size_labels = size_sample(plan, nights, size_sample_rows, seed)
     bytes_per_alert = (avro_bytes_per_alert(size_table, plan.content, size_labels, survey.field_paths)
                        if size_table.num_rows else 0.0)
-    files = [path for night in nights for path, _ in night_files(archive_root, survey.name, night)]
-    footer = footer_input_bytes(files, plan.read_fields()) if files else None
+    footer = footers_input_bytes(plan.footers.values(), plan.read_fields()) if plan.footers else None
     method = "nightly statistics (exact)"
     if sample is not None:
         method = (f"nightly statistics x pass rate of a {sum(sample.rows.values()):,}-alert sample evaluated by "

@@ -101,12 +101,20 @@ def parquet_leaf_paths(schema: pq.ParquetSchema, fields: Iterable[str]) -> list[
 
 def footer_input_bytes(files: Sequence[str], fields: Iterable[str] | None = None) -> FooterBytes:
     """Compressed bytes of the column chunks of `fields` (None: every column) in `files`."""
-    fields = None if fields is None else list(fields)
-    total = rows = columns = 0
+    footers = []
     for path in files:
         fs, inner = resolve(path)
         with fs.open_input_file(inner) as handle:
-            meta = pq.ParquetFile(handle).metadata
+            footers.append(pq.ParquetFile(handle).metadata)
+    return footers_input_bytes(footers, fields)
+
+
+def footers_input_bytes(footers: Iterable[pq.FileMetaData], fields: Iterable[str] | None = None) -> FooterBytes:
+    """`footer_input_bytes` over footers already read (`TransferPlan.footers`)."""
+    fields = None if fields is None else list(fields)
+    total = rows = columns = files = 0
+    for meta in footers:
+        files += 1
         schema = meta.schema
         wanted = None if fields is None else set(parquet_leaf_paths(schema, fields))
         rows += meta.num_rows
@@ -117,7 +125,7 @@ def footer_input_bytes(files: Sequence[str], fields: Iterable[str] | None = None
                 if wanted is None or chunk.path_in_schema in wanted:
                     total += chunk.total_compressed_size
                     columns += g == 0
-    return FooterBytes(total, rows, len(files), columns)
+    return FooterBytes(total, rows, files, columns)
 
 
 def measure_input_bytes(spark: "SparkSession", df: "DataFrame") -> InputMetrics:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 
 from fink_pipeline.archive.file_schemas import ArchiveFileSchemaError, check_night_files
 from fink_pipeline.archive.layout import night_dir
-from fink_pipeline.archive.stats import known_labels, load_archive_tns_catalog, night_files
+from fink_pipeline.archive.stats import known_labels, load_archive_tns_catalog, night_footers
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import ClassError, Survey
 from fink_pipeline.transfer.conditions import ValidatedCondition, validate_conditions
@@ -41,6 +41,8 @@ class TransferPlan:
     notes: list[str] = field(default_factory=list)
     # prepared TNS catalogue (pyarrow Table) the tnsclass is computed with; None: all "Unknown"
     tns_catalog: Any = None
+    # the present nights' Parquet files (path -> footer), listed and read once here
+    footers: dict[str, Any] = field(default_factory=dict)
 
     @property
     def present_nights(self) -> list[dt.date]:
@@ -106,14 +108,15 @@ def plan_transfer(
             f"No alert data found in between {request.start} and {request.stop} "
             f"for {survey.name} under {archive_root}"
         )
+    by_night = [(n, night_footers(archive_root, survey.name, n)) for n in present]
     try:
-        check_night_files(((n, [path for path, _ in night_files(archive_root, survey.name, n)]) for n in present),
-                          survey.archive_schema, archive_root)
+        check_night_files(by_night, survey.archive_schema)
     except ArchiveFileSchemaError as exc:
         raise RequestError(str(exc)) from None
     paths = [night_dir(archive_root, survey.name, n) for n in present]
+    footers = {path: footer for _, night in by_night for path, footer in night.items()}
     return TransferPlan(survey, request, archive_root, paths, missing, conditions, livestream_filter, content,
-                        notes=notes, tns_catalog=tns_catalog)
+                        notes=notes, tns_catalog=tns_catalog, footers=footers)
 
 
 def resolve_livestream_filter(survey: Survey, name: str | None):
