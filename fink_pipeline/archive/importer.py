@@ -166,11 +166,6 @@ class ImportReport:
         return sum(f.invalid_rows for f in self.files)
 
     @property
-    def skipped_files(self) -> list[FileImport]:
-        """Files that could not be read at all."""
-        return [f for f in self.files if f.skipped]
-
-    @property
     def failed_files(self) -> list[FileImport]:
         """Files with an error, including those that failed after some rows were imported."""
         return [f for f in self.files if f.error is not None and not f.ignored]

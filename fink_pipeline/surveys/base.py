@@ -53,15 +53,6 @@ class ClassRules(Protocol):
 
 
 @dataclass(frozen=True)
-class ContentPacket:
-    """A pre-defined output content: `columns` are select expressions in Fink's notation."""
-
-    name: str
-    description: str
-    bytes_per_alert_hint: int
-
-
-@dataclass(frozen=True)
 class Survey:
     """A survey's archive schema, time axis, identifiers and classification."""
 
@@ -114,13 +105,6 @@ class Survey:
         """UTC night (calendar date) of one observation time value."""
         seconds = self.time_to_unix_seconds(time_value)
         return dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc).date()
-
-    def spark_time_seconds(self) -> "Column":
-        """Spark column: the observation time as Unix seconds (double)."""
-        from pyspark.sql import functions as F
-
-        epoch = JD_UNIX_EPOCH if self.time_scale == "jd" else MJD_UNIX_EPOCH
-        return (F.col(self.time_column) - F.lit(epoch)) * F.lit(86400.0)
 
     # -- classes ------------------------------------------------------------------------------
 
