@@ -125,17 +125,18 @@ def ensure_topic(
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
-    # Wait (bounded) until metadata shows the topic, so a producer right after us finds it;
-    # on a real cluster creation propagates asynchronously.
-    while True:
-        existing = partitions_in_metadata(admin, name, max(0.5, deadline - time.monotonic()))
-        if existing is not None or time.monotonic() >= deadline:
-            break
-        time.sleep(0.05)
-    if existing is None:
-        raise KafkaException(
-            KafkaError(KafkaError._TIMED_OUT, f"topic {name} not visible after {timeout_s} s")
-        )
+        # Wait (bounded) until metadata shows the topic, so a producer right after us finds it;
+        # on a real cluster creation propagates asynchronously. (A topic the first lookup
+        # found needs no second one.)
+        while True:
+            existing = partitions_in_metadata(admin, name, max(0.5, deadline - time.monotonic()))
+            if existing is not None or time.monotonic() >= deadline:
+                break
+            time.sleep(0.05)
+        if existing is None:
+            raise KafkaException(
+                KafkaError(KafkaError._TIMED_OUT, f"topic {name} not visible after {timeout_s} s")
+            )
     if existing != partitions:
         raise TopicMismatch(
             f"topic {name} exists with {existing} partitions, expected {partitions}; "
