@@ -20,9 +20,6 @@ class StateSettings(EnvSettings):
     )
 
 
-HOME_ENV = StateSettings.env_name("home")
-
-
 def state_dir() -> Path:
     """The local state folder: `$FINK_PIPELINE_HOME`, else `<cwd>/.fink_pipeline` (created)."""
     home = StateSettings.load().home

@@ -342,9 +342,6 @@ class ClientEnvSettings(EnvSettings):
     )
 
 
-CLIENT_HOME_ENV = ClientEnvSettings.env_name("home")
-
-
 def credentials_path(survey: str = "ztf") -> Path:
     """`$FINK_CLIENT_HOME/<survey>_credentials.yml`, default home `~/.finkclient`."""
     if not re.fullmatch(r"[a-z0-9_]+", survey):
