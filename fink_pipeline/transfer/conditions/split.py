@@ -15,7 +15,7 @@ from sqlglot.dialects.spark import Spark
 from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
-_DIALECT = Spark()
+DIALECT = Spark()  # the one sqlglot Spark dialect of the conditions (syntax parses with it)
 _BREAKS = "\n\r"
 # What a literal that the tokenizer could not close starts with: a prefix (r'...', X'...') and a quote.
 _OPEN_QUOTE_RE = re.compile(r"[A-Za-z]*(['\"`])")
@@ -68,7 +68,7 @@ class Lexed:
 
 def lex(text: str) -> Lexed:
     """Tokenize `text`; on an error (an unterminated quote), the tokens read before it."""
-    tokenizer = _Tokenizer(dialect=_DIALECT)
+    tokenizer = _Tokenizer(dialect=DIALECT)
     try:
         tokens = tokenizer.tokenize(text)
     except TokenError:

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from typing import Iterator, Mapping
 
 from sqlglot import exp
-from sqlglot.dialects.spark import Spark
 from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import Token, TokenType
 
@@ -22,10 +21,9 @@ from fink_pipeline.transfer.conditions.allowlist import (
 )
 from fink_pipeline.transfer.conditions.errors import Context
 from fink_pipeline.transfer.conditions.limits import MAX_DEPTH
-from fink_pipeline.transfer.conditions.split import Lexed, lex
+from fink_pipeline.transfer.conditions.split import DIALECT, Lexed, lex
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_DIALECT = Spark()
 _RECURSION_LOCK = threading.Lock()
 
 
@@ -97,7 +95,7 @@ def _semicolon(lexed: Lexed) -> _Problem | None:
 
 def tokenize(ctx: Context, text: str) -> list[Token]:
     try:
-        return _DIALECT.tokenize(text)
+        return DIALECT.tokenize(text)
     except TokenError as error:
         raise ctx.fail(text, f"cannot read the condition ({error})", "check quotes and special characters") from None
 
@@ -165,7 +163,7 @@ _PARSE_MESSAGES = (
 
 def parse(ctx: Context, text: str, tokens: list[Token]) -> exp.Expr:
     try:
-        trees = _DIALECT.parser().parse(tokens, text)
+        trees = DIALECT.parser().parse(tokens, text)
     except ParseError as error:
         info = error.errors[0] if error.errors else {}
         description = str(info.get("description") or error)
