@@ -330,7 +330,8 @@ def estimate_request(
     size_table, size_labels = size_sample(plan, nights, size_sample_rows, seed)
     bytes_per_alert = (avro_bytes_per_alert(size_table, plan.content, size_labels, survey.field_paths)
                        if size_table.num_rows else 0.0)
-    footer = footers_input_bytes(plan.footers.values(), plan.read_fields()) if plan.footers else None
+    footers = [meta for night in plan.footers.values() for meta in night.values()]
+    footer = footers_input_bytes(footers, plan.read_fields()) if footers else None
     method = "nightly statistics (exact)"
     if sample is not None:
         method = (f"nightly statistics x pass rate of a {sum(sample.rows.values()):,}-alert sample evaluated by "
@@ -391,7 +392,8 @@ def _evaluate_sample(plan: TransferPlan, nights: Sequence[dt.date], sample_rows:
     result = _EvaluatedSample({}, {}, set())
     tables = []
     for night in nights:
-        sample, _ = read_sample(plan.archive_root, plan.survey, night, fields, per_night, seed)
+        sample, _ = read_sample(plan.archive_root, plan.survey, night, fields, per_night, seed,
+                                footers=plan.footers.get(night))
         result.values[night] = sample_classes(plan.survey, sample, plan.tns_catalog)
         result.rows[night] = sample.num_rows
         sample = sample.append_column(_NIGHT, pa.array([night.toordinal()] * sample.num_rows, pa.int64()))

@@ -41,8 +41,8 @@ class TransferPlan:
     notes: list[str] = field(default_factory=list)
     # prepared TNS catalogue (pyarrow Table) the tnsclass is computed with; None: all "Unknown"
     tns_catalog: Any = None
-    # the present nights' Parquet files (path -> footer), listed and read once here
-    footers: dict[str, Any] = field(default_factory=dict)
+    # each present night's Parquet files (path -> pq.FileMetaData), listed and read once here
+    footers: dict[dt.date, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def present_nights(self) -> list[dt.date]:
@@ -108,13 +108,12 @@ def plan_transfer(
             f"No alert data found in between {request.start} and {request.stop} "
             f"for {survey.name} under {archive_root}"
         )
-    by_night = [(n, night_footers(archive_root, survey.name, n)) for n in present]
+    footers = {n: night_footers(archive_root, survey.name, n) for n in present}
     try:
-        check_night_files(by_night, survey.archive_schema)
+        check_night_files(footers.items(), survey.archive_schema)
     except ArchiveFileSchemaError as exc:
         raise RequestError(str(exc)) from None
     paths = [night_dir(archive_root, survey.name, n) for n in present]
-    footers = {path: footer for _, night in by_night for path, footer in night.items()}
     return TransferPlan(survey, request, archive_root, paths, missing, conditions, livestream_filter, content,
                         notes=notes, tns_catalog=tns_catalog, footers=footers)
 

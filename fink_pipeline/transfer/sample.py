@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fink_pipeline.archive.layout import resolve
-from fink_pipeline.archive.stats import classify_table, night_files
+from fink_pipeline.archive.stats import classify_table, night_footers
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.content import PARTITION_COLUMNS, ContentPlan
 from fink_pipeline.transfer.metrics import parquet_leaf_paths
@@ -36,14 +36,17 @@ def _sample_indices(total: int, size: int, seed: int, night: dt.date) -> np.ndar
 
 
 def read_sample(root: str, survey: Survey, night: dt.date, fields: Sequence[str], size: int,
-                seed: int = 0) -> tuple[pa.Table, int]:
+                seed: int = 0, *, footers: Mapping[str, pq.FileMetaData] | None = None) -> tuple[pa.Table, int]:
     """(sample, rows in the night): `size` random rows of the night with only `fields` (nested
     as in the archive), plus the partition columns year/month/day. Reads only the row groups
-    holding sampled rows, and within them only the columns of `fields`."""
-    files = night_files(root, survey.name, night)
+    holding sampled rows, and within them only the columns of `fields`. `footers`: the night's
+    files and footers already read (`TransferPlan.footers`), else listed and read here."""
+    if footers is None:
+        footers = night_footers(root, survey.name, night)
     fs, _ = resolve(root)
     with contextlib.ExitStack() as stack:
-        handles = [pq.ParquetFile(stack.enter_context(fs.open_input_file(path))) for path, _ in files]
+        handles = [pq.ParquetFile(stack.enter_context(fs.open_input_file(path)), metadata=meta)
+                   for path, meta in footers.items()]
         groups = [(h, g, h.metadata.row_group(g).num_rows) for h in handles for g in range(h.num_row_groups)]
         total = sum(n for _, _, n in groups)
         wanted = _sample_indices(total, size, seed, night)
@@ -147,7 +150,8 @@ def size_sample(plan: "TransferPlan", nights: Sequence[dt.date], size_rows: int,
     pieces = []
     for night in chosen:
         per_night = max(size_rows // len(chosen), 1)
-        sample, _ = read_sample(plan.archive_root, survey, night, fields, per_night, seed + 1)
+        sample, _ = read_sample(plan.archive_root, survey, night, fields, per_night, seed + 1,
+                                footers=plan.footers.get(night))
         pieces.append(sample)
     if not pieces:
         return pa.table({}), {}
