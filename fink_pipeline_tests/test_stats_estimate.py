@@ -382,3 +382,20 @@ def test_size_of_the_packets(archive) -> None:
     assert 500 < size["light"] < 3_000  # Fink: 1.4 KB
     # no cutouts in this archive: full only adds the empty stamps and the partition columns
     assert size["light"] * 3 < size["medium"] < size["full"] < size["medium"] * 1.05
+
+
+@pytest.mark.spark
+def test_sampled_estimate_of_a_survey_with_stored_classes_is_exact_on_a_whole_night(spark, tmp_path) -> None:
+    """ELAsTiCC stores its classId in the files: the sample must read it (it is not computed)."""
+    import pyarrow.compute as pc
+
+    survey, night = get_survey("elasticc"), dt.date(2023, 3, 1)
+    root = str(tmp_path / "archive")
+    generate_archive(survey, root, night, nights=1, alerts_per_night=1_500, seed=2, with_cutouts=False)
+    table = pq.read_table(S.night_dir(root, "elasticc", night), columns=["diaSource"])
+    truth = int(pc.sum(pc.greater(pc.struct_field(table["diaSource"], "snr"), 5.0)).as_py())
+    fields = {"survey": "elasticc", "start": night.isoformat(), "stop": night.isoformat(),
+              "conditions": ["diaSource.snr > 5"]}
+    estimate = estimate_request(request_from_mapping(fields), root, spark=spark, sample_rows=3_000)
+    assert 0 < truth < 1_500
+    assert estimate.alerts == estimate.total.low == estimate.total.high == truth
