@@ -33,6 +33,33 @@ def suggest_label(label: str, choices: Collection[str], cutoff: float = 0.6) -> 
     return f"; did you mean {match[0]!r}?" if match else ""
 
 
+@dataclass(frozen=True)
+class SelectionFunction:
+    """A Fink live-stream filter or block replayed as a native Spark expression.
+
+    ZTF's live-stream filters and Rubin's filters and blocks share this shape: the request
+    names them (`NOT name` negates one), the plan resolves them through the survey, and the
+    job ANDs their columns after the extra conditions, as Fink's transfer jobs do.
+    """
+
+    name: str
+    description: str
+    # module.function Fink's job imports (e.g. fink_filters.rubin.blocks.b_is_new)
+    fink_module: str
+    # dotted archive fields the expression reads (what planning and estimates load)
+    columns_read: tuple[str, ...]
+    builder: Callable[[], "Column"] = field(repr=False, compare=False)
+    notes: str = ""
+
+    def column(self) -> "Column":
+        """Null-free boolean Spark column: True for the alerts Fink's function keeps."""
+        return self.builder()
+
+    def apply(self, df: "DataFrame") -> "DataFrame":
+        """Keep only the alerts the function selects."""
+        return df.filter(self.column())
+
+
 class ClassRules(Protocol):
     """A survey's own class semantics (ZTF: `surveys/ztf/classes.py`). Surveys without one
     select on their first stored class column with the labels as written."""
@@ -91,9 +118,13 @@ class Survey:
     map_keys: dict[str, tuple[str, ...]] = field(default_factory=dict)
     # How class labels are checked and selected; None: stored labels (see `ClassRules`).
     class_rules: ClassRules | None = None
-    # Live-stream filter by name or Fink module path -> a filter with a Spark `column()`;
-    # None: the survey has no replayable filters.
-    resolve_livestream_filter: Callable[[str], Any] | None = None
+    # Live-stream filter by name or Fink module path -> a `SelectionFunction`; None: the
+    # survey has no replayable filters.
+    resolve_livestream_filter: Callable[[str], SelectionFunction] | None = None
+    # Every replayable live-stream filter by name (what `request filters` lists).
+    livestream_filters: Mapping[str, SelectionFunction] = field(default_factory=dict)
+    # Fink's building blocks (Rubin's `fink_filters.rubin.blocks.b_*`) by name; empty: none.
+    blocks: Mapping[str, SelectionFunction] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def time_to_unix_seconds(self, values):

@@ -6,7 +6,7 @@ import datetime as dt
 
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.surveys.ztf.classes import ZTF_CLASS_RULES, classify, classify_arrow
-from fink_pipeline.surveys.ztf.filters import resolve_filter
+from fink_pipeline.surveys.ztf.filters import LIVESTREAM_FILTERS, resolve_filter
 from fink_pipeline.surveys.ztf.generator import generate_night
 from fink_pipeline.surveys.ztf.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS, MAP_KEYS
 
@@ -35,4 +35,5 @@ SURVEY = Survey(
     map_keys=MAP_KEYS,
     class_rules=ZTF_CLASS_RULES,
     resolve_livestream_filter=resolve_filter,
+    livestream_filters=LIVESTREAM_FILTERS,
 )

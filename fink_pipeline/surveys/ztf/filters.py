@@ -22,9 +22,10 @@ fink-filters are listed in `UNSUPPORTED_FILTERS`; `resolve_filter` raises
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
+from fink_pipeline.surveys.base import SelectionFunction
 from fink_pipeline.surveys.ztf.classification import (
     EARLY_SN_IA,
     FINKCLASS_INPUT_COLUMNS,
@@ -42,7 +43,7 @@ from fink_pipeline.surveys.ztf.classification import (
 )
 
 if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame
+    from pyspark.sql import Column
 
 LIVESTREAM_PACKAGE = "fink_filters.ztf.livestream"
 
@@ -65,26 +66,12 @@ class UnsupportedFilterError(ValueError):
 
 
 @dataclass(frozen=True)
-class LivestreamFilter:
-    """One replayable Fink livestream filter."""
+class LivestreamFilter(SelectionFunction):
+    """One replayable Fink ZTF livestream filter (the survey-wide `SelectionFunction`, plus the
+    finkclass label or flag the filter defines, None for the others)."""
 
-    name: str
-    description: str
-    fink_module: str
-    columns_read: tuple[str, ...]
-    builder: Callable[[], "Column"] = field(repr=False, compare=False)
-    # finkclass label / flag this filter defines (None for the others)
     fink_class: str | None = None
     fink_flag: str | None = None
-    notes: str = ""
-
-    def column(self) -> "Column":
-        """Null-free boolean Spark column: True for the alerts the filter keeps."""
-        return self.builder()
-
-    def apply(self, df: "DataFrame") -> "DataFrame":
-        """Keep only the alerts passing the filter."""
-        return df.filter(self.column())
 
 
 # --------------------------------------------------------------------------------------------
