@@ -66,7 +66,7 @@ ERROR_CLASSES = {cls.__name__: cls for cls in (RequestError, NoDataError, Condit
 # Cases also run through a real `fink-pipeline request validate` process (one per kind of input).
 SUBPROCESS_CASES = (
     "syntax_unclosed_mapping", "python_object_tag", "unknown_key_typo", "portal_bad_startdate",
-    "portal_multiple_filters", "portal_blocks", "too_many_nights", "unknown_content_field",
+    "lsst_unknown_block", "portal_blocks", "too_many_nights", "unknown_content_field",
     "hostile_condition_reflect", "unknown_class_near_miss", "oversized_conditions_count",
 )  # fmt: skip
 
@@ -353,7 +353,7 @@ OVERSIZED = {
     "1MB-survey": ({"survey": "z" * ONE_MB}, f"survey: {ONE_MB} characters long, at most {MAX_NAME_LENGTH} for a name"),
     "1MB-date": ({"start": "2" * ONE_MB}, f"start: {ONE_MB} characters long, at most {MAX_NAME_LENGTH} for a date"),
     "1MB-filter": ({"filters": ["k" * ONE_MB]},
-                   f"livestream_filter: {ONE_MB} characters long, at most {MAX_NAME_LENGTH} for a name"),
+                   f"filters: item 0 is {ONE_MB} characters long, at most {MAX_NAME_LENGTH} for a filter or block name"),
 }  # fmt: skip
 
 

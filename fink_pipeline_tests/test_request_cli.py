@@ -68,7 +68,7 @@ def test_validate_accepts_a_fink_portal_export(capsys, archive, tmp_path) -> Non
     assert rc == 0, err
     assert out.splitlines()[0] == "valid: ztf 2024-03-01..2024-03-03, 2 nights present, 1 missing"
     assert "condition:  candidate.magpsf > 19.5" in out and "condition:  candidate.drb > 0.5" in out
-    assert "filter:     fink_filters.ztf.livestream.filter_vra.filter.vra" in out
+    assert "filter:     vra (fink_filters.ztf.livestream.filter_vra.filter.vra)" in out
     assert "content:    ['candid', 'magpsf', 'HyperLEDA_name', 'jd'] (4 columns)" in out
     assert err == ""
 
@@ -96,9 +96,9 @@ ERRORS = [
     ("stop-before-start", ["--start", "2024-03-02", "--stop", "2024-03-01"],
      "stop (2024-03-01) is before start (2024-03-02); swap them"),
     ("unknown-filter", ["--filter", "sn_candidate"],
-     "livestream_filter: unknown livestream filter 'sn_candidate': did you mean sn_candidates"),
+     "filters: unknown livestream filter 'sn_candidate': did you mean sn_candidates"),
     ("unsupported-filter", ["--filter", "early_kn_candidates"],
-     "livestream_filter: Fink filter fink_filters.ztf.livestream.filter_early_kn_candidates.filter.early_kn_candidates cannot be replayed natively"),
+     "filters: Fink filter fink_filters.ztf.livestream.filter_early_kn_candidates.filter.early_kn_candidates cannot be replayed natively"),
     ("hostile-condition", ["--condition", "reflect('java.lang.Runtime', 'getRuntime') IS NULL"],
      "condition \"reflect('java.lang.Runtime', 'getRuntime') IS NULL\": function \"reflect\""),
     ("statement-condition", ["--condition", "candidate.magpsf > 19.5; DROP TABLE alerts"], 'condition "DROP TABLE alerts"'),
@@ -121,8 +121,8 @@ def test_validate_errors_from_the_request_file(capsys, archive, tmp_path) -> Non
     cases = {
         "dates:\n  startdate: '2024-03-01'\n  stopdate: '2024-03-02'\nclases: [Unknown]\n":
             "clases: is not a request key; did you mean 'classes'?",
-        "dates:\n  startdate: '2024-03-01'\n  stopdate: '2024-03-02'\nfilters: [vra, blazar]\n":
-            "filters: only one live-stream filter can be replayed",
+        "dates:\n  startdate: '2024-03-01'\n  stopdate: '2024-03-02'\nfilters: [vra, NOT]\n":
+            "filters: 'NOT' negates nothing; write 'NOT <name>'",
         "dates: '2024-03-01'\n": "dates: expected a mapping with startdate and stopdate",
         "start: 2024-03-01\n": "stop: is required",
         "start: 2024-03-01\nstop: 2024-02-01\n": "stop (2024-02-01) is before start (2024-03-01); swap them",
@@ -222,6 +222,6 @@ def test_estimate_rejects_a_bad_request_like_validate(capsys, archive) -> None:
 def test_submit_validates_before_looking_for_a_broker(capsys, archive, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("FINK_PIPELINE_HOME", str(tmp_path / "state"))
     rc, _, err = run_cli(capsys, "request", "submit", *nights_args(archive), "--filter", "nope")
-    assert rc == 2 and err.startswith("error: livestream_filter: unknown livestream filter 'nope'")
+    assert rc == 2 and err.startswith("error: filters: unknown livestream filter 'nope'")
     rc, _, err = run_cli(capsys, "request", "submit", *nights_args(archive))
     assert rc == 2 and err.startswith("error: no broker running")

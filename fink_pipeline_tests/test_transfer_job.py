@@ -395,10 +395,10 @@ def test_each_livestream_filter_selects_the_reference_alerts(filter_selections, 
 
 def test_filters_are_resolved_by_module_path_and_rejected_with_the_field_name(archive) -> None:
     plan = plan_for(archive, livestream_filter="fink_filters.ztf.livestream.filter_vra.filter.vra")
-    assert plan.livestream_filter.name == "vra"
-    with pytest.raises(ValueError, match=r"^livestream_filter: unknown livestream filter 'sn_candidate'.*sn_candidates"):
+    assert [s.function.name for s in plan.selections] == ["vra"]
+    with pytest.raises(ValueError, match=r"^filters: unknown livestream filter 'sn_candidate'.*sn_candidates"):
         plan_for(archive, livestream_filter="sn_candidate")
-    with pytest.raises(ValueError, match=r"^livestream_filter: .*cannot be replayed natively"):
+    with pytest.raises(ValueError, match=r"^filters: .*cannot be replayed natively"):
         plan_for(archive, livestream_filter="early_kn_candidates")
 
 

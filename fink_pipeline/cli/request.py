@@ -15,12 +15,21 @@ def _add_request_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--start", default=None, help="first night, YYYY-MM-DD")
     parser.add_argument("--stop", default=None, help="last night (inclusive), YYYY-MM-DD")
     parser.add_argument("--classes", nargs="+", default=None, metavar="CLASS")
-    parser.add_argument("--filter", dest="livestream_filter", default=None, help="live-stream filter to replay")
+    add_selection_flags(parser)
     parser.add_argument("--condition", dest="conditions", action="append", default=None, metavar="SQL",
                         help="extra condition (repeatable; ';' separates several)")
     parser.add_argument("--content", default=None, help="light, medium, full or comma-separated fields")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--archive", default=None, help="archive root (default: state dir / archive)")
+
+
+def add_selection_flags(parser: argparse.ArgumentParser) -> None:
+    """--filter and --block, repeatable, each ANDed; 'NOT name' negates one (as Fink's form)."""
+    parser.add_argument("--filter", dest="filters", action="append", default=None, metavar="NAME",
+                        help="Fink live-stream filter to replay (repeatable, ANDed; 'NOT name' negates; "
+                        "list them with `request filters --survey S`)")
+    parser.add_argument("--block", dest="blocks", action="append", default=None, metavar="NAME",
+                        help="Rubin block (repeatable, ANDed after the filters; 'NOT name' negates)")
 
 
 def register(subparsers) -> None:
@@ -51,6 +60,9 @@ def register(subparsers) -> None:
     submit.add_argument("--wait", action="store_true",
                         help="run in the foreground and print the number of alerts published")
     submit.set_defaults(func=run_submit)
+    listing = commands.add_parser("filters", help="list a survey's live-stream filters and blocks")
+    listing.add_argument("--survey", default="ztf")
+    listing.set_defaults(func=run_list_selections)
     rerun = commands.add_parser("run", help="run (or resume) the transfer of an already submitted topic")
     rerun.add_argument("topic")
     rerun.add_argument("--archive", default=None)
@@ -64,7 +76,7 @@ def load_request(args: argparse.Namespace):
 
     overrides = {
         "survey": args.survey, "start": args.start, "stop": args.stop, "classes": args.classes,
-        "livestream_filter": args.livestream_filter, "conditions": args.conditions,
+        "filters": args.filters, "blocks": args.blocks, "conditions": args.conditions,
         "content": args.content, "limit": args.limit,
     }
     if args.file:
@@ -92,9 +104,27 @@ def run_validate(args: argparse.Namespace) -> int:
     print(f"  classes:    {request.classes or 'all'}")
     for condition in plan.conditions:
         print(f"  condition:  {condition.spark_sql}")
-    if request.livestream_filter:
-        print(f"  filter:     {plan.livestream_filter.fink_module}")
+    for selection in plan.selections:
+        print(f"  {selection.kind + ':':<11} {selection.label} ({selection.function.fink_module})")
     print(f"  content:    {plan.content.packet or plan.content.output_names} ({len(plan.content.columns)} columns)")
+    return 0
+
+
+def run_list_selections(args: argparse.Namespace) -> int:
+    """Print the survey's filters and blocks, one line each with its description."""
+    from fink_pipeline.surveys import UnknownSurveyError, get_survey
+    from fink_pipeline.transfer.request import RequestError
+
+    try:
+        survey = get_survey(args.survey)
+    except UnknownSurveyError as exc:
+        raise RequestError(f"survey: {exc}") from None
+    for title, functions in (("filters", survey.livestream_filters), ("blocks", survey.blocks)):
+        print(f"{survey.name} {title} ({len(functions)}){':' if functions else ''}")
+        width = max((len(name) for name in functions), default=0)
+        for name, function in sorted(functions.items()):
+            print(f"  {name:<{width}}  {function.description}")
+    print("Use --filter NAME / --block NAME (repeatable, ANDed); 'NOT NAME' negates one.")
     return 0
 
 

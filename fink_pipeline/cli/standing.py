@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from fink_pipeline import paths
+from fink_pipeline.cli.request import add_selection_flags
 
 
 def _store(args: argparse.Namespace):
@@ -40,7 +41,7 @@ def register(subparsers) -> None:
                      help="request YAML (Fink portal export or flat keys) without dates; flags override it")
     add.add_argument("--survey", default=None)
     add.add_argument("--classes", nargs="+", default=None, metavar="CLASS")
-    add.add_argument("--filter", dest="livestream_filter", default=None, help="live-stream filter to replay")
+    add_selection_flags(add)
     add.add_argument("--condition", dest="conditions", action="append", default=None, metavar="SQL",
                      help="extra condition (repeatable)")
     add.add_argument("--content", default=None, help="light, medium, full or comma-separated fields")
@@ -77,8 +78,8 @@ def _fields(args: argparse.Namespace) -> dict:
             raise RequestError(f"request file {args.file} is not valid YAML: {exc}") from None
         if not isinstance(data, dict):
             raise RequestError(f"request file {args.file}: expected a mapping of request keys")
-    overrides = {"survey": args.survey, "classes": args.classes, "livestream_filter": args.livestream_filter,
-                 "conditions": args.conditions, "content": args.content, "limit": args.limit}
+    overrides = {"survey": args.survey, "classes": args.classes, "filters": args.filters,
+                 "blocks": args.blocks, "conditions": args.conditions, "content": args.content, "limit": args.limit}
     data.update({k: v for k, v in overrides.items() if v is not None})
     return data
 

@@ -202,6 +202,27 @@ class Survey:
                 hint = "; choose among " + ", ".join(f"{code} ({name})" for code, name in self.class_labels.items())
             raise ClassError(f"classes: {label!r} is not a known {self.name} {self.class_columns[0]}{hint}")
 
+    # -- filters and blocks -------------------------------------------------------------------
+
+    def resolve_selection(self, kind: str, name: str) -> SelectionFunction:
+        """The live-stream filter (`kind` "filter") or block ("block") named `name` (short name
+        or Fink module path); ValueError naming it and the closest valid names."""
+        if kind == "filter":
+            if self.resolve_livestream_filter is None:
+                raise ValueError(f"{name!r}: {self.name} has no live-stream filters to replay; "
+                                 "select with conditions instead")
+            return self.resolve_livestream_filter(name)
+        if not self.blocks:
+            raise ValueError(f"{name!r}: {self.name} has no blocks (Fink's blocks are Rubin's, survey lsst); "
+                             "select with conditions instead")
+        key = name.strip().rsplit(".", 1)[-1]
+        for candidate in (key, f"b_{key}"):
+            if candidate in self.blocks:
+                return self.blocks[candidate]
+        close = difflib.get_close_matches(key, sorted(self.blocks), n=3, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ValueError(f"unknown {self.name} block {name!r}: {hint}valid names: {', '.join(sorted(self.blocks))}")
+
     # -- fields ---------------------------------------------------------------------------------
 
     @property

@@ -8,9 +8,9 @@
   instead multiplies totals by fixed class fractions and shows 0 for "all classes"
   (reference section 7.1). Statistics missing or stale for a night are computed on the fly
   (pyarrow, no Spark) and, with `save_statistics=True`, stored.
-* **Extra conditions and a live-stream filter** are estimated on a sample: a deterministic
+* **Extra conditions, filters and blocks** are estimated on a sample: a deterministic
   random sample of rows of every night (only the columns they read, with pyarrow) is evaluated
-  by Spark with the very functions of the job (`apply_conditions`, `apply_livestream_filter`),
+  by Spark with the very functions of the job (`apply_conditions`, `apply_selections`),
   so the estimate has the job's semantics, ANSI nulls and all. Per night and class the pass
   rate of the sampled alerts of that class scales the exact class count. Each rate gets a
   Wilson score interval, narrowed by the finite-population correction (a night sampled in
@@ -21,7 +21,7 @@
   nullability) and encoding it with `fink_pipeline.avro.encode_batch`. Alongside, the archive
   bytes the job reads per alert, from the Parquet footers the plan read (`metrics.footers_input_bytes`).
 
-Pure: pyarrow/numpy, and a SparkSession only when conditions or a filter need one.
+Pure: pyarrow/numpy, and a SparkSession only when conditions, filters or blocks need one.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ from fink_pipeline.transfer.metrics import footers_input_bytes
 from fink_pipeline.transfer.plan import TransferPlan, plan_transfer
 from fink_pipeline.transfer.request import TransferRequestFields
 from fink_pipeline.transfer.sample import avro_bytes_per_alert, read_sample, sample_classes, size_sample
-from fink_pipeline.transfer.select import apply_conditions, apply_livestream_filter, classify
+from fink_pipeline.transfer.select import apply_conditions, apply_selections, classify
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -271,14 +271,14 @@ def _combine(rows: Sequence[EstimateRow], night: dt.date | None, label: str, con
 
 
 def _passing_rows(spark: "SparkSession", plan: TransferPlan, sample: pa.Table) -> set[tuple[int, int]]:
-    """(night ordinal, row) of the sample rows passing the plan's conditions and filter, as
+    """(night ordinal, row) of the sample rows passing the plan's conditions, filters and blocks, as
     evaluated by Spark with the job's own functions."""
     df = spark.createDataFrame(sample)
     class_columns = set(plan.survey.class_columns)
     if any(f.split(".")[0] in class_columns for c in plan.conditions for f in c.fields):
         df = classify(df, plan.survey, plan.tns_catalog)
     df = apply_conditions(df, plan.conditions)
-    df = apply_livestream_filter(df, plan.livestream_filter)
+    df = apply_selections(df, plan.selections)
     return {(r[0], r[1]) for r in df.select(_NIGHT, _ROW).collect()}
 
 
@@ -303,7 +303,7 @@ def estimate_request(
 
     Validates the request first (`plan_transfer`: the same errors as `request validate`).
     `spark` (a session or a zero-argument factory) is used only when the request has extra
-    conditions or a live-stream filter; without one a local session is started and stopped
+    conditions, filters or blocks; without one a local session is started and stopped
     here. See the module docstring for the method.
     """
     if plan is None:
@@ -314,7 +314,7 @@ def estimate_request(
     if computed and not save_statistics:
         notes.append(f"nightly statistics of {len(computed)} night(s) were computed on the fly "
                      "(materialize night_statistics to store them)")
-    sampled = bool(plan.conditions) or plan.livestream_filter is not None
+    sampled = bool(plan.conditions) or bool(plan.selections)
     sample = _evaluate_sample(plan, nights, sample_rows, seed, spark) if sampled else None
     rows, night_rows = _count_rows(plan, nights, stats, sample, confidence)
 

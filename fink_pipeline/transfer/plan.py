@@ -1,7 +1,7 @@
 """A transfer request checked against its survey and the archive: the `TransferPlan`.
 
 Everything that can be wrong with a request is found here, before Spark or Kafka start: the
-survey's classes, conditions and content, the live-stream filter, the nights present, and
+survey's classes, conditions and content, the filters and blocks, the nights present, and
 files the job could not read (`archive.file_schemas`).
 """
 
@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from fink_pipeline.archive.file_schemas import ArchiveFileSchemaError, check_night_files
 from fink_pipeline.archive.layout import night_dir
 from fink_pipeline.archive.stats import known_labels, load_archive_tns_catalog, night_footers
-from fink_pipeline.surveys import get_survey
-from fink_pipeline.surveys.base import ClassError, Survey
+from fink_pipeline.surveys import available_surveys, get_survey
+from fink_pipeline.surveys.base import ClassError, SelectionFunction, Survey
 from fink_pipeline.transfer.conditions import ValidatedCondition, validate_conditions
 from fink_pipeline.transfer.content import PARTITION_COLUMNS, ContentPlan, available_fields, resolve_content
-from fink_pipeline.transfer.request import RequestError, TransferRequestFields
+from fink_pipeline.transfer.request import RequestError, TransferRequestFields, split_negation
+
+if TYPE_CHECKING:
+    from pyspark.sql import Column
 
 
 class NoDataError(RequestError):
@@ -35,7 +38,8 @@ class TransferPlan:
     night_paths: list[str]
     missing_nights: list[dt.date]
     conditions: list[ValidatedCondition]
-    livestream_filter: object | None
+    # the request's filters then its blocks, resolved (Fink's order: ANDed after the conditions)
+    selections: list[AppliedSelection]
     content: ContentPlan
     # warnings that do not stop the request (e.g. a class no statistics has seen yet)
     notes: list[str] = field(default_factory=list)
@@ -60,9 +64,21 @@ class TransferPlan:
         if selection:
             for condition in self.conditions:
                 fields += condition.fields
-            if self.livestream_filter is not None:
-                fields += list(self.livestream_filter.columns_read)
+            for selection in self.selections:
+                fields += list(selection.function.columns_read)
         return stored_fields(self.survey, fields)
+
+
+def other_surveys_fields(survey: Survey) -> dict[str, str]:
+    """Fields the other surveys have and `survey` lacks -> the first survey having each."""
+    own = survey.field_paths
+    out: dict[str, str] = {}
+    for name in available_surveys():
+        if name != survey.name:
+            for path in get_survey(name).field_paths:
+                if path not in own:
+                    out.setdefault(path, name)
+    return out
 
 
 def stored_fields(survey: Survey, fields: Sequence[str]) -> list[str]:
@@ -88,8 +104,9 @@ def plan_transfer(
     """
     survey = get_survey(request.survey)
     fields = available_fields(survey, list(survey.class_columns))
-    conditions = validate_conditions(request.conditions, fields, map_keys=survey.map_keys)
-    livestream_filter = resolve_livestream_filter(survey, request.livestream_filter)
+    conditions = validate_conditions(request.conditions, fields, map_keys=survey.map_keys,
+                                     elsewhere=other_surveys_fields(survey) if request.conditions else {})
+    selections = resolve_selections(survey, request)
     content = resolve_content(survey, request.content, survey.class_columns)
     tns_catalog = (load_archive_tns_catalog(archive_root, survey) if tns_catalog is None
                    else survey.prepare_tns_catalog(tns_catalog))
@@ -114,17 +131,39 @@ def plan_transfer(
     except ArchiveFileSchemaError as exc:
         raise RequestError(str(exc)) from None
     paths = [night_dir(archive_root, survey.name, n) for n in present]
-    return TransferPlan(survey, request, archive_root, paths, missing, conditions, livestream_filter, content,
+    return TransferPlan(survey, request, archive_root, paths, missing, conditions, selections, content,
                         notes=notes, tns_catalog=tns_catalog, footers=footers)
 
 
-def resolve_livestream_filter(survey: Survey, name: str | None):
-    """The survey's replayable filter named `name` (None for none); RequestError naming it."""
-    if not name:
-        return None
-    if survey.resolve_livestream_filter is None:
-        raise RequestError(f"livestream_filter: live-stream filters exist for ztf only, not {survey.name}")
-    try:
-        return survey.resolve_livestream_filter(name)
-    except ValueError as exc:
-        raise RequestError(f"livestream_filter: {exc}") from None
+@dataclass(frozen=True)
+class AppliedSelection:
+    """A filter or block of the request: the survey's function, negated by a `NOT ` prefix."""
+
+    kind: str  # "filter" or "block"
+    function: SelectionFunction
+    negated: bool = False
+
+    @property
+    def label(self) -> str:
+        """As the user wrote it, normalized: `name` or `NOT name`."""
+        return ("NOT " if self.negated else "") + self.function.name
+
+    def column(self) -> "Column":
+        """Null-free boolean Spark column: True for the alerts this item keeps."""
+        selected = self.function.column()
+        return ~selected if self.negated else selected
+
+
+def resolve_selections(survey: Survey, request: TransferRequestFields) -> list[AppliedSelection]:
+    """The request's filters then blocks, each resolved by the survey; RequestError naming the
+    first unknown one (with the closest name) or a kind the survey does not have."""
+    out: list[AppliedSelection] = []
+    for kind, items in (("filter", request.filters), ("block", request.blocks)):
+        for item in items:
+            name, negated = split_negation(item)
+            try:
+                function = survey.resolve_selection(kind, name)
+            except ValueError as exc:
+                raise RequestError(f"{kind}s: {exc}") from None
+            out.append(AppliedSelection(kind, function, negated))
+    return out

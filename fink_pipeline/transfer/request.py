@@ -32,6 +32,8 @@ ALL_CLASSES = "allclasses"
 MAX_NIGHTS = 3660  # ten years: beyond this a typo in a year is far more likely than intent
 MAX_CLASSES = 500  # Fink labels + every SIMBAD otype + TNS types stay well below this
 MAX_CONTENT_FIELDS = 1000  # more than any survey schema has fields
+MAX_SELECTIONS = 100  # filters or blocks in one request: Fink has about 30 of them in all
+NEGATION = "NOT "
 # A survey, date, class, filter or field name: the longest real ones are under 100 characters.
 # Longer text is refused before it is looked up or echoed in an error message.
 MAX_NAME_LENGTH = 200
@@ -41,8 +43,9 @@ MAX_REQUEST_FILE_BYTES = 1_048_576
 # The limits of oversized requests, re-exported for users of this module.
 __all__ = [
     "ALL_CLASSES", "MAX_CLASSES", "MAX_CONDITIONS", "MAX_CONDITIONS_LENGTH", "MAX_CONDITION_LENGTH",
-    "MAX_CONTENT_FIELDS", "MAX_NAME_LENGTH", "MAX_NIGHTS", "MAX_REQUEST_FILE_BYTES", "PACKETS", "RequestError",
-    "TransferRequest", "TransferRequestFields", "load_request_file", "request_from_mapping",
+    "MAX_CONTENT_FIELDS", "MAX_NAME_LENGTH", "MAX_NIGHTS", "MAX_REQUEST_FILE_BYTES", "MAX_SELECTIONS", "PACKETS",
+    "RequestError", "TransferRequest", "TransferRequestFields", "load_request_file", "normalize_selection",
+    "request_from_mapping", "split_negation",
 ]
 
 
@@ -53,6 +56,26 @@ class RequestError(ValueError):
 def _closest(value: str, choices: Iterable[str]) -> str:
     match = difflib.get_close_matches(value, list(choices), n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def normalize_selection(item: str, what: str = "filters") -> str:
+    """One filter or block item as `name` or `NOT name` (Fink's negation prefix, any case and
+    spacing accepted); ValueError for a negation of nothing."""
+    words = item.split()
+    if words and words[0].upper() == NEGATION.strip():
+        if len(words) == 1:
+            raise ValueError(f"{item.strip()!r} negates nothing; write 'NOT <name>', e.g. 'NOT b_is_solar_system'")
+        if len(words) > 2:
+            raise ValueError(f"{item.strip()!r} is not 'NOT <name>'; one name per item")
+        return NEGATION + words[1]
+    if len(words) != 1:
+        raise ValueError(f"{item.strip()!r} is not a {what[:-1]} name; one name per item, or 'NOT <name>'")
+    return words[0]
+
+
+def split_negation(item: str) -> tuple[str, bool]:
+    """(`name`, negated) of a normalized filter or block item."""
+    return (item[len(NEGATION):], True) if item.startswith(NEGATION) else (item, False)
 
 
 def _check_name_lengths(value: Any, what: str) -> Any:
@@ -80,8 +103,15 @@ class TransferRequestFields(BaseModel):
         default_factory=list,
         description="Fink labels, '(TNS) <type>' or '(SIMBAD) <otype>'; empty = all classes.",
     )
-    livestream_filter: str | None = Field(
-        default=None, description="A Fink live-stream filter to replay (e.g. sn_candidates)."
+    filters: list[str] = Field(
+        default_factory=list,
+        description="Fink live-stream filters to replay, ANDed (e.g. sn_candidates; Rubin: "
+        "extragalactic_lt20mag_candidate); 'NOT name' keeps the alerts a filter rejects.",
+    )
+    blocks: list[str] = Field(
+        default_factory=list,
+        description="Rubin building blocks, ANDed after the filters (e.g. b_is_new); "
+        "'NOT name' negates one.",
     )
     conditions: list[str] = Field(
         default_factory=list,
@@ -93,10 +123,38 @@ class TransferRequestFields(BaseModel):
     )
     limit: int | None = Field(default=None, description="Publish at most this many alerts (test job).")
 
-    @field_validator("survey", "livestream_filter", mode="before")
+    @model_validator(mode="before")
+    @classmethod
+    def _single_filter_alias(cls, data: Any) -> Any:
+        # requests saved before filters became a list carry `livestream_filter: name`
+        if isinstance(data, Mapping) and "livestream_filter" in data:
+            data = dict(data)
+            single = data.pop("livestream_filter")
+            if single not in (None, ""):
+                extra = data.get("filters") or []
+                data["filters"] = [single, *(extra if isinstance(extra, (list, tuple)) else [extra])]
+        return data
+
+    @field_validator("survey", mode="before")
     @classmethod
     def _short_name(cls, value: Any) -> Any:
         return _check_name_lengths(value, "a name")
+
+    @field_validator("filters", "blocks", mode="before")
+    @classmethod
+    def _selection_list(cls, value: Any, info) -> Any:
+        if value is None:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, (list, tuple)) and len(value) > MAX_SELECTIONS:
+            raise ValueError(f"{len(value)} {info.field_name}, at most {MAX_SELECTIONS}; Fink offers fewer than that")
+        return _check_name_lengths(value, "a filter or block name")
+
+    @field_validator("filters", "blocks")
+    @classmethod
+    def _negations(cls, values: list[str], info) -> list[str]:
+        return list(dict.fromkeys(normalize_selection(v, info.field_name) for v in values if v and v.strip()))
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -273,18 +331,15 @@ def request_from_mapping(data: Mapping[str, Any], overrides: Mapping[str, Any] |
             flat[key] = dates[portal_key]
     if "extra_cond" in data:
         flat["conditions"] = _string_list(data.pop("extra_cond"), "extra_cond")
-    if "filters" in data:
-        filters = [f for f in _string_list(data.pop("filters"), "filters") if f]
-        if len(filters) > 1:
-            raise RequestError(f"filters: only one live-stream filter can be replayed, got {filters}")
-        flat["livestream_filter"] = filters[0] if filters else None
+    for key in ("filters", "blocks"):
+        if key in data:
+            flat[key] = [f for f in _string_list(data.pop(key), key) if f]
     for key in ("fclass", "classes"):
         if key in data:
             flat["classes"] = _string_list(data.pop(key), key)
-    for key in ("blocks", "catalog_filename"):
-        if data.get(key):
-            raise RequestError(f"{key}: Rubin blocks and catalogue cross-match are not supported yet")
-        data.pop(key, None)
+    if data.get("catalog_filename"):
+        raise RequestError("catalog_filename: catalogue cross-match is not supported yet")
+    data.pop("catalog_filename", None)
     flat.update(data)
     for key, value in (overrides or {}).items():
         if value is not None and value != [] and value != ():

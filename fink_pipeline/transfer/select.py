@@ -22,7 +22,7 @@ from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN, ArrowContent, file_paths, is_local_archive
 from fink_pipeline.transfer.conditions import ValidatedCondition
 from fink_pipeline.transfer.content import PARTITION_COLUMNS, field_type, project
-from fink_pipeline.transfer.plan import TransferPlan
+from fink_pipeline.transfer.plan import AppliedSelection, TransferPlan
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -65,13 +65,15 @@ def apply_conditions(df: "DataFrame", conditions: Sequence[ValidatedCondition]) 
     return df
 
 
-def apply_livestream_filter(df: "DataFrame", livestream_filter) -> "DataFrame":
-    """Keep alerts the replayed live-stream filter selects (nulls count as not selected)."""
-    from pyspark.sql import functions as F
-
-    if livestream_filter is None:
-        return df
-    return df.filter(F.coalesce(livestream_filter.column(), F.lit(False)))
+def apply_selections(df: "DataFrame", selections: Sequence[AppliedSelection], log: logging.Logger | None = None) -> "DataFrame":
+    """Keep the alerts every filter and block selects (`NOT` ones: rejects), in the request's
+    order; their columns are null-free, so a negation keeps exactly the others."""
+    for selection in selections:
+        if log is not None:
+            log.info(f"Applying user-defined {selection.kind} {'NOT ' if selection.negated else ''}"
+                     f"{selection.function.fink_module}...")
+        df = df.filter(selection.column())
+    return df
 
 
 def statistics_counts(plan: TransferPlan) -> tuple[int, int] | None:
@@ -176,9 +178,7 @@ def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, l
     if plan.conditions:
         log.info(f"Applying extra conditions {[c.source for c in plan.conditions]}...")
         df = apply_conditions(df, plan.conditions)
-    if plan.livestream_filter is not None:
-        log.info(f"Applying user-defined filter {plan.livestream_filter.fink_module}...")
-        df = apply_livestream_filter(df, plan.livestream_filter)
+    df = apply_selections(df, plan.selections, log)
     log.info(f"Selecting content {plan.content.packet or plan.content.source_fields}...")
     if request.limit:
         # A bare limit keeps whichever rows the tasks return first, which may differ between

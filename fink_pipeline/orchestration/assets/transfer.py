@@ -108,7 +108,7 @@ def transfer_request(
             "nights_missing": [n.isoformat() for n in plan.missing_nights],
             "classes": request.classes or ["all classes"],
             "conditions": [c.spark_sql for c in plan.conditions],
-            "livestream_filter": request.livestream_filter or "none",
+            "filters_and_blocks": [f"{s.kind} {s.label}" for s in plan.selections] or ["none"],
             "content": plan.content.packet or ", ".join(plan.content.source_fields),
             "published_columns": len(plan.content.columns),
             "request": dg.MetadataValue.json(request.model_dump(mode="json")),

@@ -47,6 +47,8 @@ class Context:
     fields: Mapping[str, pa.DataType]
     map_keys: Mapping[str, Collection[str]]
     used: dict[str, None] = field(default_factory=dict)  # ordered set of fields read
+    # fields of other surveys -> that survey's name, to say so when one is used here
+    elsewhere: Mapping[str, str] = field(default_factory=dict)
 
     def fail(self, token: object, problem: str, fix: str | None = None, suggestion: str | None = None,
              position: int | None = None) -> ConditionError:

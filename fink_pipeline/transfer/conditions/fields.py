@@ -65,6 +65,8 @@ class FieldReading:
         display = str(display)
         suggestion = self._suggest_field(typed)
         fix = f'did you mean "{suggestion}"?' if suggestion else "see the list of available fields"
+        if typed in self.ctx.elsewhere:
+            fix = f"it is a {self.ctx.elsewhere[typed]} field, not one of the requested survey's; " + fix
         if "`" in display and "." in typed:
             fix += " (backticks quote a single name: write candidate.magpsf, not `candidate.magpsf`)"
         return self.ctx.fail(display, f'unknown field "{display}"', fix, suggestion)

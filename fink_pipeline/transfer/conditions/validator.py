@@ -41,18 +41,21 @@ def validate_conditions(
     fields: Mapping[str, pa.DataType],
     *,
     map_keys: Mapping[str, Collection[str]] = _NO_MAP_KEYS,
+    elsewhere: Mapping[str, str] = _NO_MAP_KEYS,
 ) -> list[ValidatedCondition]:
     """Split (see `split_conditions`) and validate every condition; raise on the first bad one.
 
     `fields` maps dotted field paths (as `flatten_schema` returns, plus computed columns such as
     `finkclass` or `year`) to Arrow types; `map_keys` maps map columns to their known keys (the
     survey's `map_keys`; a map column absent from it accepts any key). An empty textarea gives an
-    empty list.
+    empty list. `elsewhere` maps other surveys' fields to their survey, named in the error
+    when a condition reads one (a ZTF field in an LSST request).
     Raises `ConditionError` (a `ValueError`) naming the condition, the token and the fix; more
     than MAX_CONDITIONS conditions or MAX_CONDITIONS_LENGTH characters in all are refused before
     any of them is parsed (see `check_conditions_size`).
     """
-    return [validate_condition(c, fields, map_keys=map_keys) for c in check_conditions_size(conditions)]
+    return [validate_condition(c, fields, map_keys=map_keys, elsewhere=elsewhere)
+            for c in check_conditions_size(conditions)]
 
 
 def validate_condition(
@@ -60,12 +63,13 @@ def validate_condition(
     fields: Mapping[str, pa.DataType],
     *,
     map_keys: Mapping[str, Collection[str]] = _NO_MAP_KEYS,
+    elsewhere: Mapping[str, str] = _NO_MAP_KEYS,
 ) -> ValidatedCondition:
     """Validate ONE condition (no splitting: a `;` is refused) and regenerate its Spark SQL."""
     if not isinstance(condition, str):
         raise TypeError(f"a condition must be a string, not {type(condition).__name__}")
     text = condition.strip()
-    ctx = Context(text, fields, map_keys)
+    ctx = Context(text, fields, map_keys, elsewhere=elsewhere)
     if not text:
         raise ctx.fail("", "empty condition", "write a boolean expression such as candidate.magpsf > 19.5")
     if len(text) > MAX_CONDITION_LENGTH:
