@@ -138,3 +138,37 @@ def test_class_filters_a_survey_cannot_apply_fail_before_spark(rubin_archive, su
     request = TransferRequest(survey=survey, start=start.isoformat(), stop=start.isoformat(), classes=classes)
     with pytest.raises(RequestError, match=message):
         plan_transfer(request, rubin_archive, list_nights(rubin_archive, survey))
+
+
+@pytest.mark.spark
+def test_lsst_tns_type_is_recomputed_from_the_catalogue_before_conditions(spark, rubin_archive):
+    """Fink's LSST job matches TNS again (1.5", diaSource.ra/dec) before the extra conditions:
+    a catalogue source 0.5" from one alert and one exactly on another give their types (bare,
+    no "(TNS) " prefix), one 2" away gives nothing, and a condition on the recomputed column
+    selects exactly those; without a catalogue the stored values are kept (with a note)."""
+    from fink_pipeline.transfer.select import build_transfer_dataframe
+
+    night = LSST_START
+    archive = archive_nights(rubin_archive, "lsst", [night])
+    ids = archive.column("diaSourceId").to_pylist()
+    source = archive.column("diaSource").combine_chunks()
+    ra, dec = source.field("ra").to_pylist(), source.field("dec").to_pylist()
+    picked = [i for i in range(len(ids)) if abs(dec[i]) < 80][:3]
+    offset = 0.5 / 3600.0
+    catalog = pa.table({
+        "ra": [ra[picked[0]], ra[picked[1]], ra[picked[2]]],
+        "declination": [dec[picked[0]] + offset, dec[picked[1]], dec[picked[2]] + 4 * offset],
+        "type": ["SN Ia", "TDE", "SN II"],
+    })
+    fields = dict(survey="lsst", start=night.isoformat(), stop=night.isoformat(),
+                  content=["diaSourceId", "tns_type_recomputed"])
+    request = TransferRequest(**fields, conditions=["tns_type_recomputed != 'Unknown'"])
+    plan = plan_transfer(request, rubin_archive, list_nights(rubin_archive, "lsst"), tns_catalog=catalog)
+    rows = {r["diaSourceId"]: r["tns_type_recomputed"] for r in build_transfer_dataframe(spark, plan).collect()}
+    assert rows == {ids[picked[0]]: "SN Ia", ids[picked[1]]: "TDE"}
+
+    stored = dict(zip(ids, archive.column("tns_type_recomputed").to_pylist()))
+    plain = plan_transfer(TransferRequest(**fields), rubin_archive, list_nights(rubin_archive, "lsst"))
+    assert plain.tns_catalog is None and any("tns_type_recomputed keeps the values stored" in n for n in plain.notes)
+    kept = {r["diaSourceId"]: r["tns_type_recomputed"] for r in build_transfer_dataframe(spark, plain).collect()}
+    assert kept == stored and set(stored.values()) - {"Unknown"}, "the generator stores some TNS types"

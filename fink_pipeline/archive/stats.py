@@ -160,7 +160,7 @@ def catalog_fingerprint(catalog: pa.Table | None) -> str:
 
 def load_archive_tns_catalog(root: str, survey: Survey) -> pa.Table | None:
     """The archive's prepared TNS catalogue (see the module docstring), or None when absent."""
-    if not survey.uses_tns:
+    if not survey.loads_tns:
         return None
     fs, path = resolve(tns_catalog_path(root, survey.name))
     if fs.get_file_info(path).type != pafs.FileType.File:

@@ -60,6 +60,20 @@ class SelectionFunction:
         return df.filter(self.column())
 
 
+@dataclass(frozen=True)
+class TnsRecompute:
+    """A column the transfer job recomputes from the current TNS catalogue before the
+    conditions (Fink's LSST `tns_type_recomputed`); the stored value stays without a catalogue."""
+
+    column: str
+    # dotted fields the match reads (the alert's position)
+    inputs: tuple[str, ...]
+    # raw catalogue (ra, declination, type) -> the prepared Arrow table `apply` takes
+    prepare: Callable[[Any], pa.Table] = field(repr=False, compare=False)
+    # (DataFrame, prepared catalogue) -> the DataFrame with `column` recomputed
+    apply: Callable[["DataFrame", Any], "DataFrame"] = field(repr=False, compare=False)
+
+
 class ClassRules(Protocol):
     """A survey's own class semantics (ZTF: `surveys/ztf/classes.py`). Surveys without one
     select on their first stored class column with the labels as written."""
@@ -125,6 +139,8 @@ class Survey:
     livestream_filters: Mapping[str, SelectionFunction] = field(default_factory=dict)
     # Fink's building blocks (Rubin's `fink_filters.rubin.blocks.b_*`) by name; empty: none.
     blocks: Mapping[str, SelectionFunction] = field(default_factory=dict)
+    # A column recomputed from the TNS catalogue at transfer time; None: none.
+    tns_recompute: TnsRecompute | None = None
     extra: dict = field(default_factory=dict)
 
     def time_to_unix_seconds(self, values):
@@ -145,13 +161,23 @@ class Survey:
         return self.class_rules is not None and self.class_rules.uses_tns
 
     @property
+    def loads_tns(self) -> bool:
+        """True when transfers read the archive's TNS catalogue (class rules or a recompute)."""
+        return self.uses_tns or self.tns_recompute is not None
+
+    @property
     def classification_inputs(self) -> tuple[str, ...]:
         """Dotted fields the classification reads (the only columns nightly statistics read)."""
         return self.class_rules.inputs if self.class_rules is not None else tuple(self.class_columns)
 
     def prepare_tns_catalog(self, catalog: Any) -> pa.Table | None:
-        """The catalogue in the form the classification uses; None for surveys without TNS."""
-        return self.class_rules.prepare_tns_catalog(catalog) if self.uses_tns and catalog is not None else None
+        """The catalogue in the form the classification (or the TNS recompute) uses; None for
+        surveys without TNS."""
+        if catalog is None:
+            return None
+        if self.uses_tns:
+            return self.class_rules.prepare_tns_catalog(catalog)
+        return self.tns_recompute.prepare(catalog) if self.tns_recompute is not None else None
 
     def needs_tns(self, classes: Sequence[str]) -> bool:
         """True when `classes` select on a TNS class (empty without a catalogue)."""

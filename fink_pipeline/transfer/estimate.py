@@ -274,8 +274,10 @@ def _passing_rows(spark: "SparkSession", plan: TransferPlan, sample: pa.Table) -
     """(night ordinal, row) of the sample rows passing the plan's conditions, filters and blocks, as
     evaluated by Spark with the job's own functions."""
     df = spark.createDataFrame(sample)
-    class_columns = set(plan.survey.class_columns)
-    if any(f.split(".")[0] in class_columns for c in plan.conditions for f in c.fields):
+    computed = set(plan.survey.class_columns)
+    if plan.survey.tns_recompute is not None:
+        computed.add(plan.survey.tns_recompute.column)
+    if any(f.split(".")[0] in computed for c in plan.conditions for f in c.fields):
         df = classify(df, plan.survey, plan.tns_catalog)
     df = apply_conditions(df, plan.conditions)
     df = apply_selections(df, plan.selections)
@@ -364,7 +366,7 @@ def _nights_statistics(plan: TransferPlan, nights: Sequence[dt.date],
     stats: list[NightStatistics] = []
     computed: list[dt.date] = []
     for night in nights:
-        night_stats, fresh = night_statistics(plan.survey, plan.archive_root, night, plan.tns_catalog, save=save)
+        night_stats, fresh = night_statistics(plan.survey, plan.archive_root, night, plan.class_tns_catalog, save=save)
         stats.append(night_stats)
         if fresh:
             computed.append(night)
@@ -394,7 +396,7 @@ def _evaluate_sample(plan: TransferPlan, nights: Sequence[dt.date], sample_rows:
     for night in nights:
         sample, _ = read_sample(plan.archive_root, plan.survey, night, fields, per_night, seed,
                                 footers=plan.footers.get(night))
-        result.values[night] = sample_classes(plan.survey, sample, plan.tns_catalog)
+        result.values[night] = sample_classes(plan.survey, sample, plan.class_tns_catalog)
         result.rows[night] = sample.num_rows
         sample = sample.append_column(_NIGHT, pa.array([night.toordinal()] * sample.num_rows, pa.int64()))
         sample = sample.append_column(_ROW, pa.array(np.arange(sample.num_rows), pa.int64()))

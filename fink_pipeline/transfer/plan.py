@@ -49,6 +49,12 @@ class TransferPlan:
     footers: dict[dt.date, dict[str, Any]] = field(default_factory=dict)
 
     @property
+    def class_tns_catalog(self) -> Any:
+        """The TNS catalogue the class columns (and so the nightly statistics) depend on: None
+        where TNS only feeds a recomputed column (Rubin), which statistics do not count."""
+        return self.tns_catalog if self.survey.uses_tns else None
+
+    @property
     def present_nights(self) -> list[dt.date]:
         """The requested nights the archive has."""
         missing = set(self.missing_nights)
@@ -59,6 +65,8 @@ class TransferPlan:
         plus the content's fields (`content`) and those of the conditions and live-stream
         filter (`selection`)."""
         fields: list[str] = list(self.survey.classification_inputs)
+        if self.survey.tns_recompute is not None and self.tns_catalog is not None:
+            fields += self.survey.tns_recompute.inputs
         if content:
             fields += self.content.source_fields
         if selection:
@@ -67,6 +75,12 @@ class TransferPlan:
             for selection in self.selections:
                 fields += list(selection.function.columns_read)
         return stored_fields(self.survey, fields)
+
+
+def _reads(column: str, conditions: Sequence[ValidatedCondition], content: ContentPlan) -> bool:
+    """True when a condition or the content reads `column`."""
+    fields = [f for c in conditions for f in c.fields] + list(content.source_fields)
+    return any(f.split(".")[0] == column for f in fields)
 
 
 def other_surveys_fields(survey: Survey) -> dict[str, str]:
@@ -117,6 +131,10 @@ def plan_transfer(
             notes = survey.validate_classes(request.classes, known_labels(archive_root, survey.name), tns_types)
         except ClassError as exc:
             raise RequestError(str(exc)) from None
+    recompute = survey.tns_recompute
+    if recompute is not None and tns_catalog is None and _reads(recompute.column, conditions, content):
+        notes.append(f"no TNS catalogue under {archive_root}: {recompute.column} keeps the values stored "
+                     "when the alerts were processed")
     existing = set(existing_nights)
     present = [n for n in request.nights if n in existing]
     missing = [n for n in request.nights if n not in existing]

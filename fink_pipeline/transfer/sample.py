@@ -156,4 +156,4 @@ def size_sample(plan: "TransferPlan", nights: Sequence[dt.date], size_rows: int,
     if not pieces:
         return pa.table({}), {}
     table = pa.concat_tables(pieces, promote_options="permissive")
-    return table, classify_table(survey, table, plan.tns_catalog)
+    return table, classify_table(survey, table, plan.class_tns_catalog)

@@ -45,10 +45,13 @@ def read_nights(spark: "SparkSession", plan: TransferPlan) -> "DataFrame":
 
 
 def classify(df: "DataFrame", survey: Survey, tns_catalog: Any = None) -> "DataFrame":
-    """Add the survey's class columns as native Spark expressions (tnsclass from `tns_catalog`)."""
-    if not survey.classify:
-        return df
-    return survey.classify(df, tns_catalog) if tns_catalog is not None else survey.classify(df)
+    """Add the survey's class columns as native Spark expressions (tnsclass from `tns_catalog`),
+    and recompute its TNS column (Rubin's tns_type_recomputed) when there is a catalogue."""
+    if survey.classify:
+        df = survey.classify(df, tns_catalog) if tns_catalog is not None else survey.classify(df)
+    if survey.tns_recompute is not None and tns_catalog is not None:
+        df = survey.tns_recompute.apply(df, tns_catalog)
+    return df
 
 
 def filter_classes(df: "DataFrame", survey: Survey, classes: Sequence[str]) -> "DataFrame":
@@ -79,7 +82,7 @@ def apply_selections(df: "DataFrame", selections: Sequence[AppliedSelection], lo
 def statistics_counts(plan: TransferPlan) -> tuple[int, int] | None:
     """(alerts in the plan's nights, alerts of its classes) from stored, current nightly
     statistics; None when some night has none (counting them here would mean reading the data)."""
-    fingerprint = catalog_fingerprint(plan.tns_catalog)
+    fingerprint = catalog_fingerprint(plan.class_tns_catalog)
     total = selected = 0
     for night in plan.present_nights:
         stats = read_night_statistics(plan.archive_root, plan.survey.name, night)

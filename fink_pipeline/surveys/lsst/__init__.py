@@ -7,6 +7,7 @@ import datetime as dt
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.surveys.lsst.generator import BANDS, generate_night
 from fink_pipeline.surveys.lsst.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS
+from fink_pipeline.surveys.lsst.tns import LSST_TNS
 from fink_pipeline.surveys.ztf.schema import MANGROVE_KEYS
 
 SURVEY = Survey(
@@ -44,6 +45,8 @@ SURVEY = Survey(
     generate_night=generate_night,
     # Mangrove as for ZTF; lc_features holds one record of features per band
     map_keys={"mangrove": MANGROVE_KEYS, "lc_features": BANDS},
+    # Fink's LSST job matches TNS again at transfer time (before the extra conditions)
+    tns_recompute=LSST_TNS,
     # lsst.v7_4 packets have `alertId` and no root diaSourceId: the triggering source's id is it
     extra={"alert_id_fallbacks": ("diaSource.diaSourceId",)},
 )

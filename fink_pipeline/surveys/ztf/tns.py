@@ -250,6 +250,7 @@ def tnsclass_column(
     df: "DataFrame",
     tns_catalog_df: "DataFrame | pa.Table | None" = None,
     radius_arcsec: float = TNS_RADIUS_ARCSEC,
+    position: tuple[str, str] = ("candidate.ra", "candidate.dec"),
 ) -> tuple["DataFrame", "Column"]:
     """Prepare `df` for the TNS cross-match and return the `tnsclass` column expression.
 
@@ -263,6 +264,7 @@ def tnsclass_column(
     Fink's UDF matches per Arrow batch and then looks the label up by `objectId`, so two alerts
     of the same object in one batch both get the first one's label; we match every alert on
     its own position (the two differ only if an object moves by more than 1.5").
+    `position` names the alert's (ra, dec) fields in degrees.
     """
     from pyspark.sql import functions as F
 
@@ -272,7 +274,7 @@ def tnsclass_column(
     cells = _explode_catalog(cat, radius_arcsec)
     height, nzones = _grid(radius_arcsec)
 
-    ra, dec = as_number("candidate.ra"), as_number("candidate.dec")
+    ra, dec = as_number(position[0]), as_number(position[1])
     zone = _zone_of(dec, height, nzones)
     keyed = df.withColumn(_TNS_ZONE + "_a", zone).withColumn(
         _TNS_CELL + "_a", _cell_of(ra, _ncells_of(zone, height))
@@ -306,8 +308,9 @@ def with_tnsclass(
     tns_catalog_df: "DataFrame | pa.Table | None" = None,
     radius_arcsec: float = TNS_RADIUS_ARCSEC,
     column: str = "tnsclass",
+    position: tuple[str, str] = ("candidate.ra", "candidate.dec"),
 ) -> "DataFrame":
     """`df` plus the `tnsclass` column ("Unknown" everywhere when no catalogue is given)."""
-    prepared, expr = tnsclass_column(df, tns_catalog_df, radius_arcsec)
+    prepared, expr = tnsclass_column(df, tns_catalog_df, radius_arcsec, position)
     out = prepared.withColumn(column, expr)
     return out.drop(TNS_HELPER_COLUMN) if TNS_HELPER_COLUMN in prepared.columns else out
