@@ -321,6 +321,9 @@ def request_from_mapping(data: Mapping[str, Any], overrides: Mapping[str, Any] |
     """
     flat: dict[str, Any] = {}
     data = dict(data or {})
+    if _is_lsst_portal_export(data, overrides):
+        # Fink's LSST portal writes no survey key; its exports are the ones with `blocks`
+        flat["survey"] = LSST_PORTAL_SURVEY
     if "dates" in data:
         dates = data.pop("dates") or {}
         if not isinstance(dates, Mapping):
@@ -350,6 +353,16 @@ def request_from_mapping(data: Mapping[str, Any], overrides: Mapping[str, Any] |
         return TransferRequest(**flat)
     except ValidationError as exc:
         raise RequestError(_format_validation_error(exc)) from None
+
+
+LSST_PORTAL_SURVEY = "lsst"
+
+
+def _is_lsst_portal_export(data: Mapping[str, Any], overrides: Mapping[str, Any] | None) -> bool:
+    """A YAML downloaded from Fink's LSST portal: portal `dates`, a `blocks` key (the ZTF
+    portal has neither blocks nor YAML export) and no survey given in the file or the flags."""
+    return ("dates" in data and "blocks" in data and "survey" not in data
+            and (overrides or {}).get("survey") is None)
 
 
 def _string_list(value: Any, key: str) -> list:
