@@ -126,3 +126,36 @@ def test_lsst_portal_export_round_trips(spark, lsst_archive, managed_broker, tmp
     topic = submit(capsys, str(export), "--archive", lsst_archive, "--tables", str(tmp_path / "tables"))
     table = download(capsys, topic, managed_broker, tmp_path / "out")
     assert sorted(table.column("diaSourceId").to_pylist()) == sorted(wanted)
+
+
+def test_estimate_counts_filters_and_blocks_from_a_sample_with_its_interval(spark, lsst_archive):
+    """Filters and blocks are counted by the job's own expressions on a sample (never Fink's
+    fixed yields): exact when the sample covers the nights, an interval holding the truth
+    otherwise."""
+    from fink_pipeline.transfer.estimate import estimate_request
+    from fink_pipeline.transfer.request import TransferRequest
+
+    survey = get_survey("lsst")
+    request = TransferRequest(survey="lsst", start=NIGHTS[0].isoformat(), stop=NIGHTS[1].isoformat(),
+                              blocks=["b_is_new", "NOT b_is_solar_system"])
+    truth = len(expected_ids(spark, lsst_archive, [survey.blocks["b_is_new"].column(),
+                                                   ~survey.blocks["b_is_solar_system"].column()]))
+    whole = estimate_request(request, lsst_archive, spark=spark, sample_rows=10 * ALERTS_PER_NIGHT).as_metadata()
+    assert whole["estimate_exact"] and whole["estimated_alerts"] == truth
+    sampled = estimate_request(request, lsst_archive, spark=spark, sample_rows=1000, seed=1).as_metadata()
+    assert not sampled["estimate_exact"]
+    assert sampled["estimated_alerts_low"] <= truth <= sampled["estimated_alerts_high"]
+    assert sampled["estimated_alerts_high"] - sampled["estimated_alerts_low"] < truth
+
+
+def test_request_filters_lists_every_filter_and_block_with_its_description(capsys):
+    assert main(["request", "filters", "--survey", "lsst"]) == 0
+    out = capsys.readouterr().out
+    survey = get_survey("lsst")
+    assert out.startswith(f"lsst filters ({len(survey.livestream_filters)}):")
+    assert f"lsst blocks ({len(survey.blocks)}):" in out
+    for name, function in [*survey.livestream_filters.items(), *survey.blocks.items()]:
+        line = next(line for line in out.splitlines() if line.split()[:1] == [name])
+        assert function.description in line
+    assert main(["request", "filters", "--survey", "lsts"]) == 2
+    assert "unknown survey 'lsts'" in capsys.readouterr().err
