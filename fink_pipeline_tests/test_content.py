@@ -144,3 +144,192 @@ def test_map_key_on_a_night_lacking_the_map_column_reaches_no_traceback(spark, n
     plan = plan_transfer(_map_key_request(), night_archive, list_nights(night_archive, "ztf"))
     rows = build_transfer_dataframe(spark, plan).collect()
     assert len(rows) == 120 and {row.HyperLEDA_name for row in rows} == {None}
+
+
+# --------------------------------------------------------------------------------------------
+# pre-defined packets: Fink's portal names, per survey (reference 4.1 and 9.1)
+
+ELASTICC = get_survey("elasticc")
+LSST_ROOT = [f.name for f in LSST.archive_schema]
+LIGHT_DIA_SOURCE = ("snr", "psfFlux", "psfFluxErr", "scienceFlux", "scienceFluxErr", "templateFlux",
+                    "templateFluxErr", "band", "midpointMjdTai", "ra", "dec", "reliability")
+# Fink's "Light SSO packet" (lsst.fink-portal.org assets/spark_lsst_transfer.py), in its order
+LIGHT_SSO = ("diaSourceId", "ssSource.ssObjectId", "ssSource.phaseAngle", "ssSource.diaDistanceRank",
+             *(f"diaSource.{name}" for name in LIGHT_DIA_SOURCE),
+             "mpc_orbits.packed_primary_provisional_designation",
+             "mpc_orbits.unpacked_primary_provisional_designation",
+             "lsst_schema_version", "fink_broker_version", "fink_science_version")
+
+# (survey, names as Fink's portal and its YAML export write them, or as users type them, short name)
+PORTAL_NAMES = [
+    (LSST, ["Full packet", "full packet", "FULL PACKET", "full", "Full"], "full"),
+    (LSST, ["Medium packet", "medium PACKET", "medium"], "medium"),
+    # "Light packet" is the name the LSST portal gave it before April 2026 (its YAML exports keep it)
+    (LSST, ["Light static packet", "light static packet", "Light packet", "light", "LIGHT"], "light"),
+    (LSST, ["Light SSO packet", "light sso packet", "LIGHT SSO PACKET", "light_sso"], "light_sso"),
+    (ZTF, ["Full packet", "full"], "full"),
+    (ZTF, ["Medium packet", "medium"], "medium"),
+    (ZTF, ["Light packet", "light packet", "light"], "light"),
+    (ELASTICC, ["Full packet", "full"], "full"),
+]
+
+
+@pytest.mark.parametrize(("survey", "names", "packet"), PORTAL_NAMES,
+                         ids=[f"{s.name}-{p}" for s, _, p in PORTAL_NAMES])
+def test_packets_are_named_as_finks_portal_writes_them(survey, names, packet) -> None:
+    plans = {name: resolve_content(survey, [name], survey.class_columns) for name in names}
+    assert {plan.packet for plan in plans.values()} == {packet}
+    assert len({plan.columns for plan in plans.values()}) == 1
+
+
+def test_packets_split_on_spaces_by_a_flat_request_are_still_recognized() -> None:
+    # `--content "Light SSO packet"` reaches content as words (the flat form splits on spaces)
+    assert resolve_content(LSST, ["Light", "SSO", "packet"]).packet == "light_sso"
+    assert resolve_content(ZTF, ["full", "packet"], ZTF.class_columns).packet == "full"
+
+
+def test_portal_yaml_export_content_selects_the_packet() -> None:
+    """The YAML the LSST portal's `Download configuration` writes (keys as in apps/datatransfer.py)."""
+    export = {"survey": "lsst", "dates": {"startdate": "2026-06-01", "stopdate": "2026-06-02"},
+              "content": ["Light SSO packet"], "extra_cond": None}
+    request = request_from_mapping(export)
+    plan = resolve_content(LSST, request.content)
+    assert plan.packet == "light_sso"
+
+
+def test_lsst_light_sso_packet_is_finks() -> None:
+    plan = resolve_content(LSST, ["Light SSO packet"])
+    assert tuple(plan.source_fields) == LIGHT_SSO
+    assert plan.output_names == [field.rsplit(".", 1)[-1] for field in LIGHT_SSO]
+    assert "midpointMjdTai" in plan.output_names  # what clients partition on
+
+
+def test_lsst_light_static_packet_is_finks() -> None:
+    plan = resolve_content(LSST, ["Light static packet"])
+    flattened = [f"diaSource.{name}" for name in ("diaObjectId", *LIGHT_DIA_SOURCE)]
+    assert plan.source_fields[: len(flattened)] == flattened
+    rest = plan.output_names[len(flattened):]
+    assert {"diaSourceId", "xm", "clf", "pred", "misc", "tns_type_recomputed", "lc_features",
+            "fink_broker_version", "timestamp"} <= set(rest)
+    assert not {"diaSource", "prvDiaSources", "prvDiaForcedSources", "diaObject", "ssSource", "mpc_orbits",
+                "MPCORB", "cutoutScience", "cutoutTemplate", "cutoutDifference", "year", "month", "day"} & set(rest)
+
+
+def test_lsst_full_and_medium_packets_are_finks() -> None:
+    full = resolve_content(LSST, ["Full packet"])
+    assert full.output_names == [*LSST_ROOT, "year", "month", "day"]
+    medium = resolve_content(LSST, ["Medium packet"])
+    assert medium.output_names == [c for c in full.output_names if not c.startswith("cutout")]
+
+
+def test_every_packet_of_every_survey_names_selectable_fields_once() -> None:
+    from fink_pipeline.transfer.content import available_fields
+
+    for survey in (ZTF, LSST, ELASTICC):
+        assert {"full", "medium", "light"} <= set(survey.packets)
+        known = available_fields(survey, survey.class_columns)
+        for name in survey.packets:
+            plan = resolve_content(survey, [name], survey.class_columns)
+            assert set(plan.source_fields) <= set(known), (survey.name, name)
+            assert len(set(plan.output_names)) == len(plan.output_names), (survey.name, name)
+
+
+@pytest.mark.parametrize("items", [["diaObject"], ["xm"], ["pred.is_sso"], ["tns_type_recomputed"],
+                                   ["diaSourceId", "diaObject", "xm", "pred.is_sso", "tns_type_recomputed"]])
+def test_lsst_sections_and_fields_are_selectable(items) -> None:
+    plan = resolve_content(LSST, items)
+    assert plan.packet is None
+    assert plan.source_fields == [*items, "diaSource.midpointMjdTai"]
+
+
+@pytest.mark.parametrize(("survey", "items", "fragment"), [
+    (LSST, ["Light SOS packet"], "content: unknown packet 'Light SOS packet' for survey lsst; did you mean 'Light SSO packet'?"),
+    (LSST, ["Heavy packet"], "content: unknown packet 'Heavy packet' for survey lsst; lsst packets: Full packet, Medium packet, Light static packet, Light SSO packet"),
+    (ZTF, ["Light static packet"], "content: unknown packet 'Light static packet' for survey ztf; did you mean 'Light packet'?"),
+    (ZTF, ["Light SSO packet"], "for survey ztf; did you mean 'Light packet'?"),
+    (LSST, ["lite"], "did you mean 'light'?"),
+    (LSST, ["Full packet", "diaObject"], "content: the packet 'Full packet' cannot be combined with other fields"),
+    (LSST, ["diaSourceId", "Light", "SSO", "packet"], "the packet 'Light SSO packet' cannot be combined"),
+    (LSST, ["Full packet'); java_method('java.lang.System','exit',0"], NOT_A_FIELD),
+    (LSST, ["Light SSO packet OR 1=1"], NOT_A_FIELD),
+    (LSST, ["Light\tSSO\npacket"], NOT_A_FIELD),
+])
+def test_unknown_or_combined_packets_get_one_line_with_a_close_match(survey, items, fragment) -> None:
+    with pytest.raises(ContentError) as info:
+        resolve_content(survey, items, survey.class_columns)
+    message = str(info.value)
+    assert fragment in message, message
+    assert message.startswith("content: ") and "\n" not in message and len(message) < 400
+
+
+@pytest.mark.spark
+def test_no_packet_or_field_reaches_the_sql_parser(spark, monkeypatch) -> None:
+    """Every packet of every survey and the hostile corpus project with `F.col` only: a spy
+    in place of `F.expr` and `selectExpr` is never called."""
+    from pyspark.sql import DataFrame
+    from pyspark.sql import functions as F
+
+    from fink_pipeline.transfer.content import project
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"content reached Spark's SQL parser: {args}")
+
+    for survey in (ZTF, LSST, ELASTICC):
+        schema = pa.schema([*survey.archive_schema, *(pa.field(c, pa.string()) for c in survey.class_columns
+                                                      if c not in survey.archive_schema.names),
+                            *(pa.field(c, pa.int32()) for c in ("year", "month", "day"))])
+        df = spark.createDataFrame(schema.empty_table())
+        monkeypatch.setattr(F, "expr", refuse)
+        monkeypatch.setattr(DataFrame, "selectExpr", refuse)
+        for name in survey.packets:
+            plan = resolve_content(survey, [name], survey.class_columns)
+            assert project(df, plan).columns == plan.output_names
+        monkeypatch.undo()
+
+
+# --------------------------------------------------------------------------------------------
+# sizes of the LSST packets, estimated as the others are
+
+LSST_NIGHT = dt.date(2026, 6, 1)
+
+
+@pytest.fixture(scope="module")
+def lsst_archive(tmp_path_factory) -> str:
+    root = str(tmp_path_factory.mktemp("lsst_packets"))
+    generate_archive(LSST, root, LSST_NIGHT, nights=1, alerts_per_night=200, seed=8, with_cutouts=True)
+    return root
+
+
+def _lsst_request(content):
+    return request_from_mapping({"survey": "lsst", "start": LSST_NIGHT.isoformat(), "stop": LSST_NIGHT.isoformat(),
+                                 "content": content})
+
+
+def test_lsst_packets_are_sized_in_the_order_of_finks_figures(lsst_archive) -> None:
+    size = {name: estimate_request(_lsst_request([name]), lsst_archive, size_sample_rows=200).bytes_per_alert
+            for name in ("Full packet", "Medium packet", "Light static packet", "Light SSO packet")}
+    # Fink's portal: Full 137-176 KB, Medium 80-123 KB (the history; this archive's is shorter),
+    # Light static and SSO 1.7 KB (one figure for both; SSO has 21 scalar fields, static ~100)
+    assert size["Medium packet"] + 50_000 < size["Full packet"]  # three cutouts of ~58 KB
+    assert size["Light static packet"] * 10 < size["Medium packet"]
+    assert 400 < size["Light static packet"] < 3_000
+    assert 60 < size["Light SSO packet"] < size["Light static packet"] / 3
+
+
+@pytest.mark.spark
+def test_size_estimate_of_the_light_sso_packet_is_the_published_payload(spark, lsst_archive) -> None:
+    import math
+
+    import pyarrow.compute as pc
+
+    from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
+    from fink_pipeline.spark import spark_to_arrow_schema
+
+    request = _lsst_request(["Light SSO packet"])
+    df = build_transfer_dataframe(spark, plan_transfer(request, lsst_archive, list_nights(lsst_archive, "lsst")))
+    rows = df.toArrow()
+    published = avro_schema_from_arrow(spark_to_arrow_schema(df))
+    payload = pc.sum(pc.binary_length(encode_batch(rows, published))).as_py() / rows.num_rows
+    estimate = estimate_request(request, lsst_archive, size_sample_rows=200)
+    assert estimate.content == "light_sso" and rows.num_rows == 200
+    assert math.isclose(estimate.bytes_per_alert, payload, rel_tol=1e-12)

@@ -44,12 +44,13 @@ def test_registry_knows_three_surveys_with_their_time_axes():
 def test_archive_schema_holds_ids_time_light_fields_and_no_partition_columns(name):
     survey = get_survey(name)
     paths = survey.field_paths
-    for path in (survey.time_column, survey.alert_id, survey.object_id, *survey.class_columns, *survey.light_fields):
+    light = survey.packets["light"]
+    for path in (survey.time_column, survey.alert_id, survey.object_id, *survey.class_columns, *light.fields):
         assert path in paths, path
     assert pa.types.is_floating(paths[survey.time_column])
     assert not {"year", "month", "day"} & set(survey.archive_schema.names)
     assert all(f.nullable for f in survey.archive_schema)
-    assert set(survey.light_excludes) <= set(survey.archive_schema.names)
+    assert set(light.all_but) - {"year", "month", "day"} <= set(survey.archive_schema.names)
 
 
 def test_lsst_schema_is_the_fink_full_packet_plus_older_versions(shared_data):

@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any, Callable, Collection, Iterator, Literal, 
 import numpy as np
 import pyarrow as pa
 
+from fink_pipeline.surveys.packets import Packet
+
 if TYPE_CHECKING:  # pyspark is heavy; only the Spark-side callables need it
     from pyspark.sql import Column, DataFrame
 
@@ -113,10 +115,9 @@ class Survey:
     default_partitionby: str
     topic_prefix: str
     first_night: dt.date
-    # Light packet: these nested fields flattened to root names, plus every root column
-    # except `light_excludes` (Fink's "all but cutouts and history").
-    light_fields: tuple[str, ...] = ()
-    light_excludes: tuple[str, ...] = ()
+    # Pre-defined contents by short name (Fink's "Full packet", "Light SSO packet", ...; see
+    # `surveys.packets`): what a request's content may name instead of fields.
+    packets: Mapping[str, Packet] = field(default_factory=dict)
     # Adds the class columns (native Spark expressions, no Python UDF).
     classify: Callable[["DataFrame"], "DataFrame"] | None = None
     # The same classification in pure Arrow, for tests and the consumer side.

@@ -1,10 +1,12 @@
 """Output content: which columns a transfer publishes, and how they are made Avro-safe.
 
-Packets follow Fink (reference section 4.1): `full` = every column, `medium` = all but cutouts,
-`light` = a few candidate fields flattened to the root plus every root column except cutouts
-and history. A list of fields selects exactly those, plus the survey's time column that clients
-partition on. Serialisation fixes follow section 4.2: struct columns are rebuilt as non-nullable
-structs and timestamps become strings, so the bytes match the published schema.
+Packets are the survey's (`Survey.packets`, `surveys/packets.py`), named as Fink's portals
+name them ("Full packet", "Light SSO packet", any case) or by their short names (full,
+medium, light, light_sso): a packet's fields flattened to root names, then every root column
+but the packet's exclusions (reference sections 4.1, 9.1). A list of fields selects exactly
+those, plus the survey's time column that clients partition on. Serialisation fixes follow
+section 4.2: struct columns are rebuilt as non-nullable structs and timestamps become strings,
+so the bytes match the published schema.
 
 Content items are untrusted text, like conditions: each one is parsed as a field path (a packet
 name, `root`, `root.field...`, or `mapcolumn.key` with the key one the survey declares) and
@@ -23,15 +25,20 @@ from typing import TYPE_CHECKING, Sequence
 import pyarrow as pa
 
 from fink_pipeline.surveys.base import Survey, flatten_schema
+from fink_pipeline.surveys.packets import NIGHT_COLUMNS, Packet, closest_packet, find_packet
 
 if TYPE_CHECKING:
     from pyspark.sql import Column, DataFrame
 
-PARTITION_COLUMNS = ("year", "month", "day")
+PARTITION_COLUMNS = NIGHT_COLUMNS
 # A field path: names of letters, digits and underscores joined by dots (map keys such as
 # `2MASS_name` may start with a digit). Nothing else reaches Spark.
 _FIELD_PATH = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*")
 _SHOWN_CHARS = 80  # a hostile item is quoted in errors only this far
+# A packet name: words ending in "packet" ("Light SSO packet"); a plain word ("full") is
+# looked up as a packet before it is taken for a field.
+_PACKET_NAME = re.compile(r"[A-Za-z]+(?: [A-Za-z]+)* packet", re.IGNORECASE)
+_WORD = re.compile(r"[A-Za-z]+")
 
 
 class ContentError(ValueError):
@@ -67,19 +74,54 @@ def available_fields(survey: Survey, computed: Sequence[str]) -> dict[str, pa.Da
 
 def resolve_content(survey: Survey, content: Sequence[str], computed: Sequence[str] = ()) -> ContentPlan:
     """Turn a request's content into an ordered list of (source, output name)."""
-    # dict.fromkeys: a class column may also be stored (ELAsTiCC's classId), list it once
-    root = list(dict.fromkeys([f.name for f in survey.archive_schema] + list(computed) + list(PARTITION_COLUMNS)))
-    choice = content[0].lower() if len(content) == 1 else None
-    if choice == "full":
-        return ContentPlan("full", tuple((c, c) for c in root))
-    if choice == "medium":
-        return ContentPlan("medium", tuple((c, c) for c in root if not c.startswith("cutout")))
-    if choice == "light":
-        flattened = [(field, field.rsplit(".", 1)[-1]) for field in survey.light_fields]
-        excluded = set(survey.light_excludes) | set(PARTITION_COLUMNS)
-        rest = [(c, c) for c in root if c not in excluded]
-        return ContentPlan("light", tuple(flattened + rest))
-    return _custom_content(survey, list(content), computed)
+    items = _joined_packet_words(survey, [str(item) for item in content])
+    packets = [(item, find_packet(survey.packets, item)) for item in items]
+    named = [(item, packet) for item, packet in packets if packet is not None]
+    if named and len(items) > 1:
+        raise ContentError(
+            f"content: the packet {_shown(named[0][0])} cannot be combined with other fields; "
+            "use either one packet or a list of fields"
+        )
+    if named:
+        return _packet_content(survey, named[0][1], computed)
+    for item in items:
+        if _PACKET_NAME.fullmatch(item):
+            match = closest_packet(survey.packets, item)
+            hint = (f"did you mean {match!r}?" if match else
+                    f"{survey.name} packets: {', '.join(p.label for p in survey.packets.values())}")
+            raise ContentError(f"content: unknown packet {_shown(item)} for survey {survey.name}; {hint}")
+    return _custom_content(survey, items, computed)
+
+
+def _packet_content(survey: Survey, packet: Packet, computed: Sequence[str]) -> ContentPlan:
+    """A packet's columns: its fields under their last names, then the root columns it keeps."""
+    columns = [(source, source.rsplit(".", 1)[-1]) for source in packet.fields]
+    if packet.all_but is not None:
+        # dict.fromkeys: a class column may also be stored (ELAsTiCC's classId), list it once
+        root = dict.fromkeys([f.name for f in survey.archive_schema] + list(computed) + list(PARTITION_COLUMNS))
+        columns += [(c, c) for c in root if c not in set(packet.all_but)]
+    return ContentPlan(packet.name, tuple(columns))
+
+
+def _joined_packet_words(survey: Survey, items: list[str]) -> list[str]:
+    """Items with a packet name split into words put back together: a flat request's content
+    string is split on spaces ("Light SSO packet" -> Light, SSO, packet). The words before
+    each `packet` join it, as many as name a known packet (one when none does)."""
+    out: list[str] = []
+    for item in items:
+        if item.lower() != "packet" or not out or not _WORD.fullmatch(out[-1]):
+            out.append(item)
+            continue
+        words = 1
+        for n in (3, 2):
+            if len(out) >= n and all(_WORD.fullmatch(w) for w in out[-n:]) and find_packet(
+                    survey.packets, " ".join([*out[-n:], item])):
+                words = n
+                break
+        phrase = " ".join([*out[-words:], item])
+        del out[-words:]
+        out.append(phrase)
+    return out
 
 
 def _shown(item: str) -> str:
@@ -105,7 +147,7 @@ def check_content_item(survey: Survey, item: str, known: dict[str, pa.DataType])
         match = difflib.get_close_matches(key, list(keys), n=1, cutoff=0.6)
         hint = f"did you mean {root}.{match[0]}?" if match else f"keys of {root}: {', '.join(keys) or 'none known'}"
         raise ContentError(f"content: {_shown(item)} is not a key of the {survey.name} map {root!r}; {hint}")
-    match = difflib.get_close_matches(item, list(known), n=1, cutoff=0.6)
+    match = difflib.get_close_matches(item, [*survey.packets, *known], n=1, cutoff=0.6)
     hint = f"; did you mean {match[0]!r}?" if match else "; use light, medium, full or schema fields"
     raise ContentError(f"content: unknown field {_shown(item)} for survey {survey.name}{hint}")
 

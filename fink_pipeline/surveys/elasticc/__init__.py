@@ -8,6 +8,7 @@ from fink_pipeline.surveys.base import Survey
 from fink_pipeline.surveys.elasticc.generator import generate_night
 from fink_pipeline.surveys.elasticc.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS
 from fink_pipeline.surveys.elasticc.taxonomy import CLASS_NAMES
+from fink_pipeline.surveys.packets import fink_packets
 
 SURVEY = Survey(
     name="elasticc",
@@ -24,12 +25,15 @@ SURVEY = Survey(
     topic_prefix="ftransfer_elasticc",
     # the simulated survey starts in 2023 (earliest sample alert 2023-03-27)
     first_night=dt.date(2023, 1, 1),
-    light_fields=tuple(
-        f"diaSource.{name}" for name in ("diaObjectId", "midPointTai", "filterName", "ra", "decl", "psFlux", "psFluxErr", "snr")
-    ),
-    light_excludes=(
-        *CUTOUT_COLUMNS, "diaSource", "prvDiaSources", "prvDiaForcedSources", "prvDiaNondetectionLimits", "diaObject",
-        "cmidPointTai", "cfilterName", "cpsFlux", "cpsFluxErr",
+    # Fink's ELAsTiCC service has the Full packet only; Medium and Light as for the other surveys
+    packets=fink_packets(
+        CUTOUT_COLUMNS,
+        light_fields=tuple(f"diaSource.{name}" for name in (
+            "diaObjectId", "midPointTai", "filterName", "ra", "decl", "psFlux", "psFluxErr", "snr")),
+        light_excludes=(
+            "diaSource", "prvDiaSources", "prvDiaForcedSources", "prvDiaNondetectionLimits", "diaObject",
+            "cmidPointTai", "cfilterName", "cpsFlux", "cpsFluxErr",
+        ),
     ),  # fmt: skip
     generate_night=generate_night,
     class_labels={str(class_id): name for class_id, name in CLASS_NAMES.items()},

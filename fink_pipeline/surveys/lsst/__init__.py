@@ -6,7 +6,8 @@ import datetime as dt
 
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.surveys.lsst.generator import BANDS, generate_night
-from fink_pipeline.surveys.lsst.schema import ARCHIVE_SCHEMA, CUTOUT_COLUMNS
+from fink_pipeline.surveys.lsst.packets import PACKETS
+from fink_pipeline.surveys.lsst.schema import ARCHIVE_SCHEMA
 from fink_pipeline.surveys.lsst.tns import LSST_TNS
 from fink_pipeline.surveys.ztf.schema import MANGROVE_KEYS
 
@@ -29,19 +30,8 @@ SURVEY = Survey(
     # earliest Rubin nights Fink processed (lsst.v7_4 commissioning alerts of April 2025); the
     # public portal offers nights from 2025-10-25 on
     first_night=dt.date(2025, 4, 1),
-    # Fink's "Light static packet" (reference 9.1): these diaSource fields flattened to the root,
-    # plus every root column but the cutouts and the source/object/orbit sections.
-    light_fields=tuple(
-        f"diaSource.{name}"
-        for name in (
-            "diaObjectId", "snr", "psfFlux", "psfFluxErr", "scienceFlux", "scienceFluxErr", "templateFlux",
-            "templateFluxErr", "band", "midpointMjdTai", "ra", "dec", "reliability",
-        )
-    ),  # fmt: skip
-    light_excludes=(
-        *CUTOUT_COLUMNS, "diaSource", "prvDiaSources", "prvDiaForcedSources", "diaObject", "ssSource",
-        "MPCORB", "mpc_orbits", "prvDiaNondetectionLimits", "ssObject",
-    ),  # fmt: skip
+    # Fink's Full, Medium, Light static and Light SSO packets
+    packets=PACKETS,
     generate_night=generate_night,
     # Mangrove as for ZTF; lc_features holds one record of features per band
     map_keys={"mangrove": MANGROVE_KEYS, "lc_features": BANDS},

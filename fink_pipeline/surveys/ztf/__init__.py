@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 from fink_pipeline.surveys.base import Survey
+from fink_pipeline.surveys.packets import fink_packets
 from fink_pipeline.surveys.ztf.classes import ZTF_CLASS_RULES, classify, classify_arrow
 from fink_pipeline.surveys.ztf.filters import LIVESTREAM_FILTERS, resolve_filter
 from fink_pipeline.surveys.ztf.generator import generate_night
@@ -23,12 +24,13 @@ SURVEY = Survey(
     default_partitionby="finkclass",
     topic_prefix="ftransfer_ztf",
     first_night=dt.date(2019, 11, 1),
-    # Fink's light packet (reference 4.1): these candidate fields flattened to the root, plus
-    # every root column but the cutouts, the candidate record and the history.
-    light_fields=tuple(
-        f"candidate.{name}" for name in ("magpsf", "sigmapsf", "fid", "jd", "ra", "dec", "ssnamenr")
+    # Fink's packets (reference 4.1): Full, Medium (no cutouts) and Light, these candidate fields
+    # flattened to the root plus every root column but the cutouts, the candidate and the history
+    packets=fink_packets(
+        CUTOUT_COLUMNS,
+        light_fields=tuple(f"candidate.{name}" for name in ("magpsf", "sigmapsf", "fid", "jd", "ra", "dec", "ssnamenr")),
+        light_excludes=("candidate", "prv_candidates"),
     ),
-    light_excludes=(*CUTOUT_COLUMNS, "candidate", "prv_candidates"),
     classify=classify,
     classify_arrow=classify_arrow,
     generate_night=generate_night,
