@@ -36,12 +36,13 @@ def synthetic_alerts(
     survey: Survey, n_alerts: int, packet: str = "light", seed: int = 0,
     night: dt.date = dt.date(2024, 3, 1), batch_size: int = 5000,
 ) -> Iterator[pa.Table]:
-    """`n_alerts` generated alerts of one night, projected as `packet` (light/medium/full),
-    in tables of at most `batch_size` rows (memory stays bounded at any size)."""
-    if packet not in ("light", "medium", "full"):
-        raise ValueError(f"packet {packet!r}: choose light, medium or full")
+    """`n_alerts` generated alerts of one night, projected as `packet` (one of the survey's,
+    e.g. light, medium, full), in tables of at most `batch_size` rows (memory stays bounded at
+    any size)."""
+    if packet not in survey.packets:
+        raise ValueError(f"packet {packet!r}: choose one of {', '.join(survey.packets)}")
     plan = resolve_content(survey, [packet], computed=survey.class_columns)
-    with_cutouts = packet == "full"
+    with_cutouts = any(name.startswith("cutout") for name in plan.output_names)
     for batch in survey.generate_night(night, n_alerts, seed, with_cutouts, batch_size=batch_size):
         table = pa.Table.from_batches([batch])
         if survey.classify_arrow is not None:
@@ -215,12 +216,13 @@ class TopicWriter:
 
 
 def publish_tables(settings: KafkaSettings, topic: str, tables: Iterable[pa.Table], *, partitions: int = DEFAULT_PARTITIONS,
-                   with_status: bool = True, keep_ids: bool = True) -> PublishedTopic:
-    """Publish every table to `topic` (schema from the first one) and write the end record."""
+                   with_status: bool = True, keep_ids: bool = True, key_column: str = "candid") -> PublishedTopic:
+    """Publish every table to `topic` (schema from the first one) and write the end record;
+    `key_column` holds the alert ids (ZTF's candid, Rubin's diaSourceId)."""
     iterator = iter(tables)
     first = next(iterator)
     writer = TopicWriter(settings, topic, first.schema, partitions=partitions, keep_ids=keep_ids,
-                         with_status=with_status).start()
+                         with_status=with_status, key_column=key_column).start()
     previous = first
     for table in iterator:
         writer.write(previous)

@@ -3,6 +3,7 @@ quarantine, concurrent writers, group offsets."""
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import multiprocessing as mp
 import re
@@ -24,6 +25,7 @@ from fink_pipeline.consumer.readers import read_delta_table, read_parquet_datase
 from fink_pipeline.consumer.sinks import ConcurrentConsumerError, Publication
 from fink_pipeline_tests.synthetic_topics import TopicWriter, publish_tables, synthetic_alerts
 from fink_pipeline.surveys import get_survey
+from fink_pipeline.transfer.content import resolve_content
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 
 pytestmark = pytest.mark.kafka
@@ -242,9 +244,134 @@ def test_partitioning_errors_name_the_field_and_the_fix():
         Partitioning("finkclass").check(schema)
     with pytest.raises(ValueError, match="needs the time column 'candidate.jd'"):
         Partitioning("time", "candidate.jd").check(schema)
-    with pytest.raises(ValueError, match="-partitionby 'day': choose one of"):
-        Partitioning("day")
+    with pytest.raises(ValueError, match="-partitionby 'day/../x' is not a field name"):
+        Partitioning("day/../x")
     Partitioning("time", "candidate.jd").check(pa.schema([("jd", pa.float64())]))  # flattened: fine
+
+
+# ------------------------------------------------------------------------------------------
+# LSST: time by default, any scalar field on request (nested ones flattened), nulls readable
+
+LSST = get_survey("lsst")
+LSST_NIGHTS = [dt.date(2026, 6, 1), dt.date(2026, 6, 2)]
+
+
+def lsst_tables(packet: str, n: int = 300, seed: int = 4) -> list[pa.Table]:
+    """`n` LSST alerts of each of two nights as `packet`; in the light packet some
+    tns_type_recomputed and pred.main_label_classifier values are set to null or to a type
+    with a space, so that partitions hold nulls and escaped names."""
+    tables = [table for i, night in enumerate(LSST_NIGHTS)
+              for table in synthetic_alerts(LSST, n, packet, seed=seed + i, night=night, batch_size=n)]
+    if packet != "light":
+        return tables
+    out = []
+    for table in tables:
+        rows = np.arange(table.num_rows)
+        tns = pa.array(np.where(rows % 5 == 0, None, np.where(rows % 5 == 1, "SN Ia", "Unknown")).tolist(), pa.string())
+        pred = table["pred"].combine_chunks()
+        labels = pc.if_else(pa.array(rows % 7 == 0), pa.scalar(None, pa.int32()), pc.struct_field(pred, "main_label_classifier"))
+        children = [labels if f.name == "main_label_classifier" else pred.field(i) for i, f in enumerate(pred.type)]
+        pred = pa.StructArray.from_arrays(children, fields=list(pred.type))
+        out.append(table.set_column(table.schema.get_field_index("tns_type_recomputed"), "tns_type_recomputed", tns)
+                   .set_column(table.schema.get_field_index("pred"), table.schema.field("pred"), pred))
+    return out
+
+
+@pytest.fixture(scope="module")
+def lsst_topics(kafka_broker):
+    """An LSST light-packet topic and a medium one (diaSource nested), two nights each."""
+    from fink_pipeline.kafka.settings import KafkaSettings
+
+    settings = KafkaSettings(bootstrap_servers=kafka_broker)
+    topics = {}
+    for packet in ("light", "medium"):
+        topic = f"ftransfer_lsst_2026-06-02_{uuid.uuid4().hex[:10]}"
+        tables = lsst_tables(packet)
+        publish_tables(settings, topic, tables, key_column="diaSourceId")
+        topics[packet] = (topic, pa.concat_tables(tables))
+    return topics
+
+
+def lsst_sink(fmt: str, path, mode: str):
+    partitioning = Partitioning(mode, LSST.time_column, LSST.time_scale)
+    return (DeltaSink if fmt == "delta" else ParquetSink)(str(path), partitioning)
+
+
+def read_back(fmt: str, path) -> pa.Table:
+    return read_delta_table(str(path)) if fmt == "delta" else read_parquet_dataset(str(path))
+
+
+def folders(path) -> set[str]:
+    return {str(p.parent.relative_to(path)) for p in path.rglob("*.parquet") if not p.parent.name.startswith("_")}
+
+
+@pytest.mark.parametrize("fmt", ["delta", "parquet"])
+@pytest.mark.parametrize("packet", ["light", "medium"])
+def test_lsst_topics_are_partitioned_by_night_by_default(kafka_settings, lsst_topics, tmp_path, fmt, packet):
+    """diaSource.midpointMjdTai (nested, or flattened by the light packet) gives year/month/day."""
+    from fink_pipeline.avro import arrow_schema_for_avro
+    from fink_pipeline.cli.datatransfer import choose_partitioning
+    from fink_pipeline.consumer.core import fetch_schema
+
+    topic, sent = lsst_topics[packet]
+    partitioning, note = choose_partitioning(None, LSST, arrow_schema_for_avro(fetch_schema(kafka_settings, topic)))
+    assert (partitioning.mode, note) == ("time", None)
+    report = consume_topic(kafka_settings, topic, lsst_sink(fmt, tmp_path / "t", "time"), group_id="g")
+    assert report.complete and report.written == sent.num_rows
+    assert folders(tmp_path / "t") == {"year=2026/month=06/day=01", "year=2026/month=06/day=02"}
+    table = read_back(fmt, tmp_path / "t")
+    assert sorted(table["diaSourceId"].to_pylist()) == sorted(sent["diaSourceId"].to_pylist())
+    times = table["midpointMjdTai"] if packet == "light" else pc.struct_field(table["diaSource"], "midpointMjdTai")
+    nights = {(dt.date(1858, 11, 17) + dt.timedelta(days=float(t))).isoformat() for t in times.to_pylist()}
+    by_row = {f"{y}-{m}-{d}" for y, m, d in zip(*(table[c].cast(pa.string()).to_pylist() for c in ("year", "month", "day")))}
+    assert nights == {n.isoformat() for n in LSST_NIGHTS}
+    assert {n.replace("-0", "-") for n in nights} == {n.replace("-0", "-") for n in by_row}
+
+
+@pytest.mark.parametrize("fmt", ["delta", "parquet"])
+@pytest.mark.parametrize(("field", "column", "folder"), [
+    ("pred.main_label_classifier", "pred_main_label_classifier", "pred_main_label_classifier=11"),
+    ("tns_type_recomputed", "tns_type_recomputed", "tns_type_recomputed=SN%20Ia"),
+])
+def test_any_scalar_field_partitions_lsst_tables_with_nulls_readable(kafka_settings, lsst_topics, tmp_path, fmt,
+                                                                     field, column, folder):
+    """A nested field becomes a root partition column named with underscores (valid for Delta,
+    Parquet and Hive); null values land in `__HIVE_DEFAULT_PARTITION__` and read back as nulls."""
+    topic, sent = lsst_topics["light"]
+    report = consume_topic(kafka_settings, topic, lsst_sink(fmt, tmp_path / "t", field), group_id="g")
+    assert report.complete and report.written == sent.num_rows
+    found = folders(tmp_path / "t")
+    assert folder in found and f"{column}=__HIVE_DEFAULT_PARTITION__" in found
+    table = read_back(fmt, tmp_path / "t")
+    parts = field.split(".")
+    expected = sent[parts[0]] if len(parts) == 1 else pc.struct_field(sent[parts[0]], parts[1])
+    want = dict(zip(sent["diaSourceId"].to_pylist(), expected.to_pylist()))
+    got = dict(zip(table["diaSourceId"].to_pylist(), table[column].to_pylist()))
+    assert got == want and None in got.values()
+    if len(parts) > 1:  # the record itself is published unchanged
+        assert dict(zip(table["diaSourceId"].to_pylist(), pc.struct_field(table["pred"], parts[1]).to_pylist())) == want
+
+
+@pytest.mark.parametrize(("mode", "message"), [
+    ("pred.main_label_clasifier", "-partitionby pred.main_label_clasifier: the topic has no "
+                                  "'pred.main_label_clasifier' field; did you mean 'pred.main_label_classifier'?"),
+    ("nope", "-partitionby nope: the topic has no 'nope' field; choose time, none or a scalar field"),
+    ("pred", "-partitionby pred: 'pred' is a struct<"),
+    ("prvDiaSources", "-partitionby prvDiaSources: 'prvDiaSources' is a list<"),
+    ("lc_features", "-partitionby lc_features: 'lc_features' is a map<"),
+    ("diaSource.band", "-partitionby diaSource.band: the topic has no 'diaSource.band' field; it has 'band' "
+                       "(flattened by the packet): -partitionby band"),
+    ("midpointMjdTai", "-partitionby midpointMjdTai: 'midpointMjdTai' is a double"),
+    ("pred.is_sso; rm -rf /", "-partitionby 'pred.is_sso; rm -rf /' is not a field name"),
+])
+def test_partitioning_by_an_unknown_or_non_scalar_field_is_one_line_naming_it(mode, message):
+    columns = [*resolve_content(LSST, ["light"]).columns, ("prvDiaSources", "prvDiaSources")]
+    schema = pa.schema([(name, LSST.field_paths[source]) for source, name in columns])
+    with pytest.raises(ValueError) as info:
+        Partitioning(mode, LSST.time_column, LSST.time_scale).check(schema)
+    text = str(info.value)
+    assert "\n" not in text and len(text) < 400 and text.startswith("-partitionby ")
+    assert message in text, text
 
 
 # ------------------------------------------------------------------------------------------

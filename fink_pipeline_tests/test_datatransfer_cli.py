@@ -122,6 +122,66 @@ def test_partitioning_absent_from_the_content_is_refused_early(kafka_settings, t
     assert not (tmp_path / "o").exists()
 
 
+@pytest.fixture(scope="module")
+def lsst_topic(kafka_broker):
+    """600 LSST light-packet alerts (diaSource fields flattened, pred and xm records kept)."""
+    import datetime as dt
+
+    from fink_pipeline.kafka.settings import KafkaSettings
+
+    topic = f"ftransfer_lsst_2026-06-01_{uuid.uuid4().hex[:8]}"
+    tables = synthetic_alerts(get_survey("lsst"), 600, "light", seed=5, night=dt.date(2026, 6, 1), batch_size=300)
+    return topic, publish_tables(KafkaSettings(bootstrap_servers=kafka_broker), topic, tables, key_column="diaSourceId")
+
+
+def test_partitionby_accepts_any_field_name():
+    for mode in ("pred.main_label_classifier", "tns_type_recomputed", "xm.tns_type"):
+        assert datatransfer.build_parser().parse_args(["-topic", "t", "-outdir", "o", "-partitionby", mode]).partitionby == mode
+
+
+@pytest.mark.kafka
+@pytest.mark.parametrize(("mode", "message"), [
+    ("pred.main_label_clasifier", "error: -partitionby pred.main_label_clasifier: the topic has no "
+                                  "'pred.main_label_clasifier' field; did you mean 'pred.main_label_classifier'?"),
+    ("pred", "error: -partitionby pred: 'pred' is a struct<"),
+    ("diaSource.band", "it has 'band' (flattened by the packet): -partitionby band"),
+    ("finkclass", "error: -partitionby finkclass: the topic has no 'finkclass' field"),
+    ("x;y", "error: -partitionby 'x;y' is not a field name"),
+])
+def test_lsst_partitioning_by_an_unknown_or_non_scalar_field_fails_before_consuming(lsst_topic, kafka_settings,
+                                                                                   tmp_path, capsys, mode, message):
+    topic, _ = lsst_topic
+    argv = ["-topic", topic, "-outdir", str(tmp_path / "o"), "-servers", kafka_settings.bootstrap_servers]
+    assert datatransfer.main([*argv, "-partitionby", mode]) == datatransfer.EXIT_USAGE
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.kafka
+def test_lsst_downloads_by_time_by_default_and_by_a_nested_class_field(lsst_topic, kafka_settings, tmp_path):
+    topic, published = lsst_topic
+    env = {**os.environ}
+    env.pop("FINK_KAFKA_BOOTSTRAP_SERVERS", None)
+    common = ["-topic", topic, "-servers", kafka_settings.bootstrap_servers, "-nconsumers", "2"]
+    by_time = run_cli([*common, "-outdir", str(tmp_path / "time")], env, cwd=tmp_path)
+    assert by_time.returncode == 0, by_time.stderr
+    assert "(delta, by time)" in by_time.stderr
+    assert {p.name for p in (tmp_path / "time" / "year=2026" / "month=06").iterdir()} == {"day=01"}
+    assert read_delta_table(str(tmp_path / "time")).num_rows == published.total
+    by_label = run_cli([*common, "-outdir", str(tmp_path / "label"), "-format", "parquet",
+                        "-partitionby", "pred.main_label_classifier"], env, cwd=tmp_path)
+    assert by_label.returncode == 0, by_label.stderr
+    assert "(parquet, by pred.main_label_classifier)" in by_label.stderr
+    table = read_parquet_dataset(str(tmp_path / "label"))
+    assert table.num_rows == published.total
+    import pyarrow.compute as pc
+
+    assert table["pred_main_label_classifier"].to_pylist() == pc.struct_field(table["pred"], "main_label_classifier").to_pylist()
+    assert all(p.name.startswith("pred_main_label_classifier=") for p in (tmp_path / "label").iterdir()
+               if not p.name.startswith("_"))
+
+
 # ------------------------------------------------------------------------------------------
 # runs
 

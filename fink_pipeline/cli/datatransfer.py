@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fink_pipeline.consumer.delta_sink import DeltaSink
 from fink_pipeline.consumer.parquet_sink import ParquetSink
-from fink_pipeline.consumer.partitioning import PARTITION_CHOICES, Partitioning
+from fink_pipeline.consumer.partitioning import Partitioning
 from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
 
 LOGGER = logging.getLogger("fink_datatransfer")
@@ -51,8 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-topic", required=True, help="topic name, e.g. ftransfer_ztf_2024-03-01_123456")
     parser.add_argument("-outdir", required=True, help="output table folder")
-    parser.add_argument("-partitionby", default=None, choices=PARTITION_CHOICES,
-                        help="finkclass, time (year=/month=/day=), tnsclass, classId or none "
+    parser.add_argument("-partitionby", default=None,
+                        help="time (year=/month=/day=), none, or a scalar field of the topic: finkclass, "
+                        "tnsclass, classId, tns_type_recomputed, a nested one such as pred.main_label_classifier "
+                        "(written as column pred_main_label_classifier); nulls go to __HIVE_DEFAULT_PARTITION__ "
                         "(default: the survey's: finkclass for ztf, time otherwise; none when absent)")
     parser.add_argument("-nconsumers", type=int, default=os.cpu_count() or 1,
                         help="parallel consumer processes (default: number of cores)")

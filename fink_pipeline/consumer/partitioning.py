@@ -1,8 +1,19 @@
-"""How output rows are grouped into folders (`-partitionby`): class columns, the survey's time
-(year/month/day as fink-client writes them) or none, and the Hive folder of each group."""
+"""How output rows are grouped into folders (`-partitionby`): the survey's time (year/month/day
+as fink-client writes them), none, or any scalar field of the topic, and the Hive folder of
+each group.
+
+A field is named as the topic has it: a root column (`finkclass`, `tns_type_recomputed`,
+`classId`) partitions as it is; a nested one (`pred.main_label_classifier`) is copied into a
+root partition column named with underscores (`pred_main_label_classifier`: a dot is not a
+valid Delta, Parquet or Hive partition column name), its record published unchanged. Rows whose
+value is null land in `<column>=__HIVE_DEFAULT_PARTITION__`, as pyarrow's dataset writer (and so
+fink-client) and delta-rs write them, and read back as nulls.
+"""
 
 from __future__ import annotations
 
+import difflib
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -11,22 +22,40 @@ import pyarrow.dataset as ds
 
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
 
-PARTITION_CHOICES = ("finkclass", "tnsclass", "classId", "time", "none")
+# Named modes; any other -partitionby is a field path of the topic (fink-client: finkclass,
+# tnsclass and classId).
+PARTITION_MODES = ("time", "none")
 
 TIME_COLUMNS = ("year", "month", "day")
+
+_FIELD_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
+_SHOWN_CHARS = 60
+
+
+def _shown_type(dtype: pa.DataType) -> str:
+    text = str(dtype)
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "...>"
 
 
 @dataclass(frozen=True)
 class Partitioning:
-    """How output rows are grouped into folders (`-partitionby`)."""
+    """How output rows are grouped into folders (`-partitionby`): time, none or a field path."""
 
     mode: str
     time_column: str | None = None
     time_scale: str = "jd"
 
     def __post_init__(self) -> None:
-        if self.mode not in PARTITION_CHOICES:
-            raise ValueError(f"-partitionby {self.mode!r}: choose one of {', '.join(PARTITION_CHOICES)}")
+        if self.mode not in PARTITION_MODES and not _FIELD_PATH.fullmatch(str(self.mode)):
+            shown = repr(str(self.mode)[:_SHOWN_CHARS])
+            raise ValueError(f"-partitionby {shown} is not a field name: write time, none or a field of the topic "
+                             "such as finkclass or pred.main_label_classifier")
+
+    @property
+    def column(self) -> str | None:
+        """The partition column of a field mode (`pred.main_label_classifier` ->
+        `pred_main_label_classifier`); None for time and none."""
+        return None if self.mode in PARTITION_MODES else self.mode.replace(".", "_")
 
     @property
     def columns(self) -> list[str]:
@@ -34,10 +63,11 @@ class Partitioning:
             return []
         if self.mode == "time":
             return list(TIME_COLUMNS)
-        return [self.mode]
+        return [self.column]
 
     def check(self, schema: pa.Schema) -> None:
-        """Fail early, naming the fix, when the content cannot be partitioned this way."""
+        """Fail early, in one line naming the field and the fix, when the content cannot be
+        partitioned this way."""
         if self.mode == "none":
             return
         if self.mode == "time":
@@ -47,24 +77,69 @@ class Partitioning:
                     "use -partitionby none (or a class column) for this topic"
                 )
             return
-        if self.mode not in schema.names:
-            raise ValueError(
-                f"-partitionby {self.mode}: the topic has no {self.mode!r} field; "
-                f"choose time, none or a class column among {[n for n in schema.names if 'class' in n.lower()]}"
-            )
-        dtype = schema.field(self.mode).type
+        dtype = _field_type(schema, self.mode)
+        if dtype is None:
+            raise ValueError(f"-partitionby {self.mode}: the topic has no {self.mode!r} field; "
+                             + _field_hint(schema, self.mode))
         if pa.types.is_nested(dtype) or pa.types.is_binary(dtype) or pa.types.is_floating(dtype):
-            raise ValueError(f"-partitionby {self.mode}: a {dtype} column cannot name folders; choose another")
+            kind = "values too many to name folders" if pa.types.is_floating(dtype) else "not one value per alert"
+            raise ValueError(f"-partitionby {self.mode}: {self.mode!r} is a {_shown_type(dtype)} ({kind}); "
+                             "choose time, none or a scalar field such as a class or a flag")
+        if "." in self.mode and self.column in schema.names:
+            raise ValueError(f"-partitionby {self.mode}: the topic already has a root field {self.column!r}, the "
+                             f"partition column of {self.mode}; partition by {self.column} instead")
 
     def apply(self, table: pa.Table) -> pa.Table:
-        """Add the partition columns (vectorised); class columns are kept as they are."""
+        """Add the partition columns (vectorised): year/month/day of the time, or the root copy
+        of a nested field; root fields are kept as they are."""
         if self.mode == "time":
             return add_time_partitions(table, self.time_column, self.time_scale)
+        if self.mode != "none" and "." in self.mode and self.column not in table.column_names:
+            root, *rest = self.mode.split(".")
+            values = table[root]
+            for part in rest:
+                values = pc.struct_field(values, part)
+            return table.append_column(self.column, values)
         return table
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         """Schema of the rows written for decoded rows of `schema`."""
         return self.apply(schema.empty_table()).schema
+
+
+def _field_type(schema: pa.Schema, path: str) -> pa.DataType | None:
+    """The type of dotted `path` in `schema` (through structs only), None when absent."""
+    root, *rest = path.split(".")
+    if root not in schema.names:
+        return None
+    dtype = schema.field(root).type
+    for part in rest:
+        if not pa.types.is_struct(dtype) or dtype.get_field_index(part) < 0:
+            return None
+        dtype = dtype.field(part).type
+    return dtype
+
+
+def _field_hint(schema: pa.Schema, path: str) -> str:
+    """The fix for a field the topic lacks: its flattened name, a close field, or the choices."""
+    last = path.rsplit(".", 1)[-1]
+    if "." in path and last in schema.names:
+        return f"it has {last!r} (flattened by the packet): -partitionby {last}"
+    paths: list[str] = []
+
+    def visit(prefix: str, dtype: pa.DataType) -> None:
+        paths.append(prefix)
+        if pa.types.is_struct(dtype):
+            for child in dtype:
+                visit(f"{prefix}.{child.name}", child.type)
+
+    for f in schema:
+        visit(f.name, f.type)
+    match = difflib.get_close_matches(path, paths, n=1, cutoff=0.6)
+    if match:
+        return f"did you mean {match[0]!r}?"
+    classes = [n for n in schema.names if "class" in n.lower()][:5]
+    return "choose time, none or a scalar field" + (f" such as {', '.join(classes)}" if classes else "")
 
 
 def _time_field(schema_or_table, time_column: str | None):
