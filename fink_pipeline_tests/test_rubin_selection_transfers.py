@@ -159,3 +159,34 @@ def test_request_filters_lists_every_filter_and_block_with_its_description(capsy
         assert function.description in line
     assert main(["request", "filters", "--survey", "lsts"]) == 2
     assert "unknown survey 'lsts'" in capsys.readouterr().err
+
+
+def test_launchpad_form_takes_filters_and_negated_blocks(lsst_archive, kafka_broker, tmp_path):
+    """The Dagster launchpad form (submit_transfer_job) carries filters and blocks through the
+    same request model: the stored request keeps them, an unknown block fails the run in one line."""
+    import dagster as dg
+
+    from fink_pipeline.orchestration.resources import ArchiveResource, KafkaResource, RequestStoreResource
+    from fink_pipeline.orchestration.submit import submit_transfer_job
+    from fink_pipeline.transfer.store import RequestStore
+
+    def launch(form):
+        with dg.instance_for_test() as instance:
+            return submit_transfer_job.execute_in_process(
+                run_config={"ops": {"submit_transfer": {"config": form}}},
+                resources={"archive": ArchiveResource(root=lsst_archive),
+                           "kafka": KafkaResource(bootstrap_servers=kafka_broker),
+                           "requests": RequestStoreResource(root=str(tmp_path / "requests"))},
+                instance=instance, raise_on_error=False)
+
+    form = {"survey": "lsst", "start": NIGHTS[0].isoformat(), "stop": NIGHTS[1].isoformat(),
+            "filters": ["in_tns"], "blocks": ["not  b_is_solar_system", "b_good_quality"]}
+    result = launch(form)
+    assert result.success
+    stored = RequestStore(tmp_path / "requests").load(result.output_for_node("submit_transfer"))
+    assert stored.filters == ["in_tns"] and stored.blocks == ["NOT b_is_solar_system", "b_good_quality"]
+    failed = launch({**form, "blocks": ["NOT b_is_solar_sytem"]})
+    assert not failed.success
+    failure = next(e for e in failed.all_events if e.is_step_failure)
+    assert failure.event_specific_data.user_failure_data.description.startswith(
+        "blocks: unknown lsst block 'b_is_solar_sytem': did you mean b_is_solar_system?")
