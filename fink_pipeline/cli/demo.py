@@ -103,9 +103,9 @@ def run_demo(args: argparse.Namespace) -> int:
     console.print(f"alerts published: {published:,}")
     console.print(f"alerts consumed:  {rows:,}  (checks: {', '.join(f'{k}={v}' for k, v in checks.items())})")
     console.print(f"delta table:      {table_uri}")
-    console.print("\nread it with pandas:")
-    console.print("    from deltalake import DeltaTable", highlight=False)
-    console.print(f"    df = DeltaTable(\"{table_uri}\").to_pandas()", highlight=False)
+    console.print("\nread it with pandas (integer ids stay integers, even with nulls):")
+    console.print("    from fink_pipeline.consumer.readers import read_pandas", highlight=False)
+    console.print(f"    df = read_pandas(\"{table_uri}\")", highlight=False)
     console.print("    print(df.groupby('finkclass').size())", highlight=False)
     return 0 if rows == published and all(checks.values()) else 1
 

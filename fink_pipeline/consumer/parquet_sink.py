@@ -8,12 +8,18 @@ batch, moved into place on resume. Readers therefore never see a row of an uncom
 (`parquet_dataset` also skips unmarked files that older versions could leave). Each consumer
 holds an exclusive lock per Kafka partition (released by the kernel when the
 process dies, even by SIGKILL), so a second consumer of the same partitions refuses to start.
+
+Each file carries pandas metadata declaring its integer columns as pandas' nullable integers
+(`Int64`...): `pd.read_parquet(folder)` then keeps them integers even with nulls, where pandas
+would otherwise make them float64 and change every Rubin id above 2**53 (diaObjectId is null
+for solar-system alerts).
 """
 
 from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import json
 import os
 import re
@@ -46,6 +52,21 @@ PUBLICATION_FILE = "publication.json"  # in MARKER_DIR: the publication the fold
 # Staged files do not end in .parquet: `**/*.parquet` globs (polars, DuckDB) that do not skip
 # `_` folders as pyarrow, pandas and Spark do must not match them either.
 STAGED_SUFFIX = ".staged"
+
+
+def pandas_integer_metadata(schema: pa.Schema) -> dict[bytes, bytes]:
+    """Schema metadata telling pandas (through pyarrow's `to_pandas`) to read every integer
+    column as its nullable integer dtype, so that nulls never turn ids into floats."""
+    return _pandas_metadata(tuple((f.name, str(f.type)) for f in schema if pa.types.is_integer(f.type)))
+
+
+@functools.lru_cache(maxsize=64)
+def _pandas_metadata(integers: tuple[tuple[str, str], ...]) -> dict[bytes, bytes]:
+    columns = [{"name": name, "field_name": name, "pandas_type": kind,
+                "numpy_type": kind.replace("uint", "UInt").replace("int", "Int"), "metadata": None}
+               for name, kind in integers]
+    return {b"pandas": json.dumps({"index_columns": [], "column_indexes": [], "columns": columns,
+                                   "creator": {"library": "pyarrow", "version": pa.__version__}}).encode()}
 
 
 def committed_batches(root: str | Path) -> set[str]:
@@ -186,6 +207,7 @@ class ParquetSink:
             for folder, rows in hive_groups(table, self.partitioning.columns):
                 (staging / folder).mkdir(parents=True, exist_ok=True)
                 # no dictionary encoding: mostly distinct floats, and it costs 2-3x the write time
+                rows = rows.replace_schema_metadata({**(rows.schema.metadata or {}), **pandas_integer_metadata(rows.schema)})
                 pq.write_table(rows, staging / folder / f"part-{batch_id}-0.parquet{STAGED_SUFFIX}", use_dictionary=False,
                                compression="snappy", row_group_size=64 * 1024)
         ranges = {p: [start_offsets[p], next_offsets[p]] for p in sorted(next_offsets)}

@@ -1,5 +1,6 @@
 """Reading what the sinks wrote: Parquet folders (committed batches only) and Delta tables
-(their current version), whole or as counts, without a Spark or Delta engine of one's own."""
+(their current version), whole or as counts, without a Spark or Delta engine of one's own;
+`read_pandas` for a pandas DataFrame whose integer columns stay integers (`pandas_types`)."""
 
 from __future__ import annotations
 
@@ -54,6 +55,33 @@ def read_delta_table(uri: str, storage_options: dict[str, str] | None = None) ->
     # the query engine returns view types (string_view); give back the table's own schema
     schema = pa.schema(table.schema().to_arrow())
     return pa.table(reader.read_all()).select(schema.names).cast(schema)
+
+
+# pandas' nullable integer dtype of each Arrow integer type
+_PANDAS_INTEGERS = {pa.int8(): "Int8", pa.int16(): "Int16", pa.int32(): "Int32", pa.int64(): "Int64",
+                    pa.uint8(): "UInt8", pa.uint16(): "UInt16", pa.uint32(): "UInt32", pa.uint64(): "UInt64"}
+
+
+def pandas_types(dtype: pa.DataType):
+    """`types_mapper` of Arrow's `to_pandas` (and deltalake's) keeping integers integers: pandas
+    otherwise makes an integer column with a null float64, which changes every id above 2**53
+    (Rubin's diaObjectId is null for solar-system alerts):
+    `DeltaTable(uri).to_pandas(types_mapper=pandas_types)`. Integers inside records
+    (`diaSource.diaObjectId`) need `read_pandas`, or pandas' `dtype_backend="pyarrow"`."""
+    import pandas as pd
+
+    name = _PANDAS_INTEGERS.get(dtype)
+    return pd.api.types.pandas_dtype(name) if name is not None else None
+
+
+def read_pandas(uri: str, fmt: str = "delta", columns: list[str] | None = None):
+    """A Delta table or a `ParquetSink` folder as a pandas DataFrame whose integers stay exact:
+    integer columns as pandas' nullable integers (`pandas_types`), integers inside records and
+    lists as Python ints (pandas' default makes those float when the field has a null)."""
+    table = read_delta_table(uri) if fmt == "delta" else read_parquet_dataset(uri, columns)
+    if columns is not None and fmt == "delta":
+        table = table.select(columns)
+    return table.to_pandas(types_mapper=pandas_types, integer_object_nulls=True)
 
 
 def delta_data_files(uri: str, storage_options: dict[str, str] | None = None) -> list[str]:
