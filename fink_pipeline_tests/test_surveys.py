@@ -99,14 +99,17 @@ def test_generator_is_deterministic_and_batch_size_independent(name):
 
 def test_lsst_generator_populations_history_and_fink_values():
     table = generated("lsst", 4000)
-    rows = table.select(["diaSource", "diaObject", "ssSource", "pred"]).to_pylist()
+    rows = table.select(["diaSource", "diaObject", "ssSource", "pred", "misc"]).to_pylist()
     sso = np.array([r["ssSource"] is not None for r in rows])
     # solar-system detections: 4.6 % (b_is_solar_system yield), no diaObject, Fink is_sso
     assert 0.03 < sso.mean() < 0.065
     assert all((r["diaObject"] is None) == s for r, s in zip(rows, sso))
     assert all(r["pred"]["is_sso"] == s for r, s in zip(rows, sso))
+    # b_is_new (first seen now, asteroids included) yields 0.219: 17.3 % first static detections
     first = np.array([bool(r["pred"]["is_first"]) for r in rows])
-    assert 0.17 < first.mean() < 0.27  # b_is_new yield 0.219
+    assert 0.14 < first.mean() < 0.21
+    seen_now = np.array([r["misc"]["firstDiaSourceMjdTaiFink"] == r["diaSource"]["midpointMjdTai"] for r in rows])
+    assert 0.19 < seen_now.mean() < 0.25 and (seen_now == (first | sso)).all()
     for r in table.slice(0, 300).select(["diaSource", "diaObject", "prvDiaSources", "lc_features"]).to_pylist():
         if r["diaObject"] is not None:
             history = r["prvDiaSources"]

@@ -32,7 +32,7 @@ def _generate_block(night: dt.date, seed: int, b: int, n: int, start: int, plan,
     phot = _block_photometry(rng, n, alerts)
     dia_source = _dia_source_struct(rng, n, alerts, phot)
     history = _history_columns(rng, n, alerts, phot, start)
-    fink = _fink_columns(rng, n, alerts, phot)
+    fink = _fink_columns(rng, n, alerts, phot, seed)
     columns = {
         "diaSourceId": pa.array(alerts.dia_source_id, pa.int64()),
         "diaSource": dia_source,
@@ -44,7 +44,7 @@ def _generate_block(night: dt.date, seed: int, b: int, n: int, start: int, plan,
         **history, **fink, **_observation_reason_columns(rng, n),
     }  # fmt: skip
     if with_cutouts:
-        columns.update(_cutout_columns(seed, night, b, n, alerts.dia_source_id))
+        columns.update(_cutout_columns(seed, night, b, n, alerts.dia_source_id, alerts, phot))
     arrays = [columns[f.name] if columns.get(f.name) is not None else pa.nulls(n, f.type) for f in ARCHIVE_SCHEMA]
     arrays = [a.cast(f.type) if a.type != f.type else a for a, f in zip(arrays, ARCHIVE_SCHEMA)]
     return pa.RecordBatch.from_arrays(arrays, schema=ARCHIVE_SCHEMA)

@@ -8,8 +8,9 @@ import numpy as np
 import pyarrow as pa
 
 from fink_pipeline.surveys.lsst.generator.alerts import _BlockAlerts, _BlockPhotometry
-from fink_pipeline.surveys.lsst.generator.arrays import list_array, struct_array, vocab
-from fink_pipeline.surveys.lsst.generator.constants import BAND_WEIGHTS, BANDS, N_DETECTORS
+from fink_pipeline.surveys.lsst.generator.arrays import list_array, mag_to_njy, struct_array, vocab
+from fink_pipeline.surveys.lsst.generator.constants import BAND_DEPTH, BAND_WEIGHTS, BANDS, N_DETECTORS
+from fink_pipeline.surveys.lsst.generator.populations import history_flux, template_in_band
 from fink_pipeline.surveys.lsst.generator.solar_system import _solar_system_structs
 from fink_pipeline.surveys.lsst.schema import (
     ARCHIVE_SCHEMA,
@@ -28,15 +29,13 @@ def _history_columns(rng: np.random.Generator, n: int, alerts: _BlockAlerts, pho
         a.is_known, a.is_sso, a.dia_object_id, a.first_mjd, a.mjd, a.ra, a.dec, a.band, a.days
     )  # fmt: skip
     flux_err, psf_flux = phot.flux_err, phot.psf_flux
-    n_prv = np.where(is_known, np.minimum(np.round(rng.lognormal(3.2, 1.0, n)), 400), 0).astype(np.int64)
-    n_prv = np.where(is_sso, 0, n_prv)
+    prv, prv_stats, n_prv = _previous_sources(rng, a, phot, start)
     n_forced = np.where(is_known, np.minimum(n_prv + rng.integers(0, 60, n), 800), 0).astype(np.int64)
-    prv, prv_stats = _previous_sources(rng, n_prv, dia_object_id, first_mjd, mjd, ra, dec, flux_err, band, a.visit_id, days, start)
     forced = _previous_forced_sources(rng, n_forced, dia_object_id, first_mjd, mjd, ra, dec, flux_err, band, days, start)
 
     dia_object = _dia_object_struct(rng, n, dia_object_id, ra, dec, first_mjd, mjd, band, psf_flux, flux_err, prv_stats,
                              n_prv, is_sso)  # fmt: skip
-    ss_source, mpc_orbits = _solar_system_structs(rng, n, is_sso, a.dia_source_id, a.ss_object_id, ra, dec, mjd)
+    ss_source, mpc_orbits = _solar_system_structs(rng, n, is_sso, a.dia_source_id, a.ss_object_id, ra, dec, mjd, phot)
     return {
         "prvDiaSources": prv,
         "prvDiaForcedSources": forced,
@@ -47,31 +46,45 @@ def _history_columns(rng: np.random.Generator, n: int, alerts: _BlockAlerts, pho
     }
 
 
-def _previous_sources(rng, counts, object_id, first_mjd, mjd, ra, dec, flux_err, band, visit, days, start):
-    """prvDiaSources: `counts[i]` earlier detections between first detection and the alert."""
-    total = int(counts.sum())
-    owner = np.repeat(np.arange(len(counts)), counts)
-    span = np.maximum(mjd - first_mjd, 1.0)
-    t = first_mjd[owner] + rng.random(total) * (span[owner] - 0.5)
-    t = t[np.lexsort((t, owner))]  # chronological within each alert
-    p_band = rng.choice(len(BANDS), size=total, p=BAND_WEIGHTS)
-    err = flux_err[owner] * rng.uniform(0.7, 1.3, total)
-    base = rng.lognormal(7.5, 1.2, len(counts))
-    variability = rng.uniform(0.2, 1.0, len(counts))
-    flux = base[owner] * (1 + variability[owner] * np.sin(t / rng.uniform(0.5, 80, len(counts))[owner])) + rng.normal(0, err)
+def _previous_sources(rng, a: _BlockAlerts, p: _BlockPhotometry, start: int):
+    """prvDiaSources: the earlier detections (|S/N| >= 5) of each known object on its light curve,
+    the first one at `first_mjd` (in the alert's band for 40 %, every fast transient), later
+    visits in the alert's band a quarter of the time."""
+    n = len(a.mjd)
+    age = a.mjd - a.first_mjd
+    rate = rng.lognormal(np.log(0.3), 0.9, n)  # visits per day of the object's field
+    n_cand = np.where(a.is_known, np.minimum(np.round(age * rate), 399), 0).astype(np.int64)
+    first = np.flatnonzero(a.is_known)
+    owner = np.concatenate([first, np.repeat(np.arange(n), n_cand)])
+    total = len(owner)
+    is_first = np.arange(total) < len(first)
+    t = a.first_mjd[owner] + np.where(is_first, 0.0, rng.random(total) * age[owner])
+    same = rng.random(total) < np.where(is_first, np.where(a.fast[owner], 1.0, 0.4), 0.25)
+    p_band = np.where(same, a.band[owner], rng.choice(len(BANDS), size=total, p=BAND_WEIGHTS))
+    err = mag_to_njy(BAND_DEPTH[p_band] + rng.normal(0, 0.3, total)) / 5.0 * rng.uniform(0.9, 1.1, total)
+    flux = history_flux(rng, a, p, owner, p_band, t) + rng.normal(0, err)
+    faint = np.abs(flux) < 5 * err
+    flux = np.where(is_first & faint, np.where(flux < 0, -1.0, 1.0) * err * rng.uniform(5.0, 6.0, total), flux)
+    keep = np.flatnonzero(is_first | ~faint)
+    keep = keep[np.lexsort((t[keep], owner[keep]))]  # chronological within each alert
+    owner, t, p_band, err, flux = owner[keep], t[keep], p_band[keep], err[keep], flux[keep]
+    total = len(owner)
+    counts = np.bincount(owner, minlength=n).astype(np.int64)
+    template = template_in_band(a, p, owner, p_band) + rng.normal(0, 20, total)
     snr = np.abs(flux) / err
-    ids = np.int64(10**17) + np.int64(days - 1) * np.int64(10**10) - (start + np.arange(total)) - 1
+    ids = np.int64(10**17) + np.int64(a.days - 1) * np.int64(10**10) - (start + np.arange(total)) - 1
     vals = {
-        "diaSourceId": ids, "visit": (visit[owner] - 10_000_000 * rng.integers(1, 300, total)).astype(np.int64),
-        "detector": rng.integers(0, N_DETECTORS, total).astype(np.int32), "diaObjectId": object_id[owner],
+        "diaSourceId": ids, "visit": (a.visit_id[owner] - 10_000_000 * rng.integers(1, 300, total)).astype(np.int64),
+        "detector": rng.integers(0, N_DETECTORS, total).astype(np.int32), "diaObjectId": a.dia_object_id[owner],
         "ssObjectId": np.zeros(total, np.int64), "parentDiaSourceId": np.zeros(total, np.int64),
-        "midpointMjdTai": t, "ra": ra[owner] + rng.normal(0, 0.05 / 3600, total),
-        "dec": dec[owner] + rng.normal(0, 0.05 / 3600, total),
+        "midpointMjdTai": t, "ra": a.ra[owner] + rng.normal(0, 0.05 / 3600, total),
+        "dec": a.dec[owner] + rng.normal(0, 0.05 / 3600, total),
         "raErr": (0.2 / np.maximum(snr, 1) / 3600).astype(np.float32),
         "decErr": (0.2 / np.maximum(snr, 1) / 3600).astype(np.float32),
         "x": rng.uniform(10, 4062, total).astype(np.float32), "y": rng.uniform(10, 3990, total).astype(np.float32),
         "psfFlux": flux.astype(np.float32), "psfFluxErr": err.astype(np.float32), "snr": snr.astype(np.float32),
-        "scienceFlux": (flux + rng.normal(0, err * 0.2)).astype(np.float32), "scienceFluxErr": err.astype(np.float32),
+        "scienceFlux": (template + flux + rng.normal(0, err * 0.2)).astype(np.float32), "scienceFluxErr": err.astype(np.float32),
+        "templateFlux": template.astype(np.float32), "templateFluxErr": rng.uniform(10, 30, total).astype(np.float32),
         "band": vocab(BANDS, p_band), "reliability": rng.beta(5, 1.5, total).astype(np.float32),
         "isNegative": flux < 0, "psfNdata": np.full(total, 1681, np.int32),
         "timeProcessedMjdTai": t + 2.5 / 1440.0, "centroid_flag": np.zeros(total, bool),
@@ -79,7 +92,7 @@ def _previous_sources(rng, counts, object_id, first_mjd, mjd, ra, dec, flux_err,
     }  # fmt: skip
     items = struct_array(DIA_SOURCE, vals, total)
     stats = {"owner": owner, "band": p_band, "flux": flux, "err": err, "t": t}
-    return list_array(counts, items, ARCHIVE_SCHEMA.field("prvDiaSources").type), stats
+    return list_array(counts, items, ARCHIVE_SCHEMA.field("prvDiaSources").type), stats, counts
 
 
 def _previous_forced_sources(rng, counts, object_id, first_mjd, mjd, ra, dec, flux_err, band, days, start):
@@ -170,7 +183,8 @@ def _lc_features(stats: dict, n: int) -> pa.MapArray:
     mn = np.minimum.reduceat(flux, starts)
     beyond = np.add.reduceat((np.abs(dev) > np.repeat(std, counts)).astype(float), starts) / counts
     chi2 = np.add.reduceat((flux - np.repeat(wmean, counts)) ** 2 * w, starts) / np.maximum(counts - 1, 1)
-    median = np.array([np.median(flux[s : s + c]) for s, c in zip(starts, counts)]) if len(starts) < 20000 else mean
+    by_flux = flux[np.lexsort((flux, key))]  # sorted by group, then by flux: the median is the middle
+    median = (by_flux[starts + (counts - 1) // 2] + by_flux[starts + counts // 2]) / 2
     values = {"mean": mean, "weighted_mean": wmean, "standard_deviation": std, "median": median,
               "amplitude": (mx - mn) / 2, "beyond_1_std": beyond, "chi2": chi2,
               "mean_variance": std / np.where(mean == 0, np.nan, np.abs(mean))}  # fmt: skip
