@@ -531,6 +531,34 @@ def test_a_killed_writer_leftover_is_invisible_then_cleaned(tmp_path):
     assert list_nights(str(tmp_path), "ztf") == [night, dt.date(2024, 3, 2)]
 
 
+@pytest.mark.spark
+def test_a_generated_lsst_night_exercises_every_rubin_filter_and_block(spark, tmp_path):
+    """Each of Fink's Rubin live-stream filters and blocks (fink-filters 7.45, replayed by
+    surveys/lsst/selections) selects at least one alert of a generated 10,000-alert night, and
+    not all of them. Cutouts included: faint_trails measures the science stamps."""
+    from pyspark.sql import functions as F
+
+    from fink_pipeline.surveys.lsst.selections import RUBIN_BLOCKS, RUBIN_FILTERS
+
+    night, n_alerts = dt.date(2026, 3, 6), 10_000
+    generate_archive(get_survey("lsst"), str(tmp_path), night, 1, n_alerts, seed=0, with_cutouts=True)
+    df = spark.read.parquet(night_dir(str(tmp_path), "lsst", night))
+    selections = {**RUBIN_FILTERS, **RUBIN_BLOCKS}
+    assert len(RUBIN_FILTERS) == 14 and len(RUBIN_BLOCKS) == 16
+    # Rubin stamps weigh ~35 kB: the default 4,096-row reader batches of cutoutScience overflow
+    # the test session's 2 GB heap
+    batch_size = spark.conf.get("spark.sql.parquet.columnarReaderBatchSize")
+    spark.conf.set("spark.sql.parquet.columnarReaderBatchSize", "256")
+    try:
+        row = df.select(F.count(F.lit(1)).alias("alerts"),
+                        *[F.sum(s.column().cast("int")).alias(name) for name, s in selections.items()]).first()  # fmt: skip
+    finally:
+        spark.conf.set("spark.sql.parquet.columnarReaderBatchSize", batch_size)
+    counts = {name: row[name] for name in selections}
+    assert row["alerts"] == n_alerts
+    assert all(0 < count < n_alerts for count in counts.values()), counts
+
+
 def test_survey_wiring():
     survey = get_survey("ztf")
     assert survey.generate_night is generate_night
