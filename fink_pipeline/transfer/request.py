@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from fink_pipeline.archive.layout import parse_night
 from fink_pipeline.surveys import available_surveys, get_survey
+from fink_pipeline.surveys.packets import find_packet
 from fink_pipeline.transfer.conditions import (
     MAX_CONDITION_LENGTH,
     MAX_CONDITIONS,
@@ -246,14 +247,19 @@ class TransferRequestFields(BaseModel):
         first = get_survey(self.survey).first_night
         if stop < first:
             raise ValueError(f"stop ({self.stop}) is before the first {self.survey} night ({first})")
-        packets = [c for c in self.content if c.lower() in PACKETS]
-        if packets and len(self.content) > 1:
+        packets = get_survey(self.survey).packets
+        whole = " ".join(self.content)
+        if len(self.content) > 1 and find_packet(packets, whole) is not None:
+            # a portal name given as one flat string was split into words: "Light static packet"
+            self.content = [whole]
+        named = [c for c in self.content if find_packet(packets, c) is not None]
+        if named and len(self.content) > 1:
             raise ValueError(
-                f"content {self.content}: a packet ({packets[0]}) cannot be combined with other "
+                f"content {self.content}: a packet ({named[0]}) cannot be combined with other "
                 "fields; use either one packet or a list of fields"
             )
-        if packets:
-            self.content = [packets[0].lower()]
+        if named and self.content[0].lower() in PACKETS:
+            self.content = [self.content[0].lower()]
         return self
 
     # -- derived values -------------------------------------------------------------------
