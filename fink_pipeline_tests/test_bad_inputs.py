@@ -185,7 +185,9 @@ def test_corpus_covers_each_kind_of_bad_request():
     names = {c.name for c in CASES}
     kinds = {
         "syntax": "syntax_", "wrong types": "wrong_type_", "unknown keys": "unknown_key",
-        "portal format": "portal_", "multiple filters": "portal_multiple_filters", "blocks": "portal_blocks",
+        "portal format": "portal_", "blocks on ztf": "portal_blocks", "negation of nothing": "negation_of_nothing",
+        "unknown lsst block": "lsst_unknown_block", "unknown lsst filter": "lsst_unknown_filter",
+        "ztf class on lsst": "lsst_ztf_class", "ztf field on lsst": "lsst_ztf_field_condition",
         "catalogue": "portal_catalogue", "hostile conditions": "hostile_condition_", "unknown classes": "unknown_class",
         "unknown fields": "unknown_content_field", "oversized range": "too_many_nights",
         "too many conditions": "oversized_conditions_count", "conditions too long": "oversized_conditions_total",
