@@ -116,6 +116,7 @@ def run(path: str) -> dict:
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = (SparkSession.builder.master("local[2]").appName("fink-filters-compat")
              .config("spark.ui.enabled", "false").config("spark.sql.session.timeZone", "UTC")
+             .config("spark.driver.memory", "2g")
              .config("spark.driver.bindAddress", "127.0.0.1").config("spark.driver.host", "127.0.0.1")
              .getOrCreate())  # fmt: skip
     spark.sparkContext.setLogLevel("ERROR")

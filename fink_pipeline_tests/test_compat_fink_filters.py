@@ -54,7 +54,7 @@ REQUIREMENTS = ("fink-filters==7.45", "fink-utils==0.79.0", "astropy", "pyspark=
                 "scipy")  # fmt: skip
 RUNNER = Path(__file__).with_name("fink_filters_runner.py")
 NIGHT = dt.date(2026, 6, 2)
-NIGHT_ALERTS = 3000
+NIGHT_ALERTS = 10_000  # the size the generator is calibrated on: every name selects some alerts
 EDGE_ALERTS = 2400
 MC_NAMES = ("b_mag_rate_mc_sampling", "fast_transient_gvom")
 MC_SAMPLES = 1000
@@ -114,7 +114,8 @@ def generated_night(tmp: Path, alerts: int, seed: int) -> Path:
     survey = get_survey("lsst")
     path = tmp / f"night_{seed}.parquet"
     batches = list(survey.generate_night(NIGHT, alerts, seed=seed, with_cutouts=True))
-    pq.write_table(pa.Table.from_batches(batches, schema=survey.archive_schema), path)
+    # row groups of 1,000 alerts: a reader never holds more than ~100 MB of cutouts at once
+    pq.write_table(pa.Table.from_batches(batches, schema=survey.archive_schema), path, row_group_size=1000)
     return path
 
 
