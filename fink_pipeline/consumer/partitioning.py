@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
+from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH, schema_field_type
 
 # Named modes; any other -partitionby is a field path of the topic (fink-client: finkclass,
 # tnsclass and classId).
@@ -77,7 +77,7 @@ class Partitioning:
                     "use -partitionby none (or a class column) for this topic"
                 )
             return
-        dtype = _field_type(schema, self.mode)
+        dtype = schema_field_type(schema, self.mode)
         if dtype is None:
             raise ValueError(f"-partitionby {self.mode}: the topic has no {self.mode!r} field; "
                              + _field_hint(schema, self.mode))
@@ -107,17 +107,6 @@ class Partitioning:
         return self.apply(schema.empty_table()).schema
 
 
-def _field_type(schema: pa.Schema, path: str) -> pa.DataType | None:
-    """The type of dotted `path` in `schema` (through structs only), None when absent."""
-    root, *rest = path.split(".")
-    if root not in schema.names:
-        return None
-    dtype = schema.field(root).type
-    for part in rest:
-        if not pa.types.is_struct(dtype) or dtype.get_field_index(part) < 0:
-            return None
-        dtype = dtype.field(part).type
-    return dtype
 
 
 def _field_hint(schema: pa.Schema, path: str) -> str:

@@ -271,3 +271,16 @@ def flatten_schema(schema: pa.Schema) -> dict[str, pa.DataType]:
     for f in schema:
         visit(f.name, f.type)
     return out
+
+
+def schema_field_type(schema: pa.Schema, path: str) -> pa.DataType | None:
+    """The type of dotted `path` in `schema` (through structs only), None when absent."""
+    root, *rest = path.split(".")
+    if root not in schema.names:
+        return None
+    dtype = schema.field(root).type
+    for part in rest:
+        if not pa.types.is_struct(dtype) or dtype.get_field_index(part) < 0:
+            return None
+        dtype = dtype.field(part).type
+    return dtype

@@ -23,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fink_pipeline.surveys.base import schema_field_type
+
 # Columns of the selection rows that locate an alert in the archive.
 FILE_COLUMN = "_fink_archive_file"
 ROW_COLUMN = "_fink_archive_row"
@@ -94,7 +96,7 @@ class ArrowContent:
         parquet = pq.ParquetFile(local_path(uri))
         metadata = parquet.metadata
         file_schema = parquet.schema_arrow  # built on each access: once per file
-        columns = [path for path in self.file_columns if _has_path(file_schema, path)]
+        columns = [path for path in self.file_columns if schema_field_type(file_schema, path) is not None]
         group_rows = np.array([metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)])
         group_starts = np.r_[0, np.cumsum(group_rows)]
         if len(rows) and (rows[0] < 0 or rows[-1] >= group_starts[-1]):
@@ -228,16 +230,6 @@ def file_paths(sources: Sequence[str]) -> tuple[str, ...]:
     return tuple(p for p in paths if not any(p.startswith(other + ".") for other in paths))
 
 
-def _has_path(schema: pa.Schema, path: str) -> bool:
-    root, *rest = path.split(".")
-    if root not in schema.names:
-        return False
-    dtype = schema.field(root).type
-    for part in rest:
-        if not pa.types.is_struct(dtype) or dtype.get_field_index(part) < 0:
-            return False
-        dtype = dtype.field(part).type
-    return True
 
 
 def _nested_type(dtype: pa.DataType, path: Sequence[str]) -> pa.DataType:
