@@ -147,7 +147,7 @@ def test_lsst_tns_type_is_recomputed_from_the_catalogue_before_conditions(spark,
     no "(TNS) " prefix), one 2" away gives nothing, and a condition on the recomputed column
     selects exactly those; without a catalogue the stored values are kept (with a note), read on
     a 10,000-alert night since the generator types only the TNS-classified transients (~0.06 %)."""
-    from fink_pipeline.transfer.select import build_transfer_dataframe
+    from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe
 
     night = LSST_START
     archive = archive_nights(rubin_archive, "lsst", [night])
@@ -167,6 +167,12 @@ def test_lsst_tns_type_is_recomputed_from_the_catalogue_before_conditions(spark,
     plan = plan_transfer(request, rubin_archive, list_nights(rubin_archive, "lsst"), tns_catalog=catalog)
     rows = {r["diaSourceId"]: r["tns_type_recomputed"] for r in build_transfer_dataframe(spark, plan).collect()}
     assert rows == {ids[picked[0]]: "SN Ia", ids[picked[1]]: "TDE"}
+    # the publishing path that reads the content from the archive files with Arrow must take the
+    # recomputed value from Spark, not the stored one
+    publication = build_publication(spark, plan)
+    assert publication.arrow_content is not None and "tns_type_recomputed" in publication.arrow_content.carried
+    carried = {r["tns_type_recomputed"] for r in publication.rows.collect()}
+    assert carried == {"SN Ia", "TDE"}
 
     typed_root = str(tmp_path / "typed")
     generate_archive(get_survey("lsst"), typed_root, night, nights=1, alerts_per_night=10_000, seed=3,

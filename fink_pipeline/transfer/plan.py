@@ -62,8 +62,8 @@ class TransferPlan:
 
     def read_fields(self, *, content: bool = True, selection: bool = True) -> list[str]:
         """Archive fields the transfer job reads (`stored_fields`): the classification inputs,
-        plus the content's fields (`content`) and those of the conditions and live-stream
-        filter (`selection`)."""
+        plus the content's fields (`content`) and those of the conditions, filters and blocks
+        (`selection`)."""
         fields: list[str] = list(self.survey.classification_inputs)
         if self.survey.tns_recompute is not None and self.tns_catalog is not None:
             fields += self.survey.tns_recompute.inputs

@@ -126,8 +126,11 @@ def build_publication(
     deferrable = arrow_content and is_local_archive(plan.archive_root)
     df = _select(spark, plan, log, locate=deferrable)
     content = plan.content
-    # classes and night partition columns come from Spark; every other plain field is stored
+    # classes, a recomputed TNS column and night partition columns come from Spark; every
+    # other plain field is read from the archive file
     carried = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
+    if plan.survey.tns_recompute is not None and plan.tns_catalog is not None:
+        carried.add(plan.survey.tns_recompute.column)
     file_columns = file_paths([source for source, name in content.columns if source not in carried])
     # an empty column list would make pyarrow read every column
     if (not deferrable or not file_columns
