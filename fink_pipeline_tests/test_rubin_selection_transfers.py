@@ -190,4 +190,4 @@ def test_launchpad_form_takes_filters_and_negated_blocks(lsst_archive, kafka_bro
     assert not failed.success
     failure = next(e for e in failed.all_events if e.is_step_failure)
     assert failure.event_specific_data.user_failure_data.description.startswith(
-        "blocks: unknown lsst block 'b_is_solar_sytem': did you mean b_is_solar_system")
+        "blocks: unknown Rubin block 'b_is_solar_sytem': did you mean b_is_solar_system")

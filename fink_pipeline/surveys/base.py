@@ -140,6 +140,8 @@ class Survey:
     livestream_filters: Mapping[str, SelectionFunction] = field(default_factory=dict)
     # Fink's building blocks (Rubin's `fink_filters.rubin.blocks.b_*`) by name; empty: none.
     blocks: Mapping[str, SelectionFunction] = field(default_factory=dict)
+    # Block by name or Fink module path -> its `SelectionFunction`; None: no blocks.
+    resolve_block: Callable[[str], SelectionFunction] | None = None
     # A column recomputed from the TNS catalogue at transfer time; None: none.
     tns_recompute: TnsRecompute | None = None
     extra: dict = field(default_factory=dict)
@@ -239,16 +241,10 @@ class Survey:
                 raise ValueError(f"{name!r}: {self.name} has no live-stream filters to replay; "
                                  "select with conditions instead")
             return self.resolve_livestream_filter(name)
-        if not self.blocks:
+        if self.resolve_block is None:
             raise ValueError(f"{name!r}: {self.name} has no blocks (Fink's blocks are Rubin's, survey lsst); "
                              "select with conditions instead")
-        key = name.strip().rsplit(".", 1)[-1]
-        for candidate in (key, f"b_{key}"):
-            if candidate in self.blocks:
-                return self.blocks[candidate]
-        close = difflib.get_close_matches(key, sorted(self.blocks), n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise ValueError(f"unknown {self.name} block {name!r}: {hint}valid names: {', '.join(sorted(self.blocks))}")
+        return self.resolve_block(name)
 
     # -- fields ---------------------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from fink_pipeline.surveys.base import Survey
 from fink_pipeline.surveys.lsst.generator import BANDS, generate_night
 from fink_pipeline.surveys.lsst.packets import PACKETS
 from fink_pipeline.surveys.lsst.schema import ARCHIVE_SCHEMA
-from fink_pipeline.surveys.lsst.selections import RUBIN_BLOCKS, RUBIN_FILTERS, resolve_rubin_filter
+from fink_pipeline.surveys.lsst.selections import RUBIN_BLOCKS, RUBIN_FILTERS, resolve_rubin_block, resolve_rubin_filter
 from fink_pipeline.surveys.lsst.tns import LSST_TNS
 from fink_pipeline.surveys.ztf.schema import MANGROVE_KEYS
 
@@ -42,6 +42,7 @@ SURVEY = Survey(
     resolve_livestream_filter=resolve_rubin_filter,
     livestream_filters=RUBIN_FILTERS,
     blocks=RUBIN_BLOCKS,
+    resolve_block=resolve_rubin_block,
     # lsst.v7_4 packets have `alertId` and no root diaSourceId: the triggering source's id is it
     extra={"alert_id_fallbacks": ("diaSource.diaSourceId",)},
 )
