@@ -1,0 +1,649 @@
+"""Catalogue cross-match in a transfer: its cost over the same transfer without a catalogue, and
+LSDB's cross-match of the same alerts and catalogues (issue 16).
+
+Data (generated once under bench/results/ and reused):
+
+* an archive of 4 nights x 250,000 synthetic ZTF alerts (no cutouts), 1,000,000 alerts;
+* catalogues as Parquet (`ra`, `dec` in degrees, `id` int64) of 100,000 and 10,000,000
+  sources, each matched with a fixed radius of 1.5 arcsec: 10,000 sources are placed on the
+  positions of randomly drawn alerts, moved by less than 1 arcsec, the rest is uniform on the
+  sphere; the 10M catalogue holds the 100k one plus 9.9M more uniform sources;
+* the true pairs (alert, source) within the radius of each catalogue, found by brute force on a
+  3-D grid of unit vectors (numpy, independent of both tools), to check both.
+
+Cases, each in its own process tree (its peak RSS printed; the embedded broker, which stands for
+the Kafka cluster, is not counted):
+
+* plain: whole transfers (`run_transfer` as bench/end_to_end.py runs it: one Dagster run,
+  validation -> Spark job -> Kafka topic -> Delta table) of the 4 nights, light packet, all
+  classes, in a process that started a local[2] Spark session and a private broker beforehand
+  (not counted) and ran a 1-night warm-up transfer; median of --runs;
+* ours 100k / 10M: the same transfers with the catalogue (`catalog_filename`, radius 1.5
+  arcsec); median of --runs (--runs-large for catalogues over 1M sources);
+* cold: `fink-pipeline request submit --wait` subprocesses (a JVM per transfer, as a user
+  meets it: whole-process wall time), with and without each catalogue, one run each;
+* LSDB: bench/crossmatch_lsdb.py in bench/.venv-lsdb (lsdb from PyPI, created here when
+  missing): import, load (`lsdb.from_dataframe` of both tables), `crossmatch(...).compute()`
+  on dask's default scheduler; whole-process wall time and the match step; median of --runs
+  (--runs-large). Deviation from LSDB's defaults: n_neighbors=--lsdb-neighbors (default 1)
+  so that every match within the radius is returned.
+
+Last lines: `crossmatch transfer vs plain transfer (10M sources): Y` then
+`crossmatch transfer vs plain transfer (100k sources): X` (median in-process transfer time with
+the catalogue / median without).
+
+    .venv/bin/python bench/crossmatch.py [--runs 3] [--runs-large 1] [--only data,plain,ours,cold,lsdb]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+RESULTS = REPO / "bench" / "results"
+START = dt.date(2024, 3, 1)
+LSDB_VENV = REPO / "bench" / ".venv-lsdb"
+LSDB_REQUIREMENT = "lsdb==0.11.1"
+LSDB_RUNNER = REPO / "bench" / "crossmatch_lsdb.py"
+RADIUS_ARCSEC = 1.5
+JITTER_ARCSEC = 1.0
+PARTS = ("data", "plain", "ours", "cold", "lsdb")
+ARCSEC = math.pi / (180 * 3600)
+
+
+def log(message: str) -> None:
+    print(message, flush=True)
+
+
+# ---------------------------------------------------------------- data
+
+
+def archive_root(nights: int, per_night: int) -> Path:
+    return RESULTS / f"archive_ztf_{nights}x{per_night}"
+
+
+def ensure_archive(nights: int, per_night: int) -> Path:
+    """The archive (generated when missing or incomplete)."""
+    from fink_pipeline.archive.generate import generate_archive
+    from fink_pipeline.surveys import get_survey
+
+    root = archive_root(nights, per_night)
+    marker = root / "complete.json"
+    wanted = {"nights": nights, "alerts_per_night": per_night, "start": START.isoformat()}
+    if marker.exists() and json.loads(marker.read_text()) == wanted:
+        return root
+    log(f"generating {nights} nights x {per_night:,} alerts into {root} ...")
+    began = time.perf_counter()
+    report = generate_archive(get_survey("ztf"), str(root), START, nights=nights, alerts_per_night=per_night,
+                              seed=16, with_cutouts=False)
+    assert report.total_alerts == nights * per_night
+    marker.write_text(json.dumps(wanted))
+    log(f"archive written in {time.perf_counter() - began:.0f} s")
+    return root
+
+
+def alert_positions(root: Path):
+    """(candid, ra, dec) of every alert of the archive, as numpy arrays."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+
+    table = ds.dataset(str(root / "ztf" / "science"), format="parquet", partitioning="hive").to_table(
+        columns={"candid": pc.field("candid"), "ra": pc.field("candidate", "ra"),
+                 "dec": pc.field("candidate", "dec")})
+    return (table.column("candid").to_numpy(), table.column("ra").to_numpy().astype("f8"),
+            table.column("dec").to_numpy().astype("f8"))
+
+
+def unit_vectors(ra_deg, dec_deg):
+    import numpy as np
+
+    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
+    return np.stack([np.cos(dec) * np.cos(ra), np.cos(dec) * np.sin(ra), np.sin(dec)], axis=1)
+
+
+def jittered(ra_deg, dec_deg, rng, max_arcsec: float):
+    """Positions moved by a distance uniform in [0, max_arcsec) in a uniform direction (exact on
+    the sphere: rotation in the tangent plane of each point)."""
+    import numpy as np
+
+    n = len(ra_deg)
+    ra, dec = np.radians(ra_deg), np.radians(dec_deg)
+    p = unit_vectors(ra_deg, dec_deg)
+    east = np.stack([-np.sin(ra), np.cos(ra), np.zeros(n)], axis=1)
+    north = np.stack([-np.sin(dec) * np.cos(ra), -np.sin(dec) * np.sin(ra), np.cos(dec)], axis=1)
+    d = rng.uniform(0, max_arcsec, n) * ARCSEC
+    theta = rng.uniform(0, 2 * np.pi, n)
+    q = p * np.cos(d)[:, None] + (east * np.cos(theta)[:, None] + north * np.sin(theta)[:, None]) * np.sin(d)[:, None]
+    return np.degrees(np.arctan2(q[:, 1], q[:, 0])) % 360.0, np.degrees(np.arcsin(np.clip(q[:, 2], -1, 1)))
+
+
+def uniform_sphere(n: int, rng):
+    import numpy as np
+
+    return rng.uniform(0, 360.0, n), np.degrees(np.arcsin(rng.uniform(-1.0, 1.0, n)))
+
+
+def catalogue_path(size: int, planted: int, tag: str) -> Path:
+    return RESULTS / f"crossmatch_catalogue_{size}_{planted}_{tag}.parquet"
+
+
+def ensure_catalogues(root: Path, sizes: list[int], planted: int) -> dict[int, Path]:
+    """The catalogues (smallest first; each larger one holds the smallest one's rows plus
+    uniform sources), written when missing."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tag = root.name.removeprefix("archive_ztf_")
+    paths = {size: catalogue_path(size, planted, tag) for size in sizes}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    smallest = min(sizes)
+    if planted > smallest:
+        raise SystemExit(f"--planted {planted} exceeds the smallest catalogue ({smallest})")
+    candid, ra, dec = alert_positions(root)
+    rng = np.random.default_rng(16)
+    picked = rng.choice(len(candid), size=planted, replace=False)
+    near_ra, near_dec = jittered(ra[picked], dec[picked], rng, JITTER_ARCSEC)
+    far_ra, far_dec = uniform_sphere(smallest - planted, rng)
+    base_ra, base_dec = np.concatenate([near_ra, far_ra]), np.concatenate([near_dec, far_dec])
+    for size in sorted(sizes):
+        if paths[size].exists():
+            continue
+        log(f"writing the {size:,}-source catalogue ...")
+        extra_ra, extra_dec = uniform_sphere(size - smallest, np.random.default_rng(size))
+        cat_ra, cat_dec = np.concatenate([base_ra, extra_ra]), np.concatenate([base_dec, extra_dec])
+        # int64 ids beyond 2^32, rows shuffled so that the placed sources are spread
+        ids = 5_000_000_000 + np.arange(size, dtype=np.int64)
+        order = np.random.default_rng(size + 1).permutation(size)
+        table = pa.table({"ra": cat_ra[order], "dec": cat_dec[order], "id": ids[order]})
+        tmp = paths[size].with_suffix(".tmp")
+        pq.write_table(table, tmp)
+        tmp.rename(paths[size])
+    return paths
+
+
+def true_pairs(root: Path, catalogue: Path, radius_arcsec: float):
+    """Every (candid, id) with an angular separation <= radius: brute force on a grid of the unit
+    vectors (cells larger than the chord of the radius, the 27 cells around each alert), cached
+    beside the catalogue. Returns a pyarrow table (candid, id)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cached = catalogue.with_name(catalogue.stem + f"_truth_{radius_arcsec:g}.parquet")
+    if cached.exists() and cached.stat().st_mtime >= catalogue.stat().st_mtime:
+        return pq.read_table(cached)
+    candid, ra, dec = alert_positions(root)
+    source = pq.read_table(catalogue, columns=["ra", "dec", "id"])
+    a = unit_vectors(ra, dec)
+    s = unit_vectors(source.column("ra").to_numpy(), source.column("dec").to_numpy())
+    ids = source.column("id").to_numpy()
+    chord = 2 * math.sin(radius_arcsec * ARCSEC / 2)
+    cell = chord * 1.01
+    span = int(math.ceil(2.0 / cell)) + 4
+    assert span**3 < 2**62
+
+    def keys(ijk):
+        return (ijk[:, 0] * span + ijk[:, 1]) * span + ijk[:, 2]
+
+    s_ijk = np.floor((s + 1.0) / cell).astype(np.int64) + 1
+    s_keys = keys(s_ijk)
+    order = np.argsort(s_keys, kind="stable")
+    s_sorted = s_keys[order]
+    a_ijk = np.floor((a + 1.0) / cell).astype(np.int64) + 1
+    left, right = [], []
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            for dz in (-1, 0, 1):
+                q = keys(a_ijk + np.array([dx, dy, dz]))
+                lo, hi = np.searchsorted(s_sorted, q, "left"), np.searchsorted(s_sorted, q, "right")
+                count = hi - lo
+                hit = np.nonzero(count)[0]
+                if not len(hit):
+                    continue
+                alert_idx = np.repeat(hit, count[hit])
+                starts = np.repeat(lo[hit], count[hit])
+                offsets = np.arange(len(alert_idx)) - np.repeat(np.cumsum(count[hit]) - count[hit], count[hit])
+                source_idx = order[starts + offsets]
+                d = np.linalg.norm(a[alert_idx] - s[source_idx], axis=1)
+                keep = d <= chord
+                left.append(alert_idx[keep])
+                right.append(source_idx[keep])
+    alert_idx, source_idx = np.concatenate(left), np.concatenate(right)
+    table = pa.table({"candid": candid[alert_idx].astype(np.int64), "id": ids[source_idx]})
+    pq.write_table(table, cached)
+    return table
+
+
+def pair_set(table) -> set[tuple[int, int]]:
+    return set(zip(table.column("candid").to_pylist(), table.column("id").to_pylist()))
+
+
+# ---------------------------------------------------------------- memory
+
+
+class TreeRSS:
+    """Samples the summed RSS of a process tree (root and its descendants, minus `exclude` and
+    their descendants) every `interval` s in a thread; `peak()` since the last `mark()`."""
+
+    def __init__(self, root_pid: int, interval: float = 0.1, exclude: set[int] | None = None):
+        import psutil
+
+        self._psutil = psutil
+        self.root = psutil.Process(root_pid)
+        self.interval = interval
+        self.exclude = exclude or set()
+        self._peak = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def sample(self) -> int:
+        psutil = self._psutil
+        try:
+            procs = [self.root, *self.root.children(recursive=True)]
+        except psutil.Error:
+            return 0
+        skipped: set[int] = set()
+        for pid in self.exclude:
+            try:
+                skipped |= {pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))}
+            except psutil.Error:
+                skipped.add(pid)
+        total = 0
+        for proc in procs:
+            if proc.pid in skipped:
+                continue
+            try:
+                total += proc.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = self.sample()
+            with self._lock:
+                self._peak = max(self._peak, value)
+            self._stop.wait(self.interval)
+
+    def mark(self) -> None:
+        with self._lock:
+            self._peak = self.sample()
+
+    def peak(self) -> int:
+        with self._lock:
+            return max(self._peak, self.sample())
+
+
+def run_sampled(cmd: list[str], env: dict | None = None, exclude: set[int] | None = None,
+                timeout: float | None = None) -> tuple[subprocess.CompletedProcess, float, int]:
+    """Run `cmd`, sampling its process tree's RSS: (completed process, wall seconds, peak bytes)."""
+    import psutil
+
+    began = time.perf_counter()
+    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    with TreeRSS(proc.pid, exclude=exclude) as rss:
+        out, err = proc.communicate(timeout=timeout)
+        peak = rss.peak()
+    seconds = time.perf_counter() - began
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err), seconds, peak
+
+
+# ---------------------------------------------------------------- our transfers
+
+
+def catalogue_fields(catalogue: Path | None) -> dict:
+    if catalogue is None:
+        return {}
+    return {"catalog_filename": str(catalogue), "ra_col": "ra", "dec_col": "dec", "id_col": "id",
+            "radius_arcsec": RADIUS_ARCSEC}
+
+
+def crossmatch_available() -> bool:
+    from fink_pipeline.transfer.request import TransferRequest
+
+    return "catalog_filename" in TransferRequest.model_fields
+
+
+def worker(spec: dict) -> None:
+    """One case in this process: Spark session + private broker, a warm-up, then `runs`
+    transfers of the archive's nights; prints `RESULT <json>`."""
+    import psutil
+
+    from end_to_end import run_in_process, table_rows
+    from fink_pipeline.kafka.broker import EmbeddedBroker
+    from fink_pipeline.kafka.settings import KafkaSettings
+    from fink_pipeline.kafka.topics import delete_topic
+    from fink_pipeline.spark import build_spark_session
+    from fink_pipeline.transfer.request import TransferRequest
+
+    archive = Path(spec["archive"])
+    catalogue = Path(spec["catalogue"]) if spec.get("catalogue") else None
+    stop = (START + dt.timedelta(days=spec["nights"] - 1)).isoformat()
+    work = tempfile.TemporaryDirectory(prefix="bench-crossmatch-")
+    root = Path(work.name)
+    (root / "archive").symlink_to(archive)
+    began = time.perf_counter()
+    spark = build_spark_session("local[2]")
+    spark_start = time.perf_counter() - began
+    broker = EmbeddedBroker()
+    bootstrap = broker.start()
+    settings = KafkaSettings(bootstrap_servers=bootstrap)
+    runs = []
+    try:
+        with TreeRSS(os.getpid(), exclude={broker.pid}) as rss:
+            fields = catalogue_fields(catalogue)
+            warm = TransferRequest(start=START.isoformat(), stop=START.isoformat(), content="light", **fields)
+            began = time.perf_counter()
+            run_in_process(warm.with_identity(), bootstrap, root)
+            warm_up = time.perf_counter() - began
+            for _ in range(spec["runs"]):
+                request = TransferRequest(start=START.isoformat(), stop=stop, content="light",
+                                          **fields).with_identity()
+                rss.mark()
+                cpu0 = cpu_seconds()
+                began = time.perf_counter()
+                published = run_in_process(request, bootstrap, root)
+                seconds = time.perf_counter() - began
+                cpu = cpu_seconds() - cpu0
+                peak = rss.peak()
+                rows, distinct = table_rows(str(root / "tables" / request.topic))
+                run = {"seconds": seconds, "published": published, "rows": rows, "distinct": distinct,
+                       "peak_rss": peak, "cpu_s": cpu}
+                if catalogue is not None:
+                    run["pairs"] = table_pairs(str(root / "tables" / request.topic))
+                runs.append(run)
+                delete_topic(settings, request.topic)
+                shutil.rmtree(root / "tables" / request.topic, ignore_errors=True)
+    finally:
+        broker.stop()
+        spark.stop()
+        work.cleanup()
+    del psutil
+    print("RESULT " + json.dumps({"spark_start": spark_start, "warm_up": warm_up, "runs": runs}), flush=True)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its descendants so far (exited children once reaped)."""
+    import psutil
+
+    total = 0.0
+    for proc in [psutil.Process(), *psutil.Process().children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except psutil.Error:
+            pass
+    return total
+
+
+def table_pairs(uri: str) -> int | None:
+    """Pairs (alert, source) in a cross-match transfer's table: one row per pair, or one row per
+    alert with a list of sources (counted), depending on the output shape."""
+    import pyarrow.compute as pc
+    from deltalake import DeltaTable
+
+    table = DeltaTable(uri).to_pyarrow_table()
+    names = [n for n in table.column_names if "match" in n.lower() or n.lower().startswith("xm")]
+    for name in names:
+        column = table.column(name)
+        import pyarrow as pa
+
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            return int(pc.sum(pc.list_value_length(column)).as_py() or 0)
+    return table.num_rows if names else None
+
+
+def run_case(spec: dict) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
+    done, seconds, _ = run_sampled(cmd)
+    if done.returncode != 0:
+        raise RuntimeError(f"case {spec.get('label')} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
+                           f"{done.stderr[-6000:]}")
+    line = next(line for line in reversed(done.stdout.splitlines()) if line.startswith("RESULT "))
+    result = json.loads(line[len("RESULT "):])
+    result["process_s"] = seconds
+    return result
+
+
+def run_cold(archive: Path, catalogue: Path | None, nights: int) -> dict:
+    """`fink-pipeline request submit --wait` as a subprocess (broker started beforehand by
+    `fink-pipeline broker start`, not counted); whole-process wall time and peak RSS."""
+    work = tempfile.TemporaryDirectory(prefix="bench-crossmatch-cold-")
+    root = Path(work.name)
+    (root / "archive").symlink_to(archive)
+    env = {**os.environ, "FINK_PIPELINE_HOME": str(root / "state")}
+    env.pop("FINK_KAFKA_BOOTSTRAP_SERVERS", None)
+    cli = [sys.executable, "-m", "fink_pipeline.cli.main"]
+    subprocess.run([*cli, "broker", "start"], env=env, check=True, capture_output=True)
+    stop = (START + dt.timedelta(days=nights - 1)).isoformat()
+    extra = [] if catalogue is None else ["--catalog", str(catalogue), "--ra-col", "ra", "--dec-col", "dec",
+                                          "--id-col", "id", "--radius-arcsec", f"{RADIUS_ARCSEC:g}"]
+    try:
+        cmd = [*cli, "request", "submit", "--start", START.isoformat(), "--stop", stop, "--content", "light",
+               "--archive", str(root / "archive"), "--tables", str(root / "tables"), *extra, "--wait"]
+        done, seconds, peak = run_sampled(cmd, env=env)
+        if done.returncode != 0:
+            raise RuntimeError(f"request submit failed ({done.returncode}):\n{done.stdout[-2000:]}\n"
+                               f"{done.stderr[-4000:]}")
+        lines = [line for line in done.stdout.splitlines() if line.strip()]
+        published = next(int(line.split()[0].replace(",", "")) for line in lines if "alerts published to" in line)
+        return {"seconds": seconds, "peak_rss": peak, "published": published, "stdout": done.stdout[-2000:]}
+    finally:
+        subprocess.run([*cli, "broker", "stop"], env=env, capture_output=True)
+        work.cleanup()
+
+
+# ---------------------------------------------------------------- LSDB
+
+
+def ensure_lsdb() -> Path:
+    """The interpreter of bench/.venv-lsdb with LSDB installed (created when missing)."""
+    python = LSDB_VENV / "bin" / "python"
+    check = [str(python), "-c", "import importlib.metadata as m; print(m.version('lsdb'))"]
+    if python.exists() and subprocess.run(check, capture_output=True, text=True).stdout.strip() == \
+            LSDB_REQUIREMENT.split("==")[1]:
+        return python
+    log(f"creating {LSDB_VENV} with {LSDB_REQUIREMENT} ...")
+    if not python.exists():
+        subprocess.run([sys.executable, "-m", "venv", str(LSDB_VENV)], check=True)
+    subprocess.run([str(python), "-m", "pip", "install", "-q", LSDB_REQUIREMENT], check=True)
+    return python
+
+
+def run_lsdb(python: Path, archive: Path, catalogue: Path, neighbors: int, pairs_out: Path | None) -> dict:
+    cmd = [str(python), str(LSDB_RUNNER), str(archive), str(catalogue), "--radius-arcsec", f"{RADIUS_ARCSEC:g}",
+           "--n-neighbors", str(neighbors)]
+    if pairs_out is not None:
+        cmd += ["--pairs", str(pairs_out)]
+    done, seconds, peak = run_sampled(cmd)
+    if done.returncode != 0:
+        raise RuntimeError(f"LSDB failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-6000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return {**result, "seconds": seconds, "peak_rss": peak}
+
+
+# ---------------------------------------------------------------- main
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def mib(n: int | None) -> str:
+    return "-" if n is None else f"{n / 2**20:,.0f}"
+
+
+def fmt(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def label_of(size: int) -> str:
+    return f"{size // 1_000_000}M" if size >= 1_000_000 and size % 1_000_000 == 0 else f"{size // 1000}k"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--nights", type=int, default=4)
+    parser.add_argument("--alerts-per-night", type=int, default=250_000)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 10_000_000],
+                        help="catalogue sizes (sources); the smallest gives the last line")
+    parser.add_argument("--planted", type=int, default=10_000, help="sources placed on alert positions")
+    parser.add_argument("--runs", type=int, default=3, help="runs per case (median)")
+    parser.add_argument("--runs-large", type=int, default=1, help="runs per case for catalogues over 1M sources")
+    parser.add_argument("--lsdb-neighbors", type=int, default=16,
+                        help="LSDB n_neighbors (its default is 1: nearest neighbour only)")
+    parser.add_argument("--only", default=",".join(PARTS),
+                        help=f"comma-separated parts to run among {', '.join(PARTS)}")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(json.loads(args.worker))
+        return
+    parts = {p.strip() for p in args.only.split(",") if p.strip()}
+    if parts - set(PARTS):
+        parser.error(f"unknown parts {sorted(parts - set(PARTS))}; choose among {PARTS}")
+    sizes = sorted(set(args.sizes))
+    runs_of = {size: args.runs if size <= 1_000_000 else args.runs_large for size in sizes}
+    n_alerts = args.nights * args.alerts_per_night
+
+    log(f"{platform.machine()}, {os.cpu_count()} cores; {args.nights} nights x {args.alerts_per_night:,} alerts "
+        f"({n_alerts:,}), light packet, all classes; catalogues {', '.join(f'{s:,}' for s in sizes)} sources "
+        f"({args.planted:,} on alert positions, < {JITTER_ARCSEC:g} arcsec), radius {RADIUS_ARCSEC:g} arcsec")
+    began = time.perf_counter()
+    archive = ensure_archive(args.nights, args.alerts_per_night)
+    catalogues = ensure_catalogues(archive, sizes, args.planted)
+    truth = {size: true_pairs(archive, catalogues[size], RADIUS_ARCSEC) for size in sizes}
+    log(f"data ready in {time.perf_counter() - began:.0f} s (cached under {RESULTS.relative_to(REPO)}/); "
+        + "; ".join(f"{label_of(s)}: {truth[s].num_rows:,} true pairs" for s in sizes))
+
+    rows = []  # (case, sources, runs, median s, match s, process s, pairs, peak RSS, note)
+    plain = ours = None
+    ours_by_size: dict[int, dict] = {}
+    want_ours = "ours" in parts or "cold" in parts
+    if want_ours and not crossmatch_available():
+        log("our cross-match is not in this tree yet (TransferRequest has no catalog_filename): skipping 'ours'"
+            " and the cold runs with a catalogue")
+        want_ours = False
+    if "plain" in parts:
+        spec = {"label": "plain", "archive": str(archive), "catalogue": None, "nights": args.nights,
+                "runs": args.runs}
+        plain = run_case(spec)
+        check_plain(plain, n_alerts)
+        log(f"plain: {seconds_list(plain)} s "
+            f"(Spark start {plain['spark_start']:.1f} s, warm-up {plain['warm_up']:.1f} s, not counted)")
+        rows.append(("plain transfer", "-", len(plain["runs"]), median(r["seconds"] for r in plain["runs"]), None,
+                     None, None, max(r["peak_rss"] for r in plain["runs"]),
+                     f"{median(r['cpu_s'] for r in plain['runs']):.0f} CPU-s"))
+    if want_ours and "ours" in parts:
+        for size in sizes:
+            spec = {"label": f"ours {size}", "archive": str(archive), "catalogue": str(catalogues[size]),
+                    "nights": args.nights, "runs": runs_of[size]}
+            ours = run_case(spec)
+            ours_by_size[size] = ours
+            pairs = [r.get("pairs") for r in ours["runs"]]
+            log(f"ours {label_of(size)}: {seconds_list(ours)} s; pairs {pairs}")
+            rows.append((f"crossmatch transfer {label_of(size)}", f"{size:,}", len(ours["runs"]),
+                         median(r["seconds"] for r in ours["runs"]), None, None, ours["runs"][0].get("pairs"),
+                         max(r["peak_rss"] for r in ours["runs"]),
+                         f"{median(r['cpu_s'] for r in ours['runs']):.0f} CPU-s"))
+    if "cold" in parts:
+        cold_cases = [None] + ([catalogues[s] for s in sizes] if want_ours else [])
+        for catalogue in cold_cases:
+            name = "plain" if catalogue is None else f"crossmatch {label_of(next(s for s in sizes if catalogues[s] == catalogue))}"
+            result = run_cold(archive, catalogue, args.nights)
+            if result["published"] != n_alerts and catalogue is None:
+                raise RuntimeError(f"cold plain transfer published {result['published']:,} of {n_alerts:,}")
+            rows.append((f"cold CLI {name}", "-" if catalogue is None else f"{pq_rows(catalogue):,}", 1, None, None,
+                         result["seconds"], None, result["peak_rss"], "request submit --wait"))
+            log(f"cold {name}: {result['seconds']:.1f} s, peak RSS {mib(result['peak_rss'])} MiB")
+    lsdb_versions = None
+    if "lsdb" in parts:
+        python = ensure_lsdb()
+        for size in sizes:
+            results = []
+            for i in range(runs_of[size]):
+                pairs_out = RESULTS / f"crossmatch_lsdb_pairs_{size}.parquet" if i == 0 else None
+                results.append(run_lsdb(python, archive, catalogues[size], args.lsdb_neighbors, pairs_out))
+                log(f"LSDB {label_of(size)} run {i + 1}: " + json.dumps(results[-1]))
+            first = results[0]
+            lsdb_versions = f"lsdb {first['lsdb']}, dask {first['dask']}, scheduler {first['scheduler']}"
+            import pyarrow.parquet as pq
+
+            lsdb_pairs = pq.read_table(RESULTS / f"crossmatch_lsdb_pairs_{size}.parquet")
+            same = pair_set(lsdb_pairs) == pair_set(truth[size])
+            note = (f"{'= true pairs' if same else '!= TRUE PAIRS'}; max {first['max_per_alert']}/alert "
+                    f"(n_neighbors={args.lsdb_neighbors})")
+            if first["max_per_alert"] >= args.lsdb_neighbors:
+                note += " TRUNCATED"
+            rows.append((f"LSDB {label_of(size)}", f"{size:,}", len(results), None,
+                         median(r["match_s"] for r in results), median(r["seconds"] for r in results),
+                         first["pairs"], max(r["peak_rss"] for r in results),
+                         f"load {median(r['load_s'] for r in results):.1f} s, import "
+                         f"{median(r['import_s'] for r in results):.1f} s; {note}"))
+
+    log("")
+    if lsdb_versions:
+        log(f"LSDB: {lsdb_versions}; from_dataframe (defaults) for both tables, crossmatch(radius_arcsec="
+            f"{RADIUS_ARCSEC:g}, n_neighbors={args.lsdb_neighbors}) .compute()")
+    header = (f"{'case':<28}{'sources':>12}{'runs':>5}{'transfer s':>11}{'match s':>9}{'process s':>10}"
+              f"{'pairs':>9}{'peak RSS MiB':>13}  note")
+    log(header)
+    for case, sources, n, seconds, match, process, pairs, peak, note in rows:
+        log(f"{case:<28}{sources:>12}{n:>5}{fmt(seconds):>11}{fmt(match):>9}{fmt(process):>10}"
+            f"{'-' if pairs is None else f'{pairs:,}':>9}{mib(peak):>13}  {note}")
+    log("true pairs: " + ", ".join(f"{label_of(s)} {truth[s].num_rows:,}" for s in sizes)
+        + "; peak RSS: whole process tree (driver, Spark JVM, Python workers; not the broker)")
+    if plain is not None and ours_by_size:
+        plain_s = median(r["seconds"] for r in plain["runs"])
+        for size in sorted(ours_by_size, reverse=True):
+            ratio = median(r["seconds"] for r in ours_by_size[size]["runs"]) / plain_s
+            log(f"crossmatch transfer vs plain transfer ({label_of(size)} sources): {ratio:.2f}")
+
+
+def seconds_list(result: dict) -> str:
+    return ", ".join(f"{r['seconds']:.1f}" for r in result["runs"])
+
+
+def pq_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def check_plain(result: dict, expected: int) -> None:
+    for run in result["runs"]:
+        if not run["published"] == run["rows"] == run["distinct"] == expected:
+            raise RuntimeError(f"plain transfer: published {run['published']:,}, table {run['rows']:,} rows "
+                               f"({run['distinct']:,} distinct), archive {expected:,}")
+
+
+if __name__ == "__main__":
+    main()
