@@ -87,10 +87,12 @@ def test_bad_json_env_names_the_variable(monkeypatch):
 def test_launchpad_form_has_the_request_fields_and_defaults():
     assert set(TransferRequestConfig.model_fields) == set(TransferRequestFields.model_fields)
     form = TransferRequestConfig(start="2024-03-01", stop="2024-03-02")
-    assert form.content == ["light"] and form.survey == "ztf" and form.classes == []
+    # an empty content is the survey's default: light, or objectId, candid for a ZTF cross-match
+    assert form.content == [] and form.survey == "ztf" and form.classes == []
     fields = TransferRequestConfig.to_fields_dict()
     assert fields["start"].is_required and not fields["content"].is_required
-    assert fields["content"].default_value == ["light"]
+    assert fields["content"].default_value == []
+    assert not fields["catalog_filename"].is_required and fields["id_col"].default_value == "id"
 
 
 @pytest.mark.parametrize(

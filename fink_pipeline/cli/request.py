@@ -21,6 +21,26 @@ def _add_request_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--content", default=None, help="light, medium, full or comma-separated fields")
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--archive", default=None, help="archive root (default: state dir / archive)")
+    add_catalog_flags(parser)
+
+
+def add_catalog_flags(parser: argparse.ArgumentParser) -> None:
+    """The catalogue cross-match (Fink's Xmatch: -catalog_filename -ra_col -dec_col -id_col -radius_arcsec)."""
+    group = parser.add_argument_group("catalogue cross-match", "keep only alerts within a radius of a "
+                                      "catalogue source, one row per (alert, source), with the source's id")
+    group.add_argument("--catalog", dest="catalog_filename", default=None, metavar="FILE",
+                       help="CSV or Parquet catalogue of sources (at most 10,000,000 rows)")
+    group.add_argument("--ra-col", dest="ra_col", default=None, metavar="C",
+                       help="right ascension column: degrees or hh:mm:ss (default: ra)")
+    group.add_argument("--dec-col", dest="dec_col", default=None, metavar="C",
+                       help="declination column: degrees or +dd:mm:ss (default: dec)")
+    group.add_argument("--id-col", dest="id_col", default=None, metavar="C",
+                       help="source id column, added to each matched alert (default: id)")
+    radius = group.add_mutually_exclusive_group()
+    radius.add_argument("--radius-arcsec", dest="radius_arcsec", type=float, default=None, metavar="R",
+                        help="match radius in arcsec, the same for every source")
+    radius.add_argument("--radius-col", dest="radius_col", default=None, metavar="C",
+                        help="catalogue column of per-source radii in arcsec")
 
 
 def add_selection_flags(parser: argparse.ArgumentParser) -> None:
@@ -70,6 +90,9 @@ def register(subparsers) -> None:
     rerun.set_defaults(func=run_stored)
 
 
+CATALOG_KEYS = ("catalog_filename", "ra_col", "dec_col", "id_col", "radius_arcsec", "radius_col")
+
+
 def load_request(args: argparse.Namespace):
     """The request from FILE and flags (flags win)."""
     from fink_pipeline.transfer.request import load_request_file, request_from_mapping
@@ -78,6 +101,7 @@ def load_request(args: argparse.Namespace):
         "survey": args.survey, "start": args.start, "stop": args.stop, "classes": args.classes,
         "filters": args.filters, "blocks": args.blocks, "conditions": args.conditions,
         "content": args.content, "limit": args.limit,
+        **{key: getattr(args, key) for key in CATALOG_KEYS},
     }
     if args.file:
         return load_request_file(args.file, overrides)
@@ -106,6 +130,9 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"  condition:  {condition.spark_sql}")
     for selection in plan.selections:
         print(f"  {selection.kind + ':':<11} {selection.label} ({selection.function.fink_module})")
+    if plan.crossmatch is not None:
+        print(f"  catalogue:  {plan.crossmatch.description}, ids in column {plan.crossmatch.id_col} "
+              f"(sha256 {plan.crossmatch.sha256[:12]}…)")
     print(f"  content:    {plan.content.packet or plan.content.output_names} ({len(plan.content.columns)} columns)")
     return 0
 
@@ -207,11 +234,13 @@ def run_submit(args: argparse.Namespace) -> int:
     from fink_pipeline.kafka.topics import list_topics
     from fink_pipeline.transfer.store import RequestStore
 
-    request, _, archive = plan_request(args)
+    from fink_pipeline.transfer.plan import pin_catalog
+
+    request, plan, archive = plan_request(args)
     bootstrap = status_managed(paths.state_dir())
     if not bootstrap:
         raise ValueError("no broker running: start one with `fink-pipeline broker start`")
-    request = request.with_identity(list_topics(KafkaSettings(bootstrap_servers=bootstrap)))
+    request = pin_catalog(request, plan).with_identity(list_topics(KafkaSettings(bootstrap_servers=bootstrap)))
     request_root = paths.state_dir() / "requests"
     RequestStore(request_root).save(request)
     print(request.topic, flush=True)

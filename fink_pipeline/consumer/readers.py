@@ -104,12 +104,15 @@ def delta_committed_offsets(uri: str, partitions: Sequence[int],
     return sink.resume_offsets(partitions)
 
 
-def delta_table_counts(uri: str, id_column: str, storage_options: dict[str, str] | None = None) -> tuple[int, int]:
-    """(rows, distinct ids) of a Delta table, computed by deltalake's engine (no full load)."""
+def delta_table_counts(uri: str, id_column: str | Sequence[str],
+                       storage_options: dict[str, str] | None = None) -> tuple[int, int]:
+    """(rows, distinct ids) of a Delta table, computed by deltalake's engine (no full load);
+    several id columns count distinct combinations (an alert and the catalogue source it matched)."""
     from deltalake import DeltaTable, QueryBuilder
 
     table = DeltaTable(uri, storage_options=storage_options)
-    sql = f'SELECT count(*) AS n, count(DISTINCT "{id_column}") AS d FROM t'
+    columns = ", ".join(f'"{c}"' for c in ([id_column] if isinstance(id_column, str) else id_column))
+    sql = f"SELECT (SELECT count(*) FROM t) AS n, (SELECT count(*) FROM (SELECT DISTINCT {columns} FROM t)) AS d"
     result = pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
     return int(result["n"][0].as_py()), int(result["d"][0].as_py())
 

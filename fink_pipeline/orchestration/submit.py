@@ -17,7 +17,7 @@ from fink_pipeline.kafka.topics import list_topics
 from fink_pipeline.orchestration.constants import TOPIC_TAG
 from fink_pipeline.orchestration.partitions import transfer_partitions
 from fink_pipeline.orchestration.resources import ArchiveResource, KafkaResource, RequestStoreResource
-from fink_pipeline.transfer.plan import plan_transfer
+from fink_pipeline.transfer.plan import pin_catalog, plan_transfer
 from fink_pipeline.transfer.request import TransferRequestFields, request_from_mapping
 
 
@@ -35,8 +35,16 @@ class TransferRequestConfig(dg.Config):
     filters: list[str] = Field(default=[], description=_described("filters"))
     blocks: list[str] = Field(default=[], description=_described("blocks"))
     conditions: list[str] = Field(default=[], description=_described("conditions"))
-    content: list[str] = Field(default=["light"], description=_described("content"))
+    content: list[str] = Field(
+        default=[], description="Empty: the survey's default (light packet; objectId, candid for a ZTF "
+        "cross-match). " + _described("content"))
     limit: int | None = Field(default=None, description=_described("limit"))
+    catalog_filename: str | None = Field(default=None, description=_described("catalog_filename"))
+    ra_col: str = Field(default="ra", description=_described("ra_col"))
+    dec_col: str = Field(default="dec", description=_described("dec_col"))
+    id_col: str = Field(default="id", description=_described("id_col"))
+    radius_arcsec: float | None = Field(default=None, description=_described("radius_arcsec"))
+    radius_col: str | None = Field(default=None, description=_described("radius_col"))
 
 
 @dg.op(description="Validate the request like the CLI, name its topic, store it and add its partition.")
@@ -49,12 +57,15 @@ def submit_transfer(
 ) -> str:
     """Returns the topic; the run is tagged `fink/topic` so the sensor can launch the transfer."""
     try:
-        request = request_from_mapping(config.model_dump())
+        form = config.model_dump()
+        if not form["content"]:
+            del form["content"]  # the survey's default, as when a request file has no content
+        request = request_from_mapping(form)
         plan = plan_transfer(request, archive.uri, list_nights(archive.uri, request.survey))
     except ValueError as exc:  # RequestError and friends: the CLI prints exactly this message
         raise dg.Failure(description=str(exc), allow_retries=False) from None
     store = requests.store()
-    request = request.with_identity(list_topics(kafka.settings()) + store.topics())
+    request = pin_catalog(request, plan).with_identity(list_topics(kafka.settings()) + store.topics())
     store.save(request)
     context.instance.add_dynamic_partitions(transfer_partitions.name, [request.topic])
     context.instance.add_run_tags(context.run_id, {TOPIC_TAG: request.topic})
@@ -64,6 +75,8 @@ def submit_transfer(
             "nights_present": len(plan.night_paths),
             "nights_missing": [n.isoformat() for n in plan.missing_nights],
             "request": dg.MetadataValue.json(request.model_dump(mode="json")),
+            **({"catalog": plan.crossmatch.description, "catalog_sha256": plan.crossmatch.sha256}
+               if plan.crossmatch is not None else {}),
         }
     )
     context.log.info(f"Submitted {request.topic}: the transfer run starts on the next sensor tick")

@@ -144,6 +144,12 @@ class Survey:
     resolve_block: Callable[[str], SelectionFunction] | None = None
     # A column recomputed from the TNS catalogue at transfer time; None: none.
     tns_recompute: TnsRecompute | None = None
+    # Dotted (ra, dec) fields of the alert's position in degrees: what a catalogue
+    # cross-match compares; None: the survey's alerts cannot be cross-matched.
+    position_fields: tuple[str, str] | None = None
+    # Topic prefix of a request with a catalogue cross-match when the survey publishes those
+    # under another name (Fink's ZTF Xmatch service: fxmatch_ztf); None: topic_prefix.
+    crossmatch_topic_prefix: str | None = None
     extra: dict = field(default_factory=dict)
 
     def time_to_unix_seconds(self, values):

@@ -113,8 +113,10 @@ class ArrowContent:
             for raw in batches:
                 lo, hi = np.searchsorted(wanted, [offset, offset + raw.num_rows])
                 if hi > lo:
-                    # rows are unique and sorted: as many as the slice holds means all of them
-                    taken = raw if hi - lo == raw.num_rows else raw.take(pa.array(wanted[lo:hi] - offset))
+                    # rows are sorted, a row repeated once per catalogue source it matches: as
+                    # many distinct rows as the slice holds means all of them, once each
+                    whole = hi - lo == raw.num_rows and wanted[hi - 1] - wanted[lo] == hi - lo - 1
+                    taken = raw if whole else raw.take(pa.array(wanted[lo:hi] - offset))
                     yield self.project(taken, carried.slice(done, hi - lo))
                     done += hi - lo
                 offset += raw.num_rows

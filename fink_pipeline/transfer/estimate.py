@@ -39,6 +39,7 @@ from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.archive.stats import COUNT_COLUMN, NightStatistics, night_statistics
 from fink_pipeline.spark import LOCAL_MASTER, open_spark_session
 from fink_pipeline.surveys.base import Survey
+from fink_pipeline.transfer.content import ContentPlan
 from fink_pipeline.transfer.metrics import footers_input_bytes
 from fink_pipeline.transfer.plan import TransferPlan, plan_transfer
 from fink_pipeline.transfer.request import TransferRequestFields
@@ -122,6 +123,10 @@ class Estimate:
     method: str
     notes: list[str] = field(default_factory=list)
     statistics_computed: list[dt.date] = field(default_factory=list)
+    # catalogue cross-match: exact (alert, source) pairs per night and the alerts in them,
+    # counted on every alert's position before classes, conditions, filters and blocks
+    catalog_pairs: dict[dt.date, int] = field(default_factory=dict)
+    catalog_alerts: int = 0
 
     @property
     def alerts(self) -> float:
@@ -166,6 +171,8 @@ class Estimate:
             "estimate_per_night": [r.as_dict() for r in self.night_rows],
             "estimate_per_class": [r.as_dict() for r in self.per_class()],
             "estimate_notes": list(self.notes),
+            **({"catalog_pairs": sum(self.catalog_pairs.values()), "catalog_matched_alerts": self.catalog_alerts}
+               if self.catalog_pairs else {}),
         }
 
     def as_markdown(self) -> str:
@@ -329,9 +336,23 @@ def estimate_request(
     if survey.needs_tns(request.classes) and plan.tns_catalog is None:
         notes.append("no TNS catalogue: every alert's tnsclass is 'Unknown', TNS classes select nothing")
 
+    catalog_pairs: dict[dt.date, int] = {}
+    catalog_alerts = 0
+    if plan.crossmatch is not None:
+        catalog_pairs, catalog_alerts = catalog_matches(plan, nights)
+        total, note = _matched_total(total, sum(catalog_pairs.values()), sum(s.total for s in stats))
+        notes.append(note)
+        if request.limit is not None and total.alerts > request.limit:
+            total = EstimateRow(None, total.label, total.in_class, float(request.limit),
+                                min(total.low, request.limit), float(request.limit), total.sampled, total.passed)
     size_table, size_labels = size_sample(plan, nights, size_sample_rows, seed)
-    bytes_per_alert = (avro_bytes_per_alert(size_table, plan.content, size_labels, survey.field_paths)
+    content = plan.content
+    if plan.crossmatch is not None:  # the id column is not in the archive: sized apart
+        content = ContentPlan(content.packet, content.columns[:-1])
+    bytes_per_alert = (avro_bytes_per_alert(size_table, content, size_labels, survey.field_paths)
                        if size_table.num_rows else 0.0)
+    if plan.crossmatch is not None:
+        bytes_per_alert += _id_bytes(plan)
     footers = [meta for night in plan.footers.values() for meta in night.values()]
     footer = footers_input_bytes(footers, plan.read_fields()) if footers else None
     method = "nightly statistics (exact)"
@@ -357,7 +378,61 @@ def estimate_request(
         method=method,
         notes=notes,
         statistics_computed=computed,
+        catalog_pairs=catalog_pairs,
+        catalog_alerts=catalog_alerts,
     )
+
+
+def catalog_matches(plan: TransferPlan, nights: Sequence[dt.date]) -> tuple[dict[dt.date, int], int]:
+    """(pairs per night, alerts with a match): the catalogue matched against the position of
+    every alert of `nights` (two columns read with pyarrow, the job's own index and test)."""
+    from fink_pipeline.transfer.crossmatch.index import cached_index
+
+    crossmatch = plan.crossmatch
+    index = cached_index(crossmatch.index_path)
+    pairs: dict[dt.date, int] = {}
+    alerts = 0
+    for night in nights:
+        table, total = read_sample(plan.archive_root, plan.survey, night, list(crossmatch.position), size=1 << 62,
+                                   footers=plan.footers.get(night))
+        ra, dec = (_leaf(table, path) for path in crossmatch.position)
+        matched, _ = index.match(ra, dec)
+        pairs[night] = len(matched)
+        alerts += len(np.unique(matched))
+    return pairs, alerts
+
+
+def _leaf(table: pa.Table, path: str) -> np.ndarray:
+    column: Any = table.column(path.split(".")[0])
+    for name in path.split(".")[1:]:
+        column = pa.chunked_array([chunk.field(name) for chunk in column.chunks], type=column.type.field(name).type)
+    return column.to_numpy().astype(np.float64)
+
+
+def _matched_total(total: EstimateRow, pairs: int, alerts_in_nights: int) -> tuple[EstimateRow, str]:
+    """The total after the cross-match: exact pairs, scaled by the other selections' pass rate
+    (all alerts pass them: exact)."""
+    if total.in_class == alerts_in_nights and total.low == total.high == alerts_in_nights:
+        return (EstimateRow(None, total.label, total.in_class, float(pairs), float(pairs), float(pairs)),
+                f"catalogue: {pairs:,} (alert, source) pairs within the radius (exact: every alert's position matched)")
+    rate = total.alerts / alerts_in_nights if alerts_in_nights else 0.0
+    low = total.low / alerts_in_nights if alerts_in_nights else 0.0
+    high = total.high / alerts_in_nights if alerts_in_nights else 0.0
+    return (EstimateRow(None, total.label, total.in_class, pairs * rate, pairs * low, min(pairs * high, pairs),
+                        total.sampled, total.passed),
+            f"catalogue: {pairs:,} (alert, source) pairs within the radius (exact), times the {rate:.2%} of alerts "
+            "the classes, conditions, filters and blocks keep (assumed independent of the match)")
+
+
+def _id_bytes(plan: TransferPlan) -> float:
+    """Avro bytes of the catalogue id column per row: a long's varint, or a string's length + text."""
+    from fink_pipeline.transfer.crossmatch.index import cached_index
+
+    ids = cached_index(plan.crossmatch.index_path).ids
+    if pa.types.is_integer(ids.type):
+        return 5.0
+    sample = ids.slice(0, 10_000)
+    return float(np.mean([len(v.encode()) + 1 for v in sample.to_pylist()])) if len(sample) else 1.0
 
 
 def _nights_statistics(plan: TransferPlan, nights: Sequence[dt.date],

@@ -18,6 +18,7 @@ from fink_pipeline.surveys import available_surveys, get_survey
 from fink_pipeline.surveys.base import ClassError, SelectionFunction, Survey
 from fink_pipeline.transfer.conditions import ValidatedCondition, validate_conditions
 from fink_pipeline.transfer.content import PARTITION_COLUMNS, ContentPlan, available_fields, resolve_content
+from fink_pipeline.transfer.crossmatch.prepare import CrossmatchPlan, prepare_crossmatch
 from fink_pipeline.transfer.request import RequestError, TransferRequestFields, split_negation
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class TransferPlan:
     tns_catalog: Any = None
     # each present night's Parquet files (path -> pq.FileMetaData), listed and read once here
     footers: dict[dt.date, dict[str, Any]] = field(default_factory=dict)
+    # the catalogue cross-match (its id column is the content's last column); None: no catalogue
+    crossmatch: CrossmatchPlan | None = None
 
     @property
     def class_tns_catalog(self) -> Any:
@@ -67,8 +70,11 @@ class TransferPlan:
         fields: list[str] = list(self.survey.classification_inputs)
         if self.survey.tns_recompute is not None and self.tns_catalog is not None:
             fields += self.survey.tns_recompute.inputs
+        if self.crossmatch is not None:
+            fields += self.crossmatch.position
         if content:
-            fields += self.content.source_fields
+            fields += [f for f in self.content.source_fields
+                       if self.crossmatch is None or f != self.crossmatch.id_col]
         if selection:
             for condition in self.conditions:
                 fields += condition.fields
@@ -122,6 +128,8 @@ def plan_transfer(
                                      elsewhere=other_surveys_fields(survey) if request.conditions else {})
     selections = resolve_selections(survey, request)
     content = resolve_content(survey, request.content, survey.class_columns)
+    if request.catalog_filename is not None:
+        _check_id_column(survey, request.id_col, content)
     tns_catalog = (load_archive_tns_catalog(archive_root, survey) if tns_catalog is None
                    else survey.prepare_tns_catalog(tns_catalog))
     notes: list[str] = []
@@ -149,8 +157,30 @@ def plan_transfer(
     except ArchiveFileSchemaError as exc:
         raise RequestError(str(exc)) from None
     paths = [night_dir(archive_root, survey.name, n) for n in present]
+    # last of the checks: reading and indexing a large catalogue takes seconds
+    crossmatch = prepare_crossmatch(request, survey)
+    if crossmatch is not None:
+        content = ContentPlan(content.packet, content.columns + ((crossmatch.id_col, crossmatch.id_col),))
     return TransferPlan(survey, request, archive_root, paths, missing, conditions, selections, content,
-                        notes=notes, tns_catalog=tns_catalog, footers=footers)
+                        notes=notes, tns_catalog=tns_catalog, footers=footers, crossmatch=crossmatch)
+
+
+def pin_catalog(request: TransferRequestFields, plan: TransferPlan):
+    """`request` recording its catalogue's content hash (`catalog_sha256`): its runs, retries
+    and replays match against these sources even if the file is edited or removed later."""
+    if plan.crossmatch is None:
+        return request
+    return request.model_copy(update={"catalog_sha256": plan.crossmatch.sha256})
+
+
+def _check_id_column(survey: Survey, id_col: str, content: ContentPlan) -> None:
+    """The catalogue's id column becomes an output column: it must not shadow an alert's."""
+    taken = set(survey.archive_schema.names) | set(survey.class_columns) | set(PARTITION_COLUMNS)
+    if id_col in taken or id_col in content.output_names:
+        raise RequestError(
+            f"id_col: {id_col!r} is also the name of an alert column, and the catalogue's ids are published "
+            "in a column of that name; rename the id column in the catalogue (e.g. to source_id) and give it "
+            "with --id-col")
 
 
 @dataclass(frozen=True)

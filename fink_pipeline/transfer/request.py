@@ -34,6 +34,10 @@ MAX_NIGHTS = 3660  # ten years: beyond this a typo in a year is far more likely 
 MAX_CLASSES = 500  # Fink labels + every SIMBAD otype + TNS types stay well below this
 MAX_CONTENT_FIELDS = 1000  # more than any survey schema has fields
 MAX_SELECTIONS = 100  # filters or blocks in one request: Fink has about 30 of them in all
+MAX_PATH_LENGTH = 4096  # PATH_MAX on Linux
+MAX_RADIUS_ARCSEC = 3600.0  # one degree: a cone search, not a cross-match, beyond that
+# Fink's ZTF Xmatch service content when none is chosen (the catalogue's id column is added)
+XMATCH_DEFAULT_CONTENT = ("objectId", "candid")
 NEGATION = "NOT "
 # A survey, date, class, filter or field name: the longest real ones are under 100 characters.
 # Longer text is refused before it is looked up or echoed in an error message.
@@ -44,9 +48,9 @@ MAX_REQUEST_FILE_BYTES = 1_048_576
 # The limits of oversized requests, re-exported for users of this module.
 __all__ = [
     "ALL_CLASSES", "MAX_CLASSES", "MAX_CONDITIONS", "MAX_CONDITIONS_LENGTH", "MAX_CONDITION_LENGTH",
-    "MAX_CONTENT_FIELDS", "MAX_NAME_LENGTH", "MAX_NIGHTS", "MAX_REQUEST_FILE_BYTES", "MAX_SELECTIONS", "PACKETS",
+    "MAX_CONTENT_FIELDS", "MAX_NAME_LENGTH", "MAX_NIGHTS", "MAX_PATH_LENGTH", "MAX_RADIUS_ARCSEC", "MAX_REQUEST_FILE_BYTES", "MAX_SELECTIONS", "PACKETS",
     "RequestError", "TransferRequest", "TransferRequestFields", "load_request_file", "normalize_selection",
-    "request_from_mapping", "split_negation",
+    "request_from_mapping", "split_negation", "XMATCH_DEFAULT_CONTENT",
 ]
 
 
@@ -123,6 +127,17 @@ class TransferRequestFields(BaseModel):
         description="'light', 'medium', 'full', or a list of fields (e.g. candidate.magpsf).",
     )
     limit: int | None = Field(default=None, description="Publish at most this many alerts (test job).")
+    catalog_filename: str | None = Field(
+        default=None,
+        description="Catalogue of sources to cross-match the alerts with (CSV or Parquet path): only "
+        "alerts within the radius of a source are kept, one row per (alert, source), with the "
+        "source's id added as a column named after id_col.",
+    )
+    ra_col: str = Field(default="ra", description="Catalogue column of right ascension (degrees, or hh:mm:ss).")
+    dec_col: str = Field(default="dec", description="Catalogue column of declination (degrees, or +dd:mm:ss).")
+    id_col: str = Field(default="id", description="Catalogue column of source ids: added to every matched alert.")
+    radius_arcsec: float | None = Field(default=None, description="Match radius in arcsec (or radius_col).")
+    radius_col: str | None = Field(default=None, description="Catalogue column of per-source radii in arcsec.")
 
     @model_validator(mode="before")
     @classmethod
@@ -136,10 +151,31 @@ class TransferRequestFields(BaseModel):
                 data["filters"] = [single, *(extra if isinstance(extra, (list, tuple)) else [extra])]
         return data
 
-    @field_validator("survey", mode="before")
+    @field_validator("survey", "ra_col", "dec_col", "id_col", "radius_col", mode="before")
     @classmethod
     def _short_name(cls, value: Any) -> Any:
         return _check_name_lengths(value, "a name")
+
+    @field_validator("catalog_filename", mode="before")
+    @classmethod
+    def _catalog_path(cls, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and not value.strip()):
+            return None
+        if isinstance(value, str) and len(value) > MAX_PATH_LENGTH:
+            raise ValueError(f"{len(value)} characters long, at most {MAX_PATH_LENGTH} for a path; "
+                             "check what was pasted there")
+        if isinstance(value, str) and "://" not in value:
+            # stored absolute: the run may start from another folder than the submission
+            return str(Path(value.strip()).expanduser().resolve())
+        return value
+
+    @field_validator("radius_arcsec")
+    @classmethod
+    def _positive_radius(cls, value: float | None) -> float | None:
+        if value is not None and not (0 < value <= MAX_RADIUS_ARCSEC):
+            raise ValueError(f"{value} arcsec is not a match radius: give a radius in (0, {MAX_RADIUS_ARCSEC:g}] arcsec")
+        return value
+
 
     @field_validator("filters", "blocks", mode="before")
     @classmethod
@@ -236,6 +272,7 @@ class TransferRequestFields(BaseModel):
 
     @model_validator(mode="after")
     def _coherent(self):
+        content_given = "content" in self.model_fields_set  # before the assignments below add it
         start, stop = dt.date.fromisoformat(self.start), dt.date.fromisoformat(self.stop)
         if stop < start:
             raise ValueError(f"stop ({self.stop}) is before start ({self.start}); swap them")
@@ -260,7 +297,28 @@ class TransferRequestFields(BaseModel):
             )
         if named and self.content[0].lower() in PACKETS:
             self.content = [self.content[0].lower()]
+        self._coherent_catalog(content_given)
         return self
+
+    def _coherent_catalog(self, content_given: bool) -> None:
+        """Cross-match keys: a catalogue needs exactly one radius; a radius needs a catalogue.
+        Fink's ZTF Xmatch service publishes `objectId, candid, <id_col>` unless told otherwise."""
+        if self.catalog_filename is None:
+            given = [k for k in ("radius_arcsec", "radius_col", "catalog_sha256") if getattr(self, k, None) is not None]
+            if given:
+                raise ValueError(f"{given[0]} is given without a catalogue: add catalog_filename "
+                                 "(--catalog FILE), or drop it")
+            return
+        if (self.radius_arcsec is None) == (self.radius_col is None):
+            raise ValueError(
+                "catalog_filename: give the match radius, either fixed (radius_arcsec, --radius-arcsec R) "
+                "or per source (radius_col, --radius-col C), not both"
+                if self.radius_arcsec is not None else
+                "catalog_filename: give the match radius: radius_arcsec (--radius-arcsec R, e.g. 1.5) "
+                "or a catalogue column of radii in arcsec, radius_col (--radius-col C)"
+            )
+        if self.survey == "ztf" and not content_given:
+            self.content = list(XMATCH_DEFAULT_CONTENT)
 
     # -- derived values -------------------------------------------------------------------
     @property
@@ -301,12 +359,25 @@ class TransferRequest(TransferRequestFields):
 
     request_id: str | None = Field(default=None, description="Set when the request is submitted.")
     topic: str | None = Field(default=None, description="Kafka topic, set when submitted.")
+    catalog_sha256: str | None = Field(
+        default=None,
+        description="Set when submitted: the catalogue's content hash, so that a retry or a replay "
+        "matches against the same sources.",
+    )
+
+    @field_validator("catalog_sha256")
+    @classmethod
+    def _sha256(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[0-9a-f]{64}", value):
+            raise ValueError("is not a SHA-256 hex digest (64 lower-case hex digits)")
+        return value
 
     def with_identity(self, existing_topics: Iterable[str] = (), now: dt.datetime | None = None):
         """Return a copy carrying a fresh request id and a topic name unused in `existing_topics`."""
         taken = set(existing_topics)
         now = now or dt.datetime.now(dt.timezone.utc)
-        prefix = get_survey(self.survey).topic_prefix
+        survey = get_survey(self.survey)
+        prefix = (survey.crossmatch_topic_prefix or survey.topic_prefix) if self.catalog_filename else survey.topic_prefix
         for _ in range(100):
             # Fink uses the microsecond field; we keep that shape but draw it at random and
             # check it against existing topics, so two submissions never share a topic.
@@ -317,7 +388,7 @@ class TransferRequest(TransferRequestFields):
         raise RequestError("could not find an unused topic name after 100 draws")
 
 
-_PORTAL_KEYS = {"dates", "filters", "extra_cond", "fclass", "classes", "blocks", "catalog_filename"}
+_PORTAL_KEYS = {"dates", "filters", "extra_cond", "fclass", "classes", "blocks"}
 
 
 def request_from_mapping(data: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> TransferRequest:
@@ -346,9 +417,6 @@ def request_from_mapping(data: Mapping[str, Any], overrides: Mapping[str, Any] |
     for key in ("fclass", "classes"):
         if key in data:
             flat["classes"] = _string_list(data.pop(key), key)
-    if data.get("catalog_filename"):
-        raise RequestError("catalog_filename: catalogue cross-match is not supported yet")
-    data.pop("catalog_filename", None)
     flat.update(data)
     for key, value in (overrides or {}).items():
         if value is not None and value != [] and value != ():
@@ -412,6 +480,10 @@ def load_request_file(path: str | Path, overrides: Mapping[str, Any] | None = No
         data = {}
     if not isinstance(data, Mapping):
         raise RequestError(f"request file {path}: expected a mapping of keys, got {type(data).__name__}")
+    catalog = data.get("catalog_filename")
+    if isinstance(catalog, str) and catalog.strip() and "://" not in catalog and not Path(catalog).expanduser().is_absolute():
+        # a catalogue named in a request file is found next to that file
+        data = {**data, "catalog_filename": str(path.resolve().parent / catalog.strip())}
     return request_from_mapping(data, overrides)
 
 

@@ -1,7 +1,8 @@
 """The Spark filter-and-project job as pure `DataFrame -> DataFrame` steps.
 
 Order follows Fink's job (reference section 3): read the selected nights, classify, filter by
-classes, then extra conditions, then the live-stream filter, then project the content. Every
+classes, cross-match a user catalogue (sections 9.1, 9.3), then extra conditions, then the
+live-stream filters and blocks, then project the content. Every
 step logs the milestone lines Fink's portal shows, so a Dagster run log reads like Fink's monitor.
 
 `build_transfer_dataframe` returns the projected content; `build_publication`, what the
@@ -22,6 +23,7 @@ from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN, ArrowContent, file_paths, is_local_archive
 from fink_pipeline.transfer.conditions import ValidatedCondition
 from fink_pipeline.transfer.content import PARTITION_COLUMNS, field_type, project
+from fink_pipeline.transfer.crossmatch.spark_step import crossmatch_dataframe
 from fink_pipeline.transfer.plan import AppliedSelection, TransferPlan
 
 if TYPE_CHECKING:
@@ -96,7 +98,7 @@ def statistics_counts(plan: TransferPlan) -> tuple[int, int] | None:
 def build_transfer_dataframe(
     spark: "SparkSession", plan: TransferPlan, log: logging.Logger | None = None
 ) -> "DataFrame":
-    """The whole selection: read -> classify -> classes -> conditions -> filter -> content."""
+    """The whole selection: read -> classify -> classes -> catalogue -> conditions -> filter -> content."""
     log = log or LOGGER
     return _limit(project(_select(spark, plan, log, locate=False), plan.content), plan, log)
 
@@ -129,6 +131,8 @@ def build_publication(
     # classes, a recomputed TNS column and night partition columns come from Spark; every
     # other plain field is read from the archive file
     carried = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
+    if plan.crossmatch is not None:
+        carried.add(plan.crossmatch.id_col)
     if plan.survey.tns_recompute is not None and plan.tns_catalog is not None:
         carried.add(plan.survey.tns_recompute.column)
     file_columns = file_paths([source for source, name in content.columns if source not in carried])
@@ -156,7 +160,7 @@ def build_publication(
 
 
 def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, locate: bool) -> "DataFrame":
-    """read -> classify -> classes -> conditions -> filter (ordered by alert id under a limit);
+    """read -> classify -> classes -> catalogue -> conditions -> filter (ordered by alert id under a limit);
     with `locate`, each row also carries its archive file and row index."""
     from pyspark.sql import functions as F
 
@@ -181,6 +185,9 @@ def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, l
         if counts:
             log.info(f"{counts[1]:,} alerts of these classes according to the nightly statistics")
         df = filter_classes(df, plan.survey, request.classes)
+    if plan.crossmatch is not None:
+        log.info(f"Cross-matching with the catalogue {plan.crossmatch.description}...")
+        df = crossmatch_dataframe(df, plan.crossmatch)
     if plan.conditions:
         log.info(f"Applying extra conditions {[c.source for c in plan.conditions]}...")
         df = apply_conditions(df, plan.conditions)
@@ -190,7 +197,8 @@ def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, l
         # A bare limit keeps whichever rows the tasks return first, which may differ between
         # evaluations; publishing exactly once needs the same rows on a retry: the first
         # alert ids (Spark keeps only the top `limit` rows per task, no full sort).
-        df = df.orderBy(plan.survey.alert_id)
+        order = [plan.survey.alert_id] + ([plan.crossmatch.id_col] if plan.crossmatch is not None else [])
+        df = df.orderBy(*order)
     return df
 
 

@@ -59,6 +59,19 @@ def _plan(context: dg.AssetExecutionContext, archive: ArchiveResource, requests:
     return request, plan
 
 
+def _catalog_metadata(plan) -> dict:
+    """The catalogue a cross-match used, with its content hash (what a retry must match again)."""
+    if plan.crossmatch is None:
+        return {}
+    return {
+        "catalog": plan.crossmatch.catalog_filename,
+        "catalog_sha256": plan.crossmatch.sha256,
+        "catalog_sources": plan.crossmatch.sources,
+        "catalog_radius": plan.crossmatch.radius,
+        "catalog_id_column": plan.crossmatch.id_col,
+    }
+
+
 @contextlib.contextmanager
 def _transient(context: dg.AssetExecutionContext, what: str, bootstrap: str):
     """Turn an infrastructure error into a retried failure whose message says what and where."""
@@ -209,6 +222,7 @@ def published_alerts(
                 "alerts_per_class_and_night": dg.MetadataValue.md(class_night_table(report.per_class_night)),
                 "plot": dg.MetadataValue.md(markdown_image(png, title)),
                 "plot_path": dg.MetadataValue.path(str(plot_path)),
+                **_catalog_metadata(plan),
             },
         )
     if "alert_topic" in selected:
@@ -243,7 +257,8 @@ def published_alerts(
         dg.AssetCheckSpec("row_count_matches_published", asset="alert_table",
                           description="The table holds as many rows as the status topic says were published."),
         dg.AssetCheckSpec("candid_unique", asset="alert_table",
-                          description="No alert id appears twice in the table."),
+                          description="No alert id appears twice in the table (with a catalogue "
+                          "cross-match: no (alert id, source id) pair)."),
     ],
 )
 def alert_table(
@@ -271,7 +286,9 @@ def alert_table(
     if report.consumed == 0 and not report.complete and published is None:
         raise dg.Failure(description=f"{request.topic} has no finished publication to read: run the transfer "
                          "(selected_alerts, alert_topic) first", allow_retries=False)
-    rows, distinct = delta_table_counts(uri, survey.alert_id, tables.options())
+    # with a catalogue, an alert appears once per source it matched
+    key = [survey.alert_id] + ([request.id_col] if request.catalog_filename else [])
+    rows, distinct = delta_table_counts(uri, key, tables.options())
     yield dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(uri),

@@ -37,4 +37,5 @@ SURVEY = Survey(
     ),  # fmt: skip
     generate_night=generate_night,
     class_labels={str(class_id): name for class_id, name in CLASS_NAMES.items()},
+    position_fields=("diaSource.ra", "diaSource.decl"),
 )

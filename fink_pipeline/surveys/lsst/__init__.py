@@ -45,4 +45,5 @@ SURVEY = Survey(
     resolve_block=resolve_rubin_block,
     # lsst.v7_4 packets have `alertId` and no root diaSourceId: the triggering source's id is it
     extra={"alert_id_fallbacks": ("diaSource.diaSourceId",)},
+    position_fields=("diaSource.ra", "diaSource.dec"),
 )

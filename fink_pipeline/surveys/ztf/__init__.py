@@ -38,4 +38,6 @@ SURVEY = Survey(
     class_rules=ZTF_CLASS_RULES,
     resolve_livestream_filter=resolve_filter,
     livestream_filters=LIVESTREAM_FILTERS,
+    position_fields=("candidate.ra", "candidate.dec"),
+    crossmatch_topic_prefix="fxmatch_ztf",
 )

@@ -1,0 +1,1 @@
+"""Catalogue cross-match: reader, sky index, Spark step."""
