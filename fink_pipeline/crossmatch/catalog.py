@@ -528,10 +528,9 @@ def _check_unique(name: str, column: str, ids: pl.Series) -> None:
     check below runs."""
     if (ids.hash(seed=0) if ids.dtype == pl.String else ids).n_unique() == len(ids):
         return
-    order = ids.arg_sort(maintain_order=True)  # equal ids stay in row order
-    ordered = ids.gather(order)
-    repeated = (ordered == ordered.shift(1)).fill_null(False)
-    later = order.filter(repeated).min()
+    ordered = pl.DataFrame({"id": ids}).with_row_index("row").sort("id", "row")  # equal ids in row order
+    repeated = (ordered["id"] == ordered["id"].shift(1)).fill_null(False)
+    later = ordered["row"].filter(repeated).min()
     value = ids[later]
     earlier = (ids == value).arg_true()[0]
     raise _error(name, f"id {_show(value)} appears on rows {earlier + 1} and {later + 1}; ids must be unique "
