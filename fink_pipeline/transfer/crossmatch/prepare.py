@@ -72,10 +72,14 @@ def prepare_crossmatch(request: TransferRequestFields, survey: Survey, directory
             return _plan(request, survey, stored)
     try:
         sha256 = file_sha256(filename)
-    except CatalogError:
+    except (CatalogError, OSError) as exc:
         if recorded is not None:
             raise CatalogError(f"{filename}: the catalogue this request was submitted with (sha256 {recorded[:12]}…) "
                                f"is no longer there, nor its index under {directory}; resubmit the request") from None
+        if isinstance(exc, OSError):
+            # the reader names what is wrong (missing, a folder, unreadable) in its own words
+            read_catalog(filename, ra_col=request.ra_col, dec_col=request.dec_col, id_col=request.id_col,
+                         radius_arcsec=request.radius_arcsec, radius_col=request.radius_col)
         raise
     if recorded is not None and sha256 != recorded:
         raise CatalogError(
