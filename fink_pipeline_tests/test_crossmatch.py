@@ -364,3 +364,26 @@ def test_catalogue_with_classes_conditions_and_limit(spark, ztf_archive, tmp_pat
     first = build_transfer_dataframe(spark, plan_transfer(limited, ztf_archive, list_nights(ztf_archive, "ztf")))
     pairs = [(r["candid"], r["source_id"]) for r in first.collect()]
     assert pairs == sorted(expected)[:7]
+
+
+@pytest.mark.spark
+def test_arrow_content_repeats_a_row_as_often_as_it_is_selected(spark, ztf_archive, tmp_path, catalog_dir):
+    """An alert matching many sources is selected many times: as many selections of one row as
+    a slice of its row group has rows must not read as 'the whole slice'."""
+    from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN
+    from fink_pipeline.transfer.select import build_publication
+
+    alerts = archive_positions(ztf_archive)
+    write_catalog(tmp_path / "sources.parquet", alerts, np.random.default_rng(6))
+    plan = plan_transfer(catalog_request(ztf_archive, tmp_path / "sources.parquet", content=["candid", "objectId"]),
+                         ztf_archive, list_nights(ztf_archive, "ztf"))
+    content = build_publication(spark, plan).arrow_content
+    first = sorted(list_nights(ztf_archive, "ztf"))[0]
+    file = sorted(plan.footers[first])[0]
+    group_rows = pq.ParquetFile(file).metadata.row_group(0).num_rows
+    selection = pa.table({FILE_COLUMN: ["file://" + file] * group_rows, ROW_COLUMN: [3] * group_rows,
+                          "source_id": [f"S{i}" for i in range(group_rows)]})
+    got = pa.Table.from_batches(list(content.batches(content.collect(selection.to_batches()))))
+    row3 = pq.read_table(file, columns=["candid"])["candid"][3].as_py()
+    assert got["candid"].to_pylist() == [row3] * group_rows
+    assert sorted(got["source_id"].to_pylist()) == sorted(f"S{i}" for i in range(group_rows))
