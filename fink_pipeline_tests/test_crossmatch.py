@@ -207,11 +207,14 @@ def catalog_dir(tmp_path, monkeypatch) -> Path:
     return directory
 
 
-def archive_positions(root: str) -> pa.Table:
-    """candid, ra, dec of every alert of the archive (read directly, not through the job)."""
+def archive_positions(root: str, night: dt.date | None = None) -> pa.Table:
+    """candid, ra, dec of every alert of the archive or of one night (read directly, not through the job)."""
     import pyarrow.dataset as ds
 
-    dataset = ds.dataset(f"{root}/ztf/science", format="parquet", partitioning="hive")
+    from fink_pipeline.archive.layout import night_dir
+
+    folder = night_dir(root, "ztf", night) if night else f"{root}/ztf/science"
+    dataset = ds.dataset(folder, format="parquet", partitioning="hive")
     return dataset.to_table(columns={"candid": ds.field("candid"), "ra": ds.field("candidate", "ra"),
                                      "dec": ds.field("candidate", "dec")})
 
@@ -387,3 +390,34 @@ def test_arrow_content_repeats_a_row_as_often_as_it_is_selected(spark, ztf_archi
     row3 = pq.read_table(file, columns=["candid"])["candid"][3].as_py()
     assert got["candid"].to_pylist() == [row3] * group_rows
     assert sorted(got["source_id"].to_pylist()) == sorted(f"S{i}" for i in range(group_rows))
+
+
+def test_standing_request_with_a_catalogue_is_pinned_by_its_first_step(ztf_archive, tmp_path, catalog_dir):
+    """A nightly replay stores its request without the catalogue's hash (the sensor does not read
+    catalogues); the run's first step pins it, so later steps and retries use those sources."""
+    import dagster as dg
+
+    from fink_pipeline.orchestration.assets.transfer import transfer_request
+    from fink_pipeline.orchestration.resources import ArchiveResource, RequestStoreResource, SparkResource
+    from fink_pipeline.transfer.standing import standing_from_mapping
+    from fink_pipeline.transfer.store import RequestStore
+
+    path = tmp_path / "targets.parquet"
+    catalog = write_catalog(path, archive_positions(ztf_archive), np.random.default_rng(7))
+    standing = standing_from_mapping("targets", {"survey": "ztf", "catalog_filename": str(path),
+                                                 "id_col": "source_id", "radius_arcsec": 1.5})
+    request = standing.for_night(START)
+    assert request.topic == "fxmatch_ztf_2024-03-01_targets" and request.catalog_sha256 is None
+    store = RequestStore(tmp_path / "requests")
+    store.save(request)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions("transfer_requests", [request.topic])
+        result = dg.materialize([transfer_request], partition_key=request.topic, instance=instance, resources={
+            "spark": SparkResource(master="local[2]"), "archive": ArchiveResource(root=ztf_archive),
+            "requests": RequestStoreResource(root=str(tmp_path / "requests"))})
+    assert result.success
+    pinned = store.load(request.topic).catalog_sha256
+    metadata = result.asset_materializations_for_node("transfer_request")[0].metadata
+    assert pinned is not None and metadata["catalog_sha256"].value == pinned
+    first_night = archive_positions(ztf_archive, START)
+    assert metadata["catalog_pairs"].value == len(expected_pairs(first_night, catalog, 1.5)) > 10

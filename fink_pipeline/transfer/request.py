@@ -336,6 +336,14 @@ class TransferRequestFields(BaseModel):
         return [self.start_night + dt.timedelta(days=i) for i in range(days)]
 
     @property
+    def topic_prefix(self) -> str:
+        """The survey's topic prefix; Fink's ZTF Xmatch service's (fxmatch_ztf) with a catalogue."""
+        survey = get_survey(self.survey)
+        if self.catalog_filename is not None and survey.crossmatch_topic_prefix:
+            return survey.crossmatch_topic_prefix
+        return survey.topic_prefix
+
+    @property
     def packet(self) -> str | None:
         """'light', 'medium' or 'full' when a pre-defined packet was chosen, else None."""
         return self.content[0] if self.content[0] in PACKETS else None
@@ -376,8 +384,7 @@ class TransferRequest(TransferRequestFields):
         """Return a copy carrying a fresh request id and a topic name unused in `existing_topics`."""
         taken = set(existing_topics)
         now = now or dt.datetime.now(dt.timezone.utc)
-        survey = get_survey(self.survey)
-        prefix = (survey.crossmatch_topic_prefix or survey.topic_prefix) if self.catalog_filename else survey.topic_prefix
+        prefix = self.topic_prefix
         for _ in range(100):
             # Fink uses the microsecond field; we keep that shape but draw it at random and
             # check it against existing topics, so two submissions never share a topic.

@@ -20,7 +20,6 @@ from typing import Any, Mapping
 
 import yaml
 
-from fink_pipeline.surveys import get_survey
 from fink_pipeline.transfer.request import RequestError, TransferRequest, request_from_mapping
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,47}$")
@@ -48,10 +47,9 @@ class StandingRequest:
     def for_night(self, night: dt.date) -> TransferRequest:
         """The transfer of `night` (validated like any request; RequestError otherwise)."""
         request = request_from_mapping(self.fields, {"start": night.isoformat(), "stop": night.isoformat()})
-        prefix = get_survey(request.survey).topic_prefix
         return request.model_copy(
             update={"request_id": f"{self.name}:{night.isoformat()}",
-                    "topic": f"{prefix}_{night.isoformat()}_{self.name}"}
+                    "topic": f"{request.topic_prefix}_{night.isoformat()}_{self.name}"}
         )
 
     def run_key(self, night: dt.date) -> str:

@@ -13,9 +13,10 @@ import dagster as dg
 
 from fink_pipeline import paths
 from fink_pipeline.archive.layout import list_nights
-from fink_pipeline.consumer.core import consume_topic
+from fink_pipeline.avro import arrow_schema_for_avro
+from fink_pipeline.consumer.core import consume_topic, fetch_schema
 from fink_pipeline.consumer.delta_sink import DeltaSink
-from fink_pipeline.consumer.partitioning import Partitioning
+from fink_pipeline.consumer.partitioning import default_partitioning
 from fink_pipeline.consumer.readers import delta_table_counts
 from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
 from fink_pipeline.orchestration.constants import OWNERS, TRANSFER_GROUP
@@ -38,7 +39,7 @@ from fink_pipeline.orchestration.topic_recovery import publication_problems, res
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
 from fink_pipeline.transfer.estimate import estimate_request
-from fink_pipeline.transfer.plan import plan_transfer
+from fink_pipeline.transfer.plan import pin_catalog, plan_transfer
 from fink_pipeline.transfer.select import build_publication
 from fink_pipeline.transfer.metrics import footer_input_bytes
 from fink_pipeline.transfer.request import RequestError
@@ -56,6 +57,13 @@ def _plan(context: dg.AssetExecutionContext, archive: ArchiveResource, requests:
         plan = plan_transfer(request, archive.uri, list_nights(archive.uri, request.survey))
     except ValueError as exc:  # RequestError, ConditionError, ContentError: a retry cannot help
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    if plan.crossmatch is not None and request.catalog_sha256 is None:
+        # a request stored without its catalogue's hash (a standing request's night): pinned
+        # now, so that the later steps and every retry match against these very sources
+        request = pin_catalog(request, plan)
+        requests.store().save(request)
+        context.log.info(f"Catalogue {plan.crossmatch.catalog_filename} pinned to this transfer "
+                         f"(sha256 {plan.crossmatch.sha256})")
     return request, plan
 
 
@@ -125,6 +133,7 @@ def transfer_request(
             "content": plan.content.packet or ", ".join(plan.content.source_fields),
             "published_columns": len(plan.content.columns),
             "request": dg.MetadataValue.json(request.model_dump(mode="json")),
+            **_catalog_metadata(plan),
         }
     )
 
@@ -273,14 +282,18 @@ def alert_table(
     survey = get_survey(request.survey)
     settings = kafka.settings()
     uri = tables.table_uri(request.topic)
-    partitioning = Partitioning(survey.default_partitionby, survey.time_column, survey.time_scale)
-    sink = DeltaSink(uri, partitioning, storage_options=tables.options())
     with _transient(context, f"consuming {request.topic}", settings.bootstrap_servers):
+        avro_schema = fetch_schema(settings, request.topic)
+        # by class when the content has the class column, else by night (an fxmatch_ztf_ topic's
+        # default content objectId, candid, jd, <id>), as fink_datatransfer does by default
+        partitioning, _ = default_partitioning(survey.default_partitionby, survey.time_column, survey.time_scale,
+                                               arrow_schema_for_avro(avro_schema))
+        sink = DeltaSink(uri, partitioning, storage_options=tables.options())
         # The table is the pipeline's alone: when the topic was published again (the broker lost
         # it and alert_topic republished), the table restarts with the new publication.
         report = consume_topic(settings, request.topic, sink, group_id=TABLE_GROUP_ID, log=context.log,
                                quarantine_dir=f"{tables.uri.rstrip('/')}/_quarantine",
-                               replace_other_publication=True)
+                               replace_other_publication=True, avro_schema=avro_schema)
     published = report.expected_total  # the end record's total, as the consumer last read it
     context.log.info(f"{report.consumed} alerts appended to {uri} in {report.seconds:.1f} s")
     if report.consumed == 0 and not report.complete and published is None:
