@@ -11,9 +11,10 @@ is at most the source's radius. Every pair within the radius is found, none twic
   (alert, source) candidate appears once;
 * a source within radius r of an alert lies in the alert's cell or one of its neighbours as
   long as r is below the smallest distance from a cell to the cells around its neighbours.
-  That distance, measured on every cell of depths 0 to 6 (`ring_clearance`), is at least 0.67
-  times the mean cell size `sqrt(4 pi / n_cells)`, at the poles and at the base cells' corners
-  too; the depth is chosen so that r <= `CLEARANCE_FRACTION` (0.5) x mean cell size.
+  That distance, measured on every cell of depths 0 to 5 (test_crossmatch.py checks 0 to 4),
+  is at least 0.67 times the mean cell size `sqrt(4 pi / n_cells)`, at the poles and at the
+  base cells' corners too; the depth is chosen so that r <= `CLEARANCE_FRACTION` (0.5) x mean
+  cell size.
 
 HEALPix covers RA = 0/360 and the poles without special cases: cells and neighbours are the
 sphere's. There are no partition margins to manage because the whole index is visible to
