@@ -29,7 +29,7 @@ from pathlib import Path
 
 from fink_pipeline.consumer.delta_sink import DeltaSink
 from fink_pipeline.consumer.parquet_sink import ParquetSink
-from fink_pipeline.consumer.partitioning import Partitioning
+from fink_pipeline.consumer.partitioning import Partitioning, default_partitioning
 from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
 
 LOGGER = logging.getLogger("fink_datatransfer")
@@ -117,16 +117,7 @@ def choose_partitioning(requested: str | None, survey, arrow_schema) -> tuple[Pa
         partitioning = Partitioning(requested, survey.time_column, survey.time_scale)
         partitioning.check(arrow_schema)
         return partitioning, None
-    for mode in (survey.default_partitionby, "time", "none"):
-        partitioning = Partitioning(mode, survey.time_column, survey.time_scale)
-        try:
-            partitioning.check(arrow_schema)
-        except ValueError:
-            continue
-        note = None if mode == survey.default_partitionby else (
-            f"the topic has no {survey.default_partitionby!r} field: partitioned by {mode}")
-        return partitioning, note
-    raise AssertionError("partitioning 'none' always applies")
+    return default_partitioning(survey.default_partitionby, survey.time_column, survey.time_scale, arrow_schema)
 
 
 def make_sink(options: dict):

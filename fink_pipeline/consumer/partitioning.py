@@ -109,6 +109,22 @@ class Partitioning:
 
 
 
+def default_partitioning(default_mode: str, time_column: str | None, time_scale: str,
+                         schema: pa.Schema) -> tuple[Partitioning, str | None]:
+    """The survey's default partitioning when the topic's content allows it, else by time, else
+    none (a ZTF topic without finkclass, such as an fxmatch_ topic's objectId, candid, jd and
+    id: by night); with the reason when the default had to be changed."""
+    for mode in (default_mode, "time", "none"):
+        partitioning = Partitioning(mode, time_column, time_scale)
+        try:
+            partitioning.check(schema)
+        except ValueError:
+            continue
+        note = None if mode == default_mode else f"the topic has no {default_mode!r} field: partitioned by {mode}"
+        return partitioning, note
+    raise AssertionError("partitioning 'none' always applies")
+
+
 def _field_hint(schema: pa.Schema, path: str) -> str:
     """The fix for a field the topic lacks: its flattened name, a close field, or the choices."""
     last = path.rsplit(".", 1)[-1]
