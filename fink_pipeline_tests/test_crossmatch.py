@@ -268,6 +268,10 @@ def test_ztf_request_with_a_catalogue_is_an_fxmatch_request(ztf_archive, tmp_pat
     ({"radius_arcsec": 7200.0}, "is not a match radius"),
     ({"catalog_filename": None}, "radius_arcsec is given without a catalogue"),
     ({"catalog_filename": "x" * 5000}, "at most 4096 for a path"),
+    ({"id_col": "source id"}, "cannot name the published id column"),
+    ({"id_col": "a.b"}, "cannot name the published id column"),
+    ({"id_col": "1st"}, "cannot name the published id column"),
+    ({"id_col": "x`; DROP"}, "cannot name the published id column"),
 ])
 def test_bad_catalogue_requests_name_the_field(ztf_archive, tmp_path, catalog_dir, fields, message):
     catalog = tmp_path / "sources.parquet"

@@ -34,6 +34,7 @@ MAX_NIGHTS = 3660  # ten years: beyond this a typo in a year is far more likely 
 MAX_CLASSES = 500  # Fink labels + every SIMBAD otype + TNS types stay well below this
 MAX_CONTENT_FIELDS = 1000  # more than any survey schema has fields
 MAX_SELECTIONS = 100  # filters or blocks in one request: Fink has about 30 of them in all
+_AVRO_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 MAX_PATH_LENGTH = 4096  # PATH_MAX on Linux
 MAX_RADIUS_ARCSEC = 3600.0  # one degree: a cone search, not a cross-match, beyond that
 # Fink's ZTF Xmatch service content when none is chosen (the catalogue's id column is added)
@@ -167,6 +168,15 @@ class TransferRequestFields(BaseModel):
         if isinstance(value, str) and "://" not in value:
             # stored absolute: the run may start from another folder than the submission
             return str(Path(value.strip()).expanduser().resolve())
+        return value
+
+    @field_validator("id_col")
+    @classmethod
+    def _publishable_id_column(cls, value: str) -> str:
+        # it names a published column: an Avro field name, and a plain Spark column name
+        if not _AVRO_NAME.fullmatch(value):
+            raise ValueError(f"{value[:80]!r} cannot name the published id column (letters, digits and _, "
+                             "not starting with a digit); rename the catalogue's id column")
         return value
 
     @field_validator("radius_arcsec")
