@@ -279,8 +279,21 @@ def _run_stored(topic: str, bootstrap: str, archive: str, tables: str, request_r
                           request_root=request_root)
     if not result.success:
         failure = next((e for e in result.all_events if e.is_failure), None)
-        print(f"transfer failed: {failure.message if failure else 'see the run log'}")
+        print(f"transfer failed: {failure_text(failure) if failure else 'see the run log'}")
         return 1
     meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("published_alerts")}
     print(f"{meta['alert_topic']['alerts_published'].value} alerts published to {topic}")
     return 0
+
+
+def failure_text(event) -> str:
+    """What failed, for people: the step's own one-line description (a bad request, a catalogue
+    changed since submission, ...), else its error, else Dagster's 'Execution of step ... failed'."""
+    data = getattr(event, "event_specific_data", None)
+    user = getattr(data, "user_failure_data", None)
+    if user is not None and user.description:
+        return f"{event.step_key}: {user.description}" if event.step_key else user.description
+    error = getattr(data, "error", None)
+    if error is not None and error.message:
+        return f"{event.step_key}: {error.message.strip()}" if event.step_key else error.message.strip()
+    return event.message
