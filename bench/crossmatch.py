@@ -187,7 +187,7 @@ def true_pairs(root: Path, catalogue: Path, radius_arcsec: float):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    cached = catalogue.with_name(catalogue.stem + f"_truth_{radius_arcsec:g}.parquet")
+    cached = truth_path(catalogue, radius_arcsec)
     if cached.exists() and cached.stat().st_mtime >= catalogue.stat().st_mtime:
         return pq.read_table(cached)
     candid, ra, dec = alert_positions(root)
@@ -230,6 +230,10 @@ def true_pairs(root: Path, catalogue: Path, radius_arcsec: float):
     table = pa.table({"candid": candid[alert_idx].astype(np.int64), "id": ids[source_idx]})
     pq.write_table(table, cached)
     return table
+
+
+def truth_path(catalogue: Path, radius_arcsec: float) -> Path:
+    return catalogue.with_name(catalogue.stem + f"_truth_{radius_arcsec:g}.parquet")
 
 
 def pair_set(table) -> set[tuple[int, int]]:
@@ -331,16 +335,29 @@ def crossmatch_available() -> bool:
     return "catalog_filename" in TransferRequest.model_fields
 
 
-def worker(spec: dict) -> None:
-    """One case in this process: Spark session + private broker, a warm-up, then `runs`
-    transfers of the archive's nights; prints `RESULT <json>`."""
-    import psutil
+def ensure_warmup_catalogue(catalogue: Path, rows: int = 1000) -> Path:
+    """The first `rows` sources of `catalogue`: the warm-up transfer's catalogue (it loads the
+    cross-match code in the Python workers without mapping a large index)."""
+    import pyarrow.parquet as pq
 
-    from end_to_end import run_in_process, table_rows
+    path = catalogue.with_name(f"crossmatch_catalogue_warmup_{rows}.parquet")
+    if not path.exists() or path.stat().st_mtime < catalogue.stat().st_mtime:
+        pq.write_table(pq.read_table(catalogue).slice(0, rows), path)
+    return path
+
+
+def worker(spec: dict) -> None:
+    """One case in this process: Spark session + private broker, a 1-night warm-up, then `runs`
+    transfers of the archive's nights, each checked; with a catalogue, each run reads and
+    indexes it afresh (a new catalogue directory: what a new request pays), then the match step
+    is timed apart. Prints `RESULT <json>`."""
+    from end_to_end import run_in_process
+    from fink_pipeline.consumer.readers import delta_table_counts
     from fink_pipeline.kafka.broker import EmbeddedBroker
     from fink_pipeline.kafka.settings import KafkaSettings
     from fink_pipeline.kafka.topics import delete_topic
     from fink_pipeline.spark import build_spark_session
+    from fink_pipeline.transfer.crossmatch.prepare import CATALOG_DIR_ENV
     from fink_pipeline.transfer.request import TransferRequest
 
     archive = Path(spec["archive"])
@@ -349,21 +366,25 @@ def worker(spec: dict) -> None:
     work = tempfile.TemporaryDirectory(prefix="bench-crossmatch-")
     root = Path(work.name)
     (root / "archive").symlink_to(archive)
+    truth = pair_set(_read_parquet(spec["truth"])) if spec.get("truth") else None
     began = time.perf_counter()
     spark = build_spark_session("local[2]")
     spark_start = time.perf_counter() - began
     broker = EmbeddedBroker()
     bootstrap = broker.start()
     settings = KafkaSettings(bootstrap_servers=bootstrap)
-    runs = []
+    fields = catalogue_fields(catalogue)
+    runs, extra = [], {}
     try:
         with TreeRSS(os.getpid(), exclude={broker.pid}) as rss:
-            fields = catalogue_fields(catalogue)
-            warm = TransferRequest(start=START.isoformat(), stop=START.isoformat(), content="light", **fields)
+            os.environ[CATALOG_DIR_ENV] = str(root / "catalogs-warm-up")
+            warm_fields = catalogue_fields(Path(spec["warm_up_catalogue"])) if catalogue is not None else {}
+            warm = TransferRequest(start=START.isoformat(), stop=START.isoformat(), content="light", **warm_fields)
             began = time.perf_counter()
             run_in_process(warm.with_identity(), bootstrap, root)
             warm_up = time.perf_counter() - began
-            for _ in range(spec["runs"]):
+            for i in range(spec["runs"]):
+                os.environ[CATALOG_DIR_ENV] = str(root / f"catalogs-{i}")
                 request = TransferRequest(start=START.isoformat(), stop=stop, content="light",
                                           **fields).with_identity()
                 rss.mark()
@@ -373,20 +394,62 @@ def worker(spec: dict) -> None:
                 seconds = time.perf_counter() - began
                 cpu = cpu_seconds() - cpu0
                 peak = rss.peak()
-                rows, distinct = table_rows(str(root / "tables" / request.topic))
+                uri = str(root / "tables" / request.topic)
+                key = ["candid", "id"] if catalogue is not None else "candid"
+                rows, distinct = delta_table_counts(uri, key)
                 run = {"seconds": seconds, "published": published, "rows": rows, "distinct": distinct,
                        "peak_rss": peak, "cpu_s": cpu}
-                if catalogue is not None:
-                    run["pairs"] = table_pairs(str(root / "tables" / request.topic))
+                if truth is not None:
+                    from deltalake import DeltaTable
+
+                    got = pair_set(DeltaTable(uri).to_pyarrow_table(columns=["candid", "id"]))
+                    run["pairs"] = len(got)
+                    run["pairs_equal_truth"] = got == truth
                 runs.append(run)
                 delete_topic(settings, request.topic)
-                shutil.rmtree(root / "tables" / request.topic, ignore_errors=True)
+                shutil.rmtree(uri, ignore_errors=True)
+            if catalogue is not None:
+                extra = match_step(spark, archive, catalogue, START.isoformat(), stop, root)
     finally:
         broker.stop()
         spark.stop()
         work.cleanup()
-    del psutil
-    print("RESULT " + json.dumps({"spark_start": spark_start, "warm_up": warm_up, "runs": runs}), flush=True)
+    print("RESULT " + json.dumps({"spark_start": spark_start, "warm_up": warm_up, "runs": runs, **extra}),
+          flush=True)
+
+
+def match_step(spark, archive: Path, catalogue: Path, start: str, stop: str, root: Path, repeat: int = 2) -> dict:
+    """The match apart from the transfer: reading and indexing the catalogue
+    (`prepare_crossmatch` into an empty directory), and the Spark selection job counted with and
+    without the catalogue (`build_transfer_dataframe(...).count()`, best of `repeat` each; the
+    difference is the match in Spark: positions read, UDF, explode)."""
+    from fink_pipeline.archive.layout import list_nights
+    from fink_pipeline.surveys import get_survey
+    from fink_pipeline.transfer.crossmatch.prepare import prepare_crossmatch
+    from fink_pipeline.transfer.plan import plan_transfer
+    from fink_pipeline.transfer.request import TransferRequest
+    from fink_pipeline.transfer.select import build_transfer_dataframe
+
+    request = TransferRequest(start=start, stop=stop, content="light", **catalogue_fields(catalogue))
+    began = time.perf_counter()
+    prepare_crossmatch(request, get_survey("ztf"), directory=root / "catalogs-index-only")
+    index_s = time.perf_counter() - began
+    nights = list_nights(str(archive), "ztf")
+    plans = {"with": plan_transfer(request, str(archive), nights),
+             "without": plan_transfer(TransferRequest(start=start, stop=stop, content="light"), str(archive), nights)}
+    counts, seconds = {}, {}
+    for name in ("without", "with") * repeat:
+        began = time.perf_counter()
+        counts[name] = build_transfer_dataframe(spark, plans[name]).count()
+        seconds[name] = min(seconds.get(name, math.inf), time.perf_counter() - began)
+    return {"index_s": index_s, "count_with_s": seconds["with"], "count_without_s": seconds["without"],
+            "count_with": counts["with"], "count_without": counts["without"]}
+
+
+def _read_parquet(path: str):
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path)
 
 
 def cpu_seconds() -> float:
@@ -401,23 +464,6 @@ def cpu_seconds() -> float:
         except psutil.Error:
             pass
     return total
-
-
-def table_pairs(uri: str) -> int | None:
-    """Pairs (alert, source) in a cross-match transfer's table: one row per pair, or one row per
-    alert with a list of sources (counted), depending on the output shape."""
-    import pyarrow.compute as pc
-    from deltalake import DeltaTable
-
-    table = DeltaTable(uri).to_pyarrow_table()
-    names = [n for n in table.column_names if "match" in n.lower() or n.lower().startswith("xm")]
-    for name in names:
-        column = table.column(name)
-        import pyarrow as pa
-
-        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-            return int(pc.sum(pc.list_value_length(column)).as_py() or 0)
-    return table.num_rows if names else None
 
 
 def run_case(spec: dict) -> dict:
@@ -563,26 +609,39 @@ def main() -> None:
                      None, None, max(r["peak_rss"] for r in plain["runs"]),
                      f"{median(r['cpu_s'] for r in plain['runs']):.0f} CPU-s"))
     if want_ours and "ours" in parts:
+        warm_up_catalogue = ensure_warmup_catalogue(catalogues[sizes[0]])
         for size in sizes:
             spec = {"label": f"ours {size}", "archive": str(archive), "catalogue": str(catalogues[size]),
+                    "warm_up_catalogue": str(warm_up_catalogue), "truth": str(truth_path(catalogues[size], RADIUS_ARCSEC)),
                     "nights": args.nights, "runs": runs_of[size]}
             ours = run_case(spec)
             ours_by_size[size] = ours
-            pairs = [r.get("pairs") for r in ours["runs"]]
-            log(f"ours {label_of(size)}: {seconds_list(ours)} s; pairs {pairs}")
+            for run in ours["runs"]:
+                if not (run["pairs_equal_truth"] and run["published"] == run["rows"] == run["distinct"] == run["pairs"]):
+                    raise RuntimeError(f"crossmatch transfer {label_of(size)}: published {run['published']:,}, table "
+                                       f"{run['rows']:,} rows ({run['distinct']:,} distinct pairs), pairs equal to the "
+                                       f"{truth[size].num_rows:,} true pairs: {run['pairs_equal_truth']}")
+            match_s = ours["count_with_s"] - ours["count_without_s"]
+            log(f"ours {label_of(size)}: {seconds_list(ours)} s (warm-up {ours['warm_up']:.1f} s); catalogue read + "
+                f"index {ours['index_s']:.1f} s; selection job counted with / without the catalogue "
+                f"{ours['count_with_s']:.1f} / {ours['count_without_s']:.1f} s "
+                f"({ours['count_with']:,} / {ours['count_without']:,} rows)")
             rows.append((f"crossmatch transfer {label_of(size)}", f"{size:,}", len(ours["runs"]),
-                         median(r["seconds"] for r in ours["runs"]), None, None, ours["runs"][0].get("pairs"),
-                         max(r["peak_rss"] for r in ours["runs"]),
-                         f"{median(r['cpu_s'] for r in ours['runs']):.0f} CPU-s"))
+                         median(r["seconds"] for r in ours["runs"]), ours["index_s"] + match_s, None,
+                         ours["runs"][0]["pairs"], max(r["peak_rss"] for r in ours["runs"]),
+                         f"{median(r['cpu_s'] for r in ours['runs']):.0f} CPU-s; index {ours['index_s']:.1f} s + "
+                         f"Spark match {match_s:.1f} s; = true pairs"))
     if "cold" in parts:
-        cold_cases = [None] + ([catalogues[s] for s in sizes] if want_ours else [])
-        for catalogue in cold_cases:
-            name = "plain" if catalogue is None else f"crossmatch {label_of(next(s for s in sizes if catalogues[s] == catalogue))}"
+        for size in [None] + (sizes if want_ours else []):
+            catalogue = None if size is None else catalogues[size]
+            name = "plain" if size is None else f"crossmatch {label_of(size)}"
+            expected = n_alerts if size is None else truth[size].num_rows
             result = run_cold(archive, catalogue, args.nights)
-            if result["published"] != n_alerts and catalogue is None:
-                raise RuntimeError(f"cold plain transfer published {result['published']:,} of {n_alerts:,}")
-            rows.append((f"cold CLI {name}", "-" if catalogue is None else f"{pq_rows(catalogue):,}", 1, None, None,
-                         result["seconds"], None, result["peak_rss"], "request submit --wait"))
+            if result["published"] != expected:
+                raise RuntimeError(f"cold {name} transfer published {result['published']:,}, expected {expected:,}")
+            rows.append((f"cold CLI {name}", "-" if size is None else f"{size:,}", 1, None, None,
+                         result["seconds"], None if size is None else result["published"], result["peak_rss"],
+                         "request submit --wait, whole process"))
             log(f"cold {name}: {result['seconds']:.1f} s, peak RSS {mib(result['peak_rss'])} MiB")
     lsdb_versions = None
     if "lsdb" in parts:
