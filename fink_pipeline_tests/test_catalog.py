@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import random
 
 import numpy as np
@@ -66,10 +67,13 @@ def test_csv_decimal_degrees_string_ids(tmp_path):
 
 def test_csv_layout_tolerated(tmp_path):
     """BOM, spaces around names and values, blank lines, quoted fields, CRLF, an unnamed pandas index."""
-    text = '\ufeff, ra , dec ,id\r\n0, 1.5 ,"2",x\r\n\r\n1,3 ,  -4,"y, z"\r\n'
+    text = ', ra , dec ,id\r\n0, 1.5 ,"2", x \r\n\r\n1,3 ,  -4,"y, z"\r\n'
     catalog = read_catalog(write(tmp_path, "c.csv", text), radius_arcsec=2)
     assert catalog.table.to_pydict() == {"ra": [1.5, 3.0], "dec": [2.0, -4.0], "radius_arcsec": [2.0, 2.0],
                                          "id": ["x", "y, z"]}
+    bom = write(tmp_path, "bom.csv", "\ufeffra,dec,id\n1,2, 3\n")  # Excel's UTF-8 CSV
+    assert read_catalog(bom, radius_arcsec=1).table.to_pydict() == {"ra": [1.0], "dec": [2.0],
+                                                                    "radius_arcsec": [1.0], "id": [3]}
 
 
 def test_tsv_and_gzip(tmp_path):
@@ -98,7 +102,8 @@ def test_parquet_int_ids_kept_without_copy(tmp_path):
 def test_parquet_columns_as_read_are_not_copied(tmp_path, monkeypatch):
     """float64 coordinates and int64/string ids are the arrays pyarrow read."""
     path = tmp_path / "c.parquet"
-    pq.write_table(pa.table({"ra": [1.0, 2.0], "dec": [3.0, 4.0], "id": [5, 6], "name": ["a", "b"]}), path)
+    table = pa.table({"ra": [1.0, 2.0, 3.0], "dec": [3.0, 4.0, 5.0], "id": [5, 6, 7], "name": ["a", "b", "c"]})
+    pq.write_table(table, path, row_group_size=2)
     read = []
     original = pq.ParquetFile.read
 
@@ -110,7 +115,8 @@ def test_parquet_columns_as_read_are_not_copied(tmp_path, monkeypatch):
     for id_col in ("id", "name"):
         catalog = read_catalog(path, id_col=id_col, radius_arcsec=1)
         for ours, theirs in (("ra", "ra"), ("dec", "dec"), ("id", id_col)):
-            assert catalog.table[ours].chunk(0).buffers()[1].address == read[-1][theirs].chunk(0).buffers()[1].address
+            assert [c.buffers()[1].address for c in catalog.table[ours].chunks] == \
+                [c.buffers()[1].address for c in read[-1][theirs].chunks]
 
 
 def test_parquet_types_converted(tmp_path):
@@ -187,8 +193,8 @@ def test_sexagesimal_matches_astropy(tmp_path):
 
     rng = random.Random(16)
     ras, decs = zip(*((hms(rng, True), hms(rng, False)) for _ in range(400)))
-    path = write(tmp_path, "c.tsv", "ra\tdec\tid\n" + "".join(f"{ra[0]}\t{dec[0]}\t{i}\n"
-                                                            for i, (ra, dec) in enumerate(zip(ras, decs))))
+    rows = "".join(f"{ra[0]}\t{dec[0]}\t{i}\n" for i, (ra, dec) in enumerate(zip(ras, decs)))
+    path = write(tmp_path, "c.tsv", "ra\tdec\tid\n" + rows)  # no quoting of the Dec's '"' seconds
     table = read_catalog(path, radius_arcsec=1).table
     expected_ra = Angle([r[1] for r in ras], unit=u.hourangle).deg
     expected_dec = Angle([d[1] for d in decs], unit=u.deg).deg
@@ -203,7 +209,7 @@ def test_sexagesimal_matches_astropy(tmp_path):
 
 def test_sexagesimal_forms_and_mixed_column(tmp_path):
     text = ("ra\tdec\tid\n12:34:56.7\t+12:34:56.7\ta\n12 34 56.7\t-00:30:00\tb\n12h34m56.7s\t12d34m56.7s\tc\n"
-            "188.73625\t-12 34 56\td\n 1H2M3S \t-0d30m0s\te\n")
+            "188.73625\t-12  34 56\td\n 1H2M3S \t-0d30m0s\te\n")
     table = read_catalog(write(tmp_path, "c.tsv", text), radius_arcsec=1).table
     ra, dec = table["ra"].to_pylist(), table["dec"].to_pylist()
     assert ra[:4] == pytest.approx([188.73625] * 4, abs=1e-12)
@@ -232,6 +238,15 @@ def test_missing_file(tmp_path):
 def test_directory(tmp_path):
     (tmp_path / "dir.csv").mkdir()
     refused(tmp_path / "dir.csv", "is a directory, not a catalogue file")
+
+
+def test_not_a_regular_file(tmp_path):
+    os.mkfifo(tmp_path / "pipe.csv")  # reading it would block
+    refused(tmp_path / "pipe.csv", "pipe.csv: is not a regular file")
+
+
+def test_empty_parquet_file(tmp_path):
+    refused(write(tmp_path, "empty.parquet", b""), "empty.parquet: the file is empty")
 
 
 def test_unreadable(tmp_path, monkeypatch):
@@ -319,7 +334,8 @@ def test_missing_column_did_you_mean(tmp_path):
 
 @pytest.mark.parametrize(("kwargs", "fragment"), [
     ({"dec_col": "declination"}, "no column 'declination' (columns: ra, dec, name); give the right one with --dec-col"),
-    ({"id_col": "nam"}, "no column 'nam' (columns: ra, dec, name); did you mean 'name'? Give the right one with --id-col"),
+    ({"id_col": "nam"},
+     "no column 'nam' (columns: ra, dec, name); did you mean 'name'? Give the right one with --id-col"),
     ({"id_col": "name", "radius_col": "radius", "radius_arcsec": None}, "no column 'radius'"),
 ])
 def test_missing_column(tmp_path, kwargs, fragment):
@@ -439,7 +455,8 @@ def test_parquet_id_type_refused(tmp_path, data_type):
     ({"dec": [0.0, float("-inf"), 0.0]}, {}, "column 'dec', row 2: -inf is infinite"),
     ({"id": pa.array([1, 2, None], pa.int64())}, {}, "column 'id', row 3: empty id"),
     ({"id": ["a", "", "c"]}, {}, "column 'id', row 2: empty id"),
-    ({"id": pa.array([1, 2, 2**64 - 1], pa.uint64())}, {}, "column 'id', row 3: id 18446744073709551615 is beyond int64"),
+    ({"id": pa.array([1, 2, 2**64 - 1], pa.uint64())}, {},
+     "column 'id', row 3: id 18446744073709551615 is beyond int64"),
     ({"r": [1.0, 2.0, 0.0]}, {"radius_col": "r", "radius_arcsec": None}, "column 'r', row 3: radius 0.0 must be > 0"),
     ({"ra": pa.array([1, 2, 3], pa.timestamp("s"))}, {}, "column 'ra' has type timestamp[ms]; coordinates must be"),
     ({"r": [True, False, True]}, {"radius_col": "r", "radius_arcsec": None},
