@@ -1,4 +1,4 @@
-"""The user catalogue of a cross-match (fink_pipeline.crossmatch.catalog): CSV and Parquet files
+"""The user catalogue of a cross-match (fink_pipeline.transfer.crossmatch.catalog): CSV and Parquet files
 read into ra, dec, radius_arcsec and id; every bad catalogue refused with one line naming the
 file, the column, the data row and the fix. Plain pytest, no Spark."""
 
@@ -8,14 +8,17 @@ import gzip
 import hashlib
 import os
 import random
+import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import yaml
 
-from fink_pipeline.crossmatch import catalog as catalog_module
-from fink_pipeline.crossmatch.catalog import (
+from fink_pipeline.transfer.crossmatch import catalog as catalog_module
+from fink_pipeline.transfer.crossmatch.catalog import (
     MAX_CATALOG_ROWS,
     MAX_RADIUS_ARCSEC,
     Catalog,
@@ -468,3 +471,40 @@ def test_parquet_bad_values(tmp_path, columns, kwargs, fragment):
     path = tmp_path / "p.parquet"
     pq.write_table(pa.table({**table, **columns}), path)
     refused(path, f"p.parquet: {fragment}", **kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# the bad-input corpus (bad_inputs/catalog_*.yaml, checked through requests by test_bad_inputs)
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+CATALOG_KEYS = {"ra_col", "dec_col", "id_col", "radius_arcsec", "radius_col"}
+
+
+def corpus_header(request_file: Path) -> dict[str, str]:
+    return dict(re.findall(r"^#\s*(expect|message):\s*(.*)$", request_file.read_text(), re.M))
+
+
+@pytest.mark.parametrize("request_file", [p for p in sorted(CORPUS.glob("catalog_*.yaml"))
+                                          if corpus_header(p)["expect"] == "CatalogError"], ids=lambda p: p.stem)
+def test_corpus_catalogues_raise_their_message(request_file):
+    """Each corpus request's catalogue, read with the request's columns, raises the header's message
+    (the radius arguments are checked by the request itself, RequestError, before the reader)."""
+    header = corpus_header(request_file)
+    fields = yaml.safe_load(request_file.read_text())
+    path = request_file.parent / fields["catalog_filename"]
+    with pytest.raises(CatalogError) as raised:
+        read_catalog(path, **{k: v for k, v in fields.items() if k in CATALOG_KEYS})
+    assert header["message"].strip() in str(raised.value)
+
+
+def test_corpus_has_a_catalogue_per_case():
+    names = {p.stem for p in CORPUS.glob("catalog_*.yaml")}
+    assert len(names) >= 20
+    used = {yaml.safe_load(p.read_text())["catalog_filename"] for p in CORPUS.glob("catalog_*.yaml")}
+    assert {f"catalogs/{p.name}" for p in (CORPUS / "catalogs").iterdir()} <= used
+
+
+def test_reader_also_importable_from_fink_pipeline_crossmatch():
+    from fink_pipeline.crossmatch import catalog as announced
+
+    assert announced.read_catalog is read_catalog and announced.CatalogError is CatalogError
