@@ -9,6 +9,11 @@ The client is pointed at the embedded broker through the credentials file writte
 user would after registering, and its downloaded Parquet files must hold every published alert
 exactly once. A second run must find nothing left to download.
 
+A second case downloads an `fxmatch_ztf_` topic (catalogue cross-match, issue 16: one row per
+(alert, source) pair, content objectId, candid, jd and the catalogue's id column) submitted with
+`fink-pipeline request submit --catalog ... --wait` on real ZTF samples: `finkctl transfer -topic
+fxmatch_ztf_...` must get exactly the rows our `fink_datatransfer` gets.
+
 One adaptation, for the embedded broker only: Tansu's group coordinator is slow to admit a
 member (~23 s with the default 45 s session) and never admits a new one while earlier members
 that left during their join are still registered. `finkctl transfer` subscribes two throw-away
@@ -122,6 +127,31 @@ def run_finkctl(command: list[str], env: dict[str, str], cwd: Path, timeout_s: f
     return subprocess.CompletedProcess(command, process.returncode, out, err)
 
 
+def finkctl_transfer_command(python: Path, broker: str, tmp_path: Path, topic: str, partitionby: str | None,
+                             nconsumers: int) -> tuple[dict[str, str], list[str], Path]:
+    """(env, command, outdir) of `finkctl transfer` for `topic`, after `fink-pipeline register`
+    (no password) wrote the user's credentials file under a fresh HOME."""
+    home = tmp_path / "home"
+    credentials = home / ".finkclient" / "ztf_credentials.yml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK", "VIRTUAL_ENV"))}
+    env["HOME"] = str(home)
+    registered = subprocess.run(
+        [sys.executable, "-m", "fink_pipeline.cli.main", "register", "--survey", "ztf", "--servers", broker,
+         "--username", "compat", "--group-id", f"compat_{topic}", "--maxtimeout", str(MAX_TIMEOUT_S),
+         "--path", str(credentials)],
+        capture_output=True, text=True, env={**env, "FINK_KAFKA_PASSWORD": ""}, timeout=120,
+    )
+    assert registered.returncode == 0, registered.stderr
+    assert read_credentials_file(credentials)["servers"] == broker
+    launcher = tmp_path / "finkctl_on_tansu.py"
+    launcher.write_text(LAUNCHER)
+    outdir = tmp_path / "download"
+    command = [str(python), str(launcher), "transfer", "-survey", "ztf", "-topic", topic, "-outdir", str(outdir),
+               *(["-partitionby", partitionby] if partitionby else []), "-batchsize", "1000",
+               "-nconsumers", str(nconsumers)]
+    return env, command, outdir
+
+
 def test_finkctl_transfer_downloads_every_published_alert(spark, kafka_broker, kafka_settings, tmp_path):
     python = compat_python()
     root = str(tmp_path / "archive")
@@ -139,23 +169,8 @@ def test_finkctl_transfer_downloads_every_published_alert(spark, kafka_broker, k
     assert report.total == len(source) == 4000
 
     # the user's side: register (no password), then `finkctl transfer`
-    home = tmp_path / "home"
-    credentials = home / ".finkclient" / "ztf_credentials.yml"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK", "SPARK", "VIRTUAL_ENV"))}
-    env["HOME"] = str(home)
-    registered = subprocess.run(
-        [sys.executable, "-m", "fink_pipeline.cli.main", "register", "--survey", "ztf", "--servers", kafka_broker,
-         "--username", "compat", "--group-id", "compat_ztf", "--maxtimeout", str(MAX_TIMEOUT_S),
-         "--path", str(credentials)],
-        capture_output=True, text=True, env={**env, "FINK_KAFKA_PASSWORD": ""}, timeout=120,
-    )
-    assert registered.returncode == 0, registered.stderr
-    assert read_credentials_file(credentials)["servers"] == kafka_broker
-    launcher = tmp_path / "finkctl_on_tansu.py"
-    launcher.write_text(LAUNCHER)
-    outdir = tmp_path / "download"
-    command = [str(python), str(launcher), "transfer", "-survey", "ztf", "-topic", request.topic,
-               "-outdir", str(outdir), "-partitionby", "finkclass", "-batchsize", "1000", "-nconsumers", "10"]
+    env, command, outdir = finkctl_transfer_command(python, kafka_broker, tmp_path, request.topic, "finkclass",
+                                                    nconsumers=10)
     first = run_finkctl(command, env, tmp_path, timeout_s=600)
     assert first.returncode == 0, first.stderr[-3000:]
 
@@ -170,3 +185,68 @@ def test_finkctl_transfer_downloads_every_published_alert(spark, kafka_broker, k
     assert second.returncode == 0, second.stderr[-3000:]
     assert len(ds.dataset(outdir, format="parquet", partitioning="hive").to_table(columns=["candid"])) == len(source)
     print(f"\nfinkctl transfer wrote {len(downloaded):,} rows for {report.total:,} published alerts")
+
+
+def test_finkctl_transfer_downloads_an_fxmatch_topic_as_our_consumer_does(spark, shared_data, kafka_broker,
+                                                                          tmp_path, monkeypatch):
+    """Real ZTF samples cross-matched with a catalogue of their positions (two sources around one
+    alert): fink-client's `finkctl transfer -topic fxmatch_ztf_...` and our `fink_datatransfer`
+    download the same rows, the brute-force (candid, id) pairs."""
+    import contextlib
+    import io
+
+    import fink_pipeline.kafka.broker as broker
+    from fink_pipeline.archive.importer import import_alerts
+    from fink_pipeline.cli.datatransfer import main as datatransfer_main
+    from fink_pipeline.cli.main import main
+    from fink_pipeline.consumer.readers import read_delta_table
+    from fink_pipeline_tests.test_crossmatch_transfers import (
+        ZTF_START, ZTF_STOP, brute_force_pairs, read_catalog_text, write_catalog, ztf_catalog_rows,
+    )
+
+    python = compat_python()
+    root = str(tmp_path / "archive")
+    fink = shared_data / "ztf" / "fink"
+    import_alerts([fink / "science_avro_snappy", fink / "science_parquet" / "fink-science_datatest",
+                   fink / "science_parquet" / "fink-broker_tracklet", fink / "ftransfer_avro" / "part-3-305711.avro"],
+                  get_survey("ztf"), root)
+    rows, info = ztf_catalog_rows(root)
+    catalog = tmp_path / "sources.csv"
+    write_catalog(catalog, rows)
+    alerts = info["alerts"]
+    expected = brute_force_pairs(alerts["candid"].to_pylist(), alerts["ra"].to_numpy(), alerts["dec"].to_numpy(),
+                                 *read_catalog_text(catalog))
+    assert len(expected) >= 14
+
+    monkeypatch.setenv("FINK_PIPELINE_HOME", str(tmp_path / "state"))
+    monkeypatch.setattr(broker, "status_managed", lambda state_dir: kafka_broker)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(["request", "submit", "--survey", "ztf", "--start", ZTF_START, "--stop", ZTF_STOP, "--archive", root,
+                   "--tables", str(tmp_path / "tables"), "--catalog", str(catalog), "--ra-col", "RAJ2000",
+                   "--dec-col", "DEJ2000", "--id-col", "name", "--radius-arcsec", "1.5", "--wait"])
+    assert rc == 0, out.getvalue()
+    topic = out.getvalue().splitlines()[0]
+    assert topic.startswith("fxmatch_ztf_")
+
+    # ours
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        assert datatransfer_main(["-topic", topic, "-outdir", str(tmp_path / "ours"), "-servers", kafka_broker]) == 0
+    ours = read_delta_table(str(tmp_path / "ours"))
+    ours_pairs = sorted(zip(ours["candid"].to_pylist(), ours["name"].to_pylist()))
+    assert len(ours_pairs) == len(expected) and set(ours_pairs) == expected
+
+    # fink-client's, as a user runs it
+    env, command, outdir = finkctl_transfer_command(python, kafka_broker, tmp_path, topic, "time", nconsumers=2)
+    result = run_finkctl(command, env, tmp_path, timeout_s=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    theirs = ds.dataset(outdir, format="parquet", partitioning="hive").to_table()
+    assert [c for c in theirs.column_names if c not in ("year", "month", "day")] == ["objectId", "candid", "jd", "name"]
+    theirs_pairs = sorted(zip(theirs["candid"].to_pylist(), theirs["name"].to_pylist()))
+    assert len(theirs_pairs) == len(ours_pairs)
+    assert theirs_pairs == ours_pairs
+    # the same rows, column by column
+    key = ["candid", "name"]
+    assert (theirs.select(["objectId", "candid", "jd", "name"]).sort_by([(k, "ascending") for k in key]).to_pylist()
+            == ours.select(["objectId", "candid", "jd", "name"]).sort_by([(k, "ascending") for k in key]).to_pylist())
+    print(f"\nfinkctl transfer wrote {len(theirs_pairs)} (alert, source) rows of {topic}, as our consumer did")
