@@ -43,6 +43,7 @@ from fink_pipeline.surveys import get_survey
 from fink_pipeline.transfer.conditions import validator as conditions_validator
 from fink_pipeline.transfer.conditions import MAX_CONDITION_LENGTH, ConditionError
 from fink_pipeline.transfer.content import ContentError
+from fink_pipeline.transfer.crossmatch.catalog import CatalogError
 from fink_pipeline.transfer.plan import NoDataError, plan_transfer
 from fink_pipeline.transfer.request import (
     MAX_CLASSES,
@@ -62,12 +63,13 @@ pytestmark = pytest.mark.reliability
 
 CORPUS = Path(__file__).parent / "bad_inputs"
 START = dt.date(2024, 3, 1)
-ERROR_CLASSES = {cls.__name__: cls for cls in (RequestError, NoDataError, ConditionError, ContentError)}
+ERROR_CLASSES = {cls.__name__: cls for cls in (RequestError, NoDataError, ConditionError, ContentError, CatalogError)}
 # Cases also run through a real `fink-pipeline request validate` process (one per kind of input).
 SUBPROCESS_CASES = (
     "syntax_unclosed_mapping", "python_object_tag", "unknown_key_typo", "portal_bad_startdate",
     "lsst_unknown_block", "portal_blocks", "too_many_nights", "unknown_content_field",
     "hostile_condition_reflect", "unknown_class_near_miss", "oversized_conditions_count",
+    "catalog_dec_out_of_range", "catalog_duplicate_ids",
 )  # fmt: skip
 
 
@@ -188,7 +190,10 @@ def test_corpus_covers_each_kind_of_bad_request():
         "portal format": "portal_", "blocks on ztf": "portal_blocks", "negation of nothing": "negation_of_nothing",
         "unknown lsst block": "lsst_unknown_block", "unknown lsst filter": "lsst_unknown_filter",
         "ztf class on lsst": "lsst_ztf_class", "ztf field on lsst": "lsst_ztf_field_condition",
-        "catalogue": "portal_catalogue", "hostile conditions": "hostile_condition_", "unknown classes": "unknown_class",
+        "catalogue without radius": "portal_catalogue", "catalogue columns": "catalog_missing_column",
+        "catalogue coordinates": "catalog_dec_out_of_range", "catalogue sexagesimal": "catalog_bad_sexagesimal",
+        "catalogue ids": "catalog_duplicate_ids", "catalogue radii": "catalog_negative_radius",
+        "catalogue files": "catalog_not_a_catalogue", "empty catalogue": "catalog_header_only", "hostile conditions": "hostile_condition_", "unknown classes": "unknown_class",
         "unknown fields": "unknown_content_field", "oversized range": "too_many_nights",
         "too many conditions": "oversized_conditions_count", "conditions too long": "oversized_conditions_total",
         "oversized textarea": "oversized_conditions_textarea", "oversized names": "oversized_class_name",

@@ -502,9 +502,3 @@ def test_corpus_has_a_catalogue_per_case():
     assert len(names) >= 20
     used = {yaml.safe_load(p.read_text())["catalog_filename"] for p in CORPUS.glob("catalog_*.yaml")}
     assert {f"catalogs/{p.name}" for p in (CORPUS / "catalogs").iterdir()} <= used
-
-
-def test_reader_also_importable_from_fink_pipeline_crossmatch():
-    from fink_pipeline.crossmatch import catalog as announced
-
-    assert announced.read_catalog is read_catalog and announced.CatalogError is CatalogError

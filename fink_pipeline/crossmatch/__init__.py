@@ -1,1 +1,0 @@
-"""Cross-match of alerts with a user catalogue of sources (Fink's fxmatch_ service)."""
