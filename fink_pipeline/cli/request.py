@@ -232,9 +232,8 @@ def run_submit(args: argparse.Namespace) -> int:
     from fink_pipeline.kafka.broker import status_managed
     from fink_pipeline.kafka.settings import KafkaSettings
     from fink_pipeline.kafka.topics import list_topics
-    from fink_pipeline.transfer.store import RequestStore
-
     from fink_pipeline.transfer.plan import pin_catalog
+    from fink_pipeline.transfer.store import RequestStore
 
     request, plan, archive = plan_request(args)
     bootstrap = status_managed(paths.state_dir())
