@@ -293,7 +293,8 @@ def test_submitted_request_keeps_its_catalogue(ztf_archive, tmp_path, catalog_di
     write_catalog(path, archive_positions(ztf_archive), np.random.default_rng(2))
     rerun = plan_transfer(submitted, ztf_archive, nights)
     assert rerun.crossmatch.index_path == first.crossmatch.index_path
-    assert plan_transfer(catalog_request(ztf_archive, path), ztf_archive, nights).crossmatch.sha256 != first.crossmatch.sha256
+    assert plan_transfer(catalog_request(ztf_archive, path), ztf_archive,
+                         nights).crossmatch.sha256 != first.crossmatch.sha256
     # the stored index is lost as well: a clear error, never other sources
     Path(first.crossmatch.index_path).unlink()
     with pytest.raises(CatalogError, match="changed since the request was submitted"):
@@ -363,7 +364,8 @@ def test_catalogue_with_classes_conditions_and_limit(spark, ztf_archive, tmp_pat
     expected = expected_pairs(alerts, catalog, 1.5)
     bright = catalog_request(ztf_archive, tmp_path / "sources.parquet", conditions=["candidate.magpsf < 19"],
                              content=["candid", "candidate.magpsf"])
-    rows = build_transfer_dataframe(spark, plan_transfer(bright, ztf_archive, list_nights(ztf_archive, "ztf"))).toArrow()
+    nights = list_nights(ztf_archive, "ztf")
+    rows = build_transfer_dataframe(spark, plan_transfer(bright, ztf_archive, nights)).toArrow()
     assert 0 < rows.num_rows < len(expected)
     assert max(rows["magpsf"].to_pylist()) < 19
     assert set(zip(rows["candid"].to_pylist(), rows["source_id"].to_pylist())) <= expected
@@ -425,3 +427,34 @@ def test_standing_request_with_a_catalogue_is_pinned_by_its_first_step(ztf_archi
     assert pinned is not None and metadata["catalog_sha256"].value == pinned
     first_night = archive_positions(ztf_archive, START)
     assert metadata["catalog_pairs"].value == len(expected_pairs(first_night, catalog, 1.5)) > 10
+
+
+@pytest.mark.parametrize("survey, position", [("lsst", ("diaSource", "ra", "dec")),
+                                              ("elasticc", ("diaSource", "ra", "decl"))])
+def test_estimate_counts_the_pairs_of_every_survey_exactly(tmp_path, catalog_dir, survey, position):
+    """The estimate matches every alert's position (Rubin diaSource.ra/dec, ELAsTiCC
+    diaSource.ra/decl) with the job's index: the brute-force count, before any Spark."""
+    import pyarrow.dataset as ds
+
+    from fink_pipeline.transfer.estimate import estimate_request
+
+    root = str(tmp_path / "archive")
+    night = max(START, get_survey(survey).first_night)
+    generate_archive(get_survey(survey), root, night, nights=1, alerts_per_night=800, seed=3, with_cutouts=False)
+    struct, ra_field, dec_field = position
+    alerts = ds.dataset(f"{root}/{survey}/science", format="parquet", partitioning="hive").to_table(
+        columns={"ra": ds.field(struct, ra_field), "dec": ds.field(struct, dec_field)})
+    rng = np.random.default_rng(8)
+    pick = rng.choice(alerts.num_rows, 40, replace=False)
+    catalog = pa.table({"source_id": np.arange(140),
+                        "ra": np.r_[alerts["ra"].to_numpy()[pick], rng.uniform(0, 360, 100)],
+                        "dec": np.r_[alerts["dec"].to_numpy()[pick], rng.uniform(-60, 20, 100)]})
+    pq.write_table(catalog, tmp_path / "sources.parquet")
+    request = request_from_mapping({"survey": survey, "start": night.isoformat(), "stop": night.isoformat(),
+                                    "catalog_filename": str(tmp_path / "sources.parquet"), "id_col": "source_id",
+                                    "radius_arcsec": 1.0})
+    estimate = estimate_request(request, root)
+    expected = brute_force_pairs(alerts["ra"].to_numpy(), alerts["dec"].to_numpy(), catalog["ra"].to_numpy(),
+                                 catalog["dec"].to_numpy(), 1.0)
+    assert sum(estimate.catalog_pairs.values()) == estimate.total.alerts == len(expected) >= 40
+    assert estimate.exact and estimate.as_metadata()["catalog_pairs"] == len(expected)

@@ -222,7 +222,8 @@ def build_index(ra_deg: np.ndarray, dec_deg: np.ndarray, radius_arcsec: np.ndarr
         at = depth == value
         cell[at] = cells(ra_deg[at], dec_deg[at], value)
     # one depth (a fixed radius): a plain sort is faster than lexsort
-    order = np.argsort(cell, kind="stable") if len(depth) == 0 or depth.min() == depth.max() else np.lexsort((cell, depth))
+    one_depth = len(depth) == 0 or depth.min() == depth.max()
+    order = np.argsort(cell, kind="stable") if one_depth else np.lexsort((cell, depth))
     table = pa.table({
         "depth": pa.array(depth[order]),
         "cell": pa.array(cell[order]),

@@ -55,7 +55,8 @@ def _choices_digest(request: TransferRequestFields) -> str:
     return hashlib.sha256(json.dumps(choices, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def prepare_crossmatch(request: TransferRequestFields, survey: Survey, directory: Path | None = None) -> CrossmatchPlan | None:
+def prepare_crossmatch(request: TransferRequestFields, survey: Survey,
+                       directory: Path | None = None) -> CrossmatchPlan | None:
     """The request's `CrossmatchPlan` (None without a catalogue): the catalogue read and
     validated (CatalogError naming the column and row), indexed once per content and choices."""
     if request.catalog_filename is None:
