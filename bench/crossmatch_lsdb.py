@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--radius-arcsec", type=float, default=1.5)
     parser.add_argument("--n-neighbors", type=int, default=16)
     parser.add_argument("--pairs", help="write the (candid, id) pairs to this Parquet file")
+    parser.add_argument("--hats", help="a HATS collection of the catalogue (with its margin): opened with "
+                        "lsdb.open_catalog instead of from_dataframe; written first (not timed) when missing")
     args = parser.parse_args()
 
     import dask
@@ -52,11 +54,26 @@ def main() -> None:
     files = ds.dataset(os.path.join(args.archive, "ztf", "science"), format="parquet", partitioning="hive")
     alerts = files.to_table(columns={"candid": pc.field("candid"), "ra": pc.field("candidate", "ra"),
                                      "dec": pc.field("candidate", "dec")}).to_pandas()
-    sources = pd.read_parquet(args.catalogue, columns=["ra", "dec", "id"])
+    hats_s = None
+    if args.hats and not os.path.exists(os.path.join(args.hats, "collection.properties")):
+        began = time.perf_counter()
+        sources = pd.read_parquet(args.catalogue, columns=["ra", "dec", "id"])
+        lsdb.from_dataframe(sources, catalog_name="catalogue", ra_column="ra", dec_column="dec").to_hats(
+            args.hats, progress_bar=False)
+        del sources
+        hats_s = time.perf_counter() - began
+        imported += hats_s  # the import to HATS stands for a catalogue already published as HATS
     left = lsdb.from_dataframe(alerts, catalog_name="alerts", ra_column="ra", dec_column="dec")
-    right = lsdb.from_dataframe(sources, catalog_name="catalogue", ra_column="ra", dec_column="dec")
-    n_alerts, n_sources = len(alerts), len(sources)
-    del alerts, sources
+    if args.hats:
+        right = lsdb.open_catalog(args.hats)
+        n_sources = right.hc_structure.catalog_info.total_rows
+    else:
+        sources = pd.read_parquet(args.catalogue, columns=["ra", "dec", "id"])
+        right = lsdb.from_dataframe(sources, catalog_name="catalogue", ra_column="ra", dec_column="dec")
+        n_sources = len(sources)
+        del sources
+    n_alerts = len(alerts)
+    del alerts
     loaded = time.perf_counter()
 
     matched = left.crossmatch(right, radius_arcsec=args.radius_arcsec, n_neighbors=args.n_neighbors,
@@ -71,7 +88,7 @@ def main() -> None:
                               "id": matched[source_id].astype("int64").to_numpy()})
         pairs.to_parquet(args.pairs, index=False)
     print(json.dumps({
-        "import_s": imported - _STARTED, "load_s": loaded - imported, "match_s": done - loaded,
+        "import_s": imported - _STARTED - (hats_s or 0), "hats_write_s": hats_s, "load_s": loaded - imported, "match_s": done - loaded,
         "pairs": int(len(matched)), "max_per_alert": int(per_alert.max()) if len(per_alert) else 0,
         "alerts": n_alerts, "sources": n_sources,
         "left_partitions": left.npartitions, "right_partitions": right.npartitions,

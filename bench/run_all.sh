@@ -11,7 +11,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
-BENCHES=(generator avro_encode bytes_read first_alert end_to_end publish consumer consumer_memory)
+BENCHES=(generator avro_encode bytes_read first_alert end_to_end publish consumer consumer_memory crossmatch)
 if [ "$#" -gt 0 ]; then BENCHES=("$@"); fi
 mkdir -p bench/results
 LOG="bench/results/run_all-$(date -u +%Y%m%dT%H%M%SZ).log"
