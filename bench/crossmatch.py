@@ -245,16 +245,20 @@ def pair_set(table) -> set[tuple[int, int]]:
 
 class TreeRSS:
     """Samples the summed RSS of a process tree (root and its descendants, minus `exclude` and
-    their descendants) every `interval` s in a thread; `peak()` since the last `mark()`."""
+    their descendants) every `interval` s in a thread, and its summed PSS (shared pages, such as
+    a memory-mapped catalogue index, divided among the processes mapping them) every
+    `pss_every` samples; `peak()` / `peak_pss()` since the last `mark()`, `breakdown()` the
+    RSS per kind of process (root, java, other descendants) at the RSS peak."""
 
-    def __init__(self, root_pid: int, interval: float = 0.1, exclude: set[int] | None = None):
+    def __init__(self, root_pid: int, interval: float = 0.1, exclude: set[int] | None = None, pss_every: int = 5):
         import psutil
 
         self._psutil = psutil
         self.root = psutil.Process(root_pid)
         self.interval = interval
+        self.pss_every = pss_every
         self.exclude = exclude or set()
-        self._peak = 0
+        self._peak, self._peak_pss, self._breakdown = 0, 0, {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -267,42 +271,75 @@ class TreeRSS:
         self._stop.set()
         self._thread.join()
 
-    def sample(self) -> int:
+    def _procs(self):
         psutil = self._psutil
         try:
             procs = [self.root, *self.root.children(recursive=True)]
         except psutil.Error:
-            return 0
+            return []
         skipped: set[int] = set()
         for pid in self.exclude:
             try:
                 skipped |= {pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))}
             except psutil.Error:
                 skipped.add(pid)
-        total = 0
-        for proc in procs:
-            if proc.pid in skipped:
-                continue
+        return [p for p in procs if p.pid not in skipped]
+
+    def sample(self, pss: bool = False) -> tuple[int, dict, int | None]:
+        psutil = self._psutil
+        total, kinds, pss_total = 0, {}, 0 if pss else None
+        for proc in self._procs():
             try:
-                total += proc.memory_info().rss
+                rss = proc.memory_info().rss
+                kind = "root" if proc.pid == self.root.pid else "java" if proc.name() == "java" else "other"
+                if pss:
+                    pss_total += proc.memory_full_info().pss
             except psutil.Error:
-                pass
-        return total
+                continue
+            total += rss
+            n, size = kinds.get(kind, (0, 0))
+            kinds[kind] = (n + 1, size + rss)
+        return total, kinds, pss_total
+
+    def _record(self, pss: bool) -> None:
+        value, kinds, pss_value = self.sample(pss)
+        with self._lock:
+            if value > self._peak:
+                self._peak, self._breakdown = value, kinds
+            if pss_value is not None:
+                self._peak_pss = max(self._peak_pss, pss_value)
 
     def _run(self) -> None:
+        i = 0
         while not self._stop.is_set():
-            value = self.sample()
-            with self._lock:
-                self._peak = max(self._peak, value)
+            self._record(i % self.pss_every == 0)
+            i += 1
             self._stop.wait(self.interval)
 
     def mark(self) -> None:
         with self._lock:
-            self._peak = self.sample()
+            self._peak, self._peak_pss, self._breakdown = 0, 0, {}
+        self._record(True)
 
     def peak(self) -> int:
+        self._record(True)
         with self._lock:
-            return max(self._peak, self.sample())
+            return self._peak
+
+    def peak_pss(self) -> int:
+        with self._lock:
+            return self._peak_pss
+
+    def breakdown(self) -> str:
+        """e.g. `root 850 + java 1 x 700 + other 2 x 950 MiB` at the RSS peak."""
+        with self._lock:
+            parts = []
+            for kind in ("root", "java", "other"):
+                if kind in self._breakdown:
+                    n, size = self._breakdown[kind]
+                    parts.append(f"{kind} {size / 2**20:,.0f}" if kind == "root" else
+                                 f"{kind} {n} x {size / n / 2**20:,.0f}")
+            return " + ".join(parts) + " MiB"
 
 
 def run_sampled(cmd: list[str], env: dict | None = None, exclude: set[int] | None = None,
@@ -316,6 +353,7 @@ def run_sampled(cmd: list[str], env: dict | None = None, exclude: set[int] | Non
         out, err = proc.communicate(timeout=timeout)
         peak = rss.peak()
     seconds = time.perf_counter() - began
+    run_sampled.last = {"peak_pss": rss.peak_pss(), "breakdown": rss.breakdown()}
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), seconds, peak
 
 
@@ -394,11 +432,12 @@ def worker(spec: dict) -> None:
                 seconds = time.perf_counter() - began
                 cpu = cpu_seconds() - cpu0
                 peak = rss.peak()
+                peak_pss, breakdown = rss.peak_pss(), rss.breakdown()
                 uri = str(root / "tables" / request.topic)
                 key = ["candid", "id"] if catalogue is not None else "candid"
                 rows, distinct = delta_table_counts(uri, key)
                 run = {"seconds": seconds, "published": published, "rows": rows, "distinct": distinct,
-                       "peak_rss": peak, "cpu_s": cpu}
+                       "peak_rss": peak, "peak_pss": peak_pss, "breakdown": breakdown, "cpu_s": cpu}
                 if truth is not None:
                     from deltalake import DeltaTable
 
@@ -468,7 +507,9 @@ def cpu_seconds() -> float:
 
 def run_case(spec: dict) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)]
-    done, seconds, _ = run_sampled(cmd)
+    began = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    seconds = time.perf_counter() - began
     if done.returncode != 0:
         raise RuntimeError(f"case {spec.get('label')} failed ({done.returncode}):\n{done.stdout[-3000:]}\n"
                            f"{done.stderr[-6000:]}")
@@ -500,7 +541,8 @@ def run_cold(archive: Path, catalogue: Path | None, nights: int) -> dict:
                                f"{done.stderr[-4000:]}")
         lines = [line for line in done.stdout.splitlines() if line.strip()]
         published = next(int(line.split()[0].replace(",", "")) for line in lines if "alerts published to" in line)
-        return {"seconds": seconds, "peak_rss": peak, "published": published, "stdout": done.stdout[-2000:]}
+        return {"seconds": seconds, "peak_rss": peak, **run_sampled.last, "published": published,
+                "stdout": done.stdout[-2000:]}
     finally:
         subprocess.run([*cli, "broker", "stop"], env=env, capture_output=True)
         work.cleanup()
@@ -535,7 +577,7 @@ def run_lsdb(python: Path, archive: Path, catalogue: Path, neighbors: int, pairs
     if done.returncode != 0:
         raise RuntimeError(f"LSDB failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-6000:]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    return {**result, "seconds": seconds, "peak_rss": peak}
+    return {**result, "seconds": seconds, "peak_rss": peak, **run_sampled.last}
 
 
 # ---------------------------------------------------------------- main
@@ -610,9 +652,10 @@ def main() -> None:
         plain = run_case(spec)
         check_plain(plain, n_alerts)
         log(f"plain: {seconds_list(plain)} s "
-            f"(Spark start {plain['spark_start']:.1f} s, warm-up {plain['warm_up']:.1f} s, not counted)")
+            f"(Spark start {plain['spark_start']:.1f} s, warm-up {plain['warm_up']:.1f} s, not counted); peak RSS "
+            + "; ".join(r["breakdown"] for r in plain["runs"]))
         rows.append(("plain transfer", "-", len(plain["runs"]), median(r["seconds"] for r in plain["runs"]), None,
-                     None, None, max(r["peak_rss"] for r in plain["runs"]),
+                     None, None, max(r["peak_rss"] for r in plain["runs"]), max(r["peak_pss"] for r in plain["runs"]),
                      f"{median(r['cpu_s'] for r in plain['runs']):.0f} CPU-s"))
     if want_ours and "ours" in parts:
         warm_up_catalogue = ensure_warmup_catalogue(catalogues[sizes[0]])
@@ -631,10 +674,12 @@ def main() -> None:
             log(f"ours {label_of(size)}: {seconds_list(ours)} s (warm-up {ours['warm_up']:.1f} s); catalogue read + "
                 f"index {ours['index_s']:.1f} s; selection job counted with / without the catalogue "
                 f"{ours['count_with_s']:.1f} / {ours['count_without_s']:.1f} s "
-                f"({ours['count_with']:,} / {ours['count_without']:,} rows)")
+                f"({ours['count_with']:,} / {ours['count_without']:,} rows); peak RSS "
+                + "; ".join(r["breakdown"] for r in ours["runs"]))
             rows.append((f"crossmatch transfer {label_of(size)}", f"{size:,}", len(ours["runs"]),
                          median(r["seconds"] for r in ours["runs"]), ours["index_s"] + match_s, None,
                          ours["runs"][0]["pairs"], max(r["peak_rss"] for r in ours["runs"]),
+                         max(r["peak_pss"] for r in ours["runs"]),
                          f"{median(r['cpu_s'] for r in ours['runs']):.0f} CPU-s; index {ours['index_s']:.1f} s + "
                          f"Spark match {match_s:.1f} s; = true pairs"))
     if "cold" in parts:
@@ -647,8 +692,10 @@ def main() -> None:
                 raise RuntimeError(f"cold {name} transfer published {result['published']:,}, expected {expected:,}")
             rows.append((f"cold CLI {name}", "-" if size is None else f"{size:,}", 1, None, None,
                          result["seconds"], None if size is None else result["published"], result["peak_rss"],
+                         result["peak_pss"],
                          "request submit --wait, whole process"))
-            log(f"cold {name}: {result['seconds']:.1f} s, peak RSS {mib(result['peak_rss'])} MiB")
+            log(f"cold {name}: {result['seconds']:.1f} s, peak RSS {mib(result['peak_rss'])} MiB "
+                f"({result['breakdown']}), peak PSS {mib(result['peak_pss'])} MiB")
     lsdb_versions = None
     if "lsdb" in parts:
         python = ensure_lsdb()
@@ -678,7 +725,7 @@ def main() -> None:
                 note += " TRUNCATED"
             rows.append((name, f"{size:,}", len(results), None,
                          median(r["match_s"] for r in results), median(r["seconds"] for r in results),
-                         first["pairs"], max(r["peak_rss"] for r in results),
+                         first["pairs"], max(r["peak_rss"] for r in results), max(r["peak_pss"] for r in results),
                          f"load {median(r['load_s'] for r in results):.1f} s, import "
                          f"{median(r['import_s'] for r in results):.1f} s; {note}"))
 
@@ -689,13 +736,14 @@ def main() -> None:
             f"opened with open_catalog; crossmatch(radius_arcsec={RADIUS_ARCSEC:g}, n_neighbors={args.lsdb_neighbors}"
             f" instead of its default 1, to return every match) .compute()")
     header = (f"{'case':<28}{'sources':>12}{'runs':>5}{'transfer s':>11}{'match s':>9}{'process s':>10}"
-              f"{'pairs':>9}{'peak RSS MiB':>13}  note")
+              f"{'pairs':>9}{'peak RSS MiB':>13}{'PSS MiB':>8}  note")
     log(header)
-    for case, sources, n, seconds, match, process, pairs, peak, note in rows:
+    for case, sources, n, seconds, match, process, pairs, peak, pss, note in rows:
         log(f"{case:<28}{sources:>12}{n:>5}{fmt(seconds):>11}{fmt(match):>9}{fmt(process):>10}"
-            f"{'-' if pairs is None else f'{pairs:,}':>9}{mib(peak):>13}  {note}")
+            f"{'-' if pairs is None else f'{pairs:,}':>9}{mib(peak):>13}{mib(pss):>8}  {note}")
     log("true pairs: " + ", ".join(f"{label_of(s)} {truth[s].num_rows:,}" for s in sizes)
-        + "; peak RSS: whole process tree (driver, Spark JVM, Python workers; not the broker)")
+        + "; peak RSS and PSS: whole process tree (driver, Spark JVM, Python workers; not the broker), RSS sampled "
+        "every 0.1 s, PSS every 0.5 s (PSS shares a memory-mapped index among the processes that map it)")
     if plain is not None and ours_by_size:
         plain_s = median(r["seconds"] for r in plain["runs"])
         for size in sorted(ours_by_size, reverse=True):
