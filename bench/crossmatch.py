@@ -11,22 +11,36 @@ Data (generated once under bench/results/ and reused):
 * the true pairs (alert, source) within the radius of each catalogue, found by brute force on a
   3-D grid of unit vectors (numpy, independent of both tools), to check both.
 
-Cases, each in its own process tree (its peak RSS printed; the embedded broker, which stands for
-the Kafka cluster, is not counted):
+Cases, each in its own process tree; its peak RSS and peak PSS are printed (PSS counts a page
+shared by several processes, such as the memory-mapped catalogue index, once in all), with the
+RSS per kind of process at the peak; the embedded broker, which stands for the Kafka cluster,
+is not counted:
 
 * plain: whole transfers (`run_transfer` as bench/end_to_end.py runs it: one Dagster run,
   validation -> Spark job -> Kafka topic -> Delta table) of the 4 nights, light packet, all
   classes, in a process that started a local[2] Spark session and a private broker beforehand
   (not counted) and ran a 1-night warm-up transfer; median of --runs;
 * ours 100k / 10M: the same transfers with the catalogue (`catalog_filename`, radius 1.5
-  arcsec); median of --runs (--runs-large for catalogues over 1M sources);
-* cold: `fink-pipeline request submit --wait` subprocesses (a JVM per transfer, as a user
-  meets it: whole-process wall time), with and without each catalogue, one run each;
+  arcsec, light packet as well); each run reads and indexes the catalogue afresh (an empty
+  catalogue directory, as a new request), its pairs are checked against the true pairs; the
+  warm-up matches a 1,000-source catalogue; median of --runs (--runs-large for catalogues
+  over 1M sources). Then the match apart: reading + indexing the catalogue
+  (`prepare_crossmatch`), and the Spark selection counted with minus without the catalogue;
+* cold: `fink-pipeline request submit --wait` subprocesses (a JVM per transfer, a fresh state
+  directory, as a user meets it: whole-process wall time), without and with each catalogue,
+  one run each;
 * LSDB: bench/crossmatch_lsdb.py in bench/.venv-lsdb (lsdb from PyPI, created here when
   missing): import, load (`lsdb.from_dataframe` of both tables), `crossmatch(...).compute()`
-  on dask's default scheduler; whole-process wall time and the match step; median of --runs
-  (--runs-large). Deviation from LSDB's defaults: n_neighbors=--lsdb-neighbors (default 1)
-  so that every match within the radius is returned.
+  on dask's default scheduler (threads, one per core); whole-process wall time and the match
+  step; median of --runs (--runs-large). With --lsdb-hats (default) also with the catalogue
+  already in HATS (written once beforehand with `to_hats`, not counted, cached; opened with
+  `lsdb.open_catalog`), as LSDB's published catalogues are used. Deviation from LSDB's
+  defaults: n_neighbors=--lsdb-neighbors instead of 1, so that every match within the radius is
+  returned (the largest number of matches of one alert is printed and must stay below it).
+
+The crossmatch transfers publish only the matched (alert, source) rows (~21,700), the plain
+one every alert (1,000,000): the match column and the cold and LSDB rows say what the match
+itself costs.
 
 Last lines: `crossmatch transfer vs plain transfer (10M sources): Y` then
 `crossmatch transfer vs plain transfer (100k sources): X` (median in-process transfer time with
@@ -527,6 +541,7 @@ def run_cold(archive: Path, catalogue: Path | None, nights: int) -> dict:
     (root / "archive").symlink_to(archive)
     env = {**os.environ, "FINK_PIPELINE_HOME": str(root / "state")}
     env.pop("FINK_KAFKA_BOOTSTRAP_SERVERS", None)
+    env.pop("FINK_PIPELINE_CATALOG_DIR", None)  # the index is built in the fresh state dir, as a user's first time
     cli = [sys.executable, "-m", "fink_pipeline.cli.main"]
     subprocess.run([*cli, "broker", "start"], env=env, check=True, capture_output=True)
     stop = (START + dt.timedelta(days=nights - 1)).isoformat()
@@ -705,6 +720,8 @@ def main() -> None:
             hats = None
             if from_hats:
                 hats = catalogues[size].with_name(catalogues[size].stem + "_hats")
+                if hats.exists() and hats.stat().st_mtime < catalogues[size].stat().st_mtime:
+                    shutil.rmtree(hats)  # written from an older catalogue file
                 if not (hats / "collection.properties").exists():
                     prepared = run_lsdb(python, archive, catalogues[size], args.lsdb_neighbors, None, hats)
                     log(f"{name}: catalogue written as HATS (from_dataframe + to_hats, not counted) in "
