@@ -676,12 +676,14 @@ def main() -> None:
         warm_up_catalogue = ensure_warmup_catalogue(catalogues[sizes[0]])
         for size in sizes:
             spec = {"label": f"ours {size}", "archive": str(archive), "catalogue": str(catalogues[size]),
-                    "warm_up_catalogue": str(warm_up_catalogue), "truth": str(truth_path(catalogues[size], RADIUS_ARCSEC)),
-                    "nights": args.nights, "runs": runs_of[size]}
+                    "warm_up_catalogue": str(warm_up_catalogue),
+                    "truth": str(truth_path(catalogues[size], RADIUS_ARCSEC)), "nights": args.nights,
+                    "runs": runs_of[size]}
             ours = run_case(spec)
             ours_by_size[size] = ours
             for run in ours["runs"]:
-                if not (run["pairs_equal_truth"] and run["published"] == run["rows"] == run["distinct"] == run["pairs"]):
+                counts_agree = run["published"] == run["rows"] == run["distinct"] == run["pairs"]
+                if not (run["pairs_equal_truth"] and counts_agree):
                     raise RuntimeError(f"crossmatch transfer {label_of(size)}: published {run['published']:,}, table "
                                        f"{run['rows']:,} rows ({run['distinct']:,} distinct pairs), pairs equal to the "
                                        f"{truth[size].num_rows:,} true pairs: {run['pairs_equal_truth']}")

@@ -93,7 +93,8 @@ def main() -> None:
                               "id": matched[source_id].astype("int64").to_numpy()})
         pairs.to_parquet(args.pairs, index=False)
     print(json.dumps({
-        "import_s": imported - _STARTED - (hats_s or 0), "hats_write_s": hats_s, "load_s": loaded - imported, "match_s": done - loaded,
+        "import_s": imported - _STARTED - (hats_s or 0), "hats_write_s": hats_s, "load_s": loaded - imported,
+        "match_s": done - loaded,
         "pairs": int(len(matched)), "max_per_alert": int(per_alert.max()) if len(per_alert) else 0,
         "alerts": n_alerts, "sources": n_sources,
         "left_partitions": left.npartitions, "right_partitions": right.npartitions,
