@@ -49,9 +49,9 @@ MAX_REQUEST_FILE_BYTES = 1_048_576
 # The limits of oversized requests, re-exported for users of this module.
 __all__ = [
     "ALL_CLASSES", "MAX_CLASSES", "MAX_CONDITIONS", "MAX_CONDITIONS_LENGTH", "MAX_CONDITION_LENGTH",
-    "MAX_CONTENT_FIELDS", "MAX_NAME_LENGTH", "MAX_NIGHTS", "MAX_PATH_LENGTH", "MAX_RADIUS_ARCSEC", "MAX_REQUEST_FILE_BYTES", "MAX_SELECTIONS", "PACKETS",
-    "RequestError", "TransferRequest", "TransferRequestFields", "load_request_file", "normalize_selection",
-    "request_from_mapping", "split_negation", "XMATCH_DEFAULT_CONTENT",
+    "MAX_CONTENT_FIELDS", "MAX_NAME_LENGTH", "MAX_NIGHTS", "MAX_PATH_LENGTH", "MAX_RADIUS_ARCSEC",
+    "MAX_REQUEST_FILE_BYTES", "MAX_SELECTIONS", "PACKETS", "RequestError", "TransferRequest", "TransferRequestFields",
+    "XMATCH_DEFAULT_CONTENT", "load_request_file", "normalize_selection", "request_from_mapping", "split_negation",
 ]
 
 
@@ -183,9 +183,9 @@ class TransferRequestFields(BaseModel):
     @classmethod
     def _positive_radius(cls, value: float | None) -> float | None:
         if value is not None and not (0 < value <= MAX_RADIUS_ARCSEC):
-            raise ValueError(f"{value} arcsec is not a match radius: give a radius in (0, {MAX_RADIUS_ARCSEC:g}] arcsec")
+            raise ValueError(f"{value} arcsec is not a match radius: "
+                             f"give a radius in (0, {MAX_RADIUS_ARCSEC:g}] arcsec")
         return value
-
 
     @field_validator("filters", "blocks", mode="before")
     @classmethod
@@ -498,7 +498,8 @@ def load_request_file(path: str | Path, overrides: Mapping[str, Any] | None = No
     if not isinstance(data, Mapping):
         raise RequestError(f"request file {path}: expected a mapping of keys, got {type(data).__name__}")
     catalog = data.get("catalog_filename")
-    if isinstance(catalog, str) and catalog.strip() and "://" not in catalog and not Path(catalog).expanduser().is_absolute():
+    relative = isinstance(catalog, str) and catalog.strip() and "://" not in catalog
+    if relative and not Path(catalog).expanduser().is_absolute():
         # a catalogue named in a request file is found next to that file
         data = {**data, "catalog_filename": str(path.resolve().parent / catalog.strip())}
     return request_from_mapping(data, overrides)

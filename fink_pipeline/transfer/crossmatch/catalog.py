@@ -33,10 +33,9 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from fink_pipeline.transfer.request import RequestError
+from fink_pipeline.transfer.request import MAX_RADIUS_ARCSEC, RequestError
 
 MAX_CATALOG_ROWS = 10_000_000
-MAX_RADIUS_ARCSEC = 3600.0  # 1 degree
 CHUNK_BYTES = 1 << 20
 SHOWN_CHARS = 40  # a value echoed in a message is cut to this many characters
 SHOWN_COLUMNS = 30  # the columns listed when one is missing
