@@ -22,7 +22,7 @@ from fink_pipeline.consumer.delta_sink import DeltaSink
 from fink_pipeline.consumer.parquet_sink import ParquetSink
 from fink_pipeline.consumer.partitioning import add_time_partitions, Partitioning
 from fink_pipeline.consumer.readers import read_delta_table, read_parquet_dataset
-from fink_pipeline.consumer.sinks import ConcurrentConsumerError, Publication
+from fink_pipeline.consumer.sinks import ConcurrentConsumerError, Publication, PublicationMismatch
 from fink_pipeline_tests.synthetic_topics import TopicWriter, publish_tables, synthetic_alerts
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.transfer.content import resolve_content
@@ -682,3 +682,26 @@ def test_batches_stay_within_the_byte_cap_for_full_packets(kafka_settings, tmp_p
     # a batch closes at the first message reaching the cap
     assert max(batches) <= cap // min(sizes) + 1, batches
     assert len(batches) >= sum(sizes) // (cap + max(sizes)), batches
+
+
+@pytest.mark.reliability
+def test_delta_sinks_claiming_a_new_table_at_once_both_go_on(tmp_path, reliability_record):
+    """Two consumers started together on a new table both read it unclaimed, then both record
+    the publication: the second commit is rejected (metadata changed since its snapshot). The
+    late one looks again, finds its own publication recorded, and goes on."""
+    first, second = delta_sink(tmp_path / "d"), delta_sink(tmp_path / "d")
+    schema = pa.schema([("candid", pa.int64()), ("finkclass", pa.string())])
+    publication = Publication("t", "publication-1")
+    for sink in (first, second):
+        sink.prepare(schema)
+        sink._snapshot()  # both read the table before either records the publication
+    first.claim(publication)
+    second._table.update_incremental = lambda *args, **kwargs: None  # its snapshot stays the old one, once
+    second.claim(publication)
+    assert second.publication == publication and first.held_publication() == publication
+    first.write(pa.table({"candid": [1], "finkclass": ["a"]}), {0: 1}, {0: 0})
+    other = delta_sink(tmp_path / "d")
+    other.prepare(schema)
+    with pytest.raises(PublicationMismatch):  # a table holding another publication's rows is still refused
+        other.claim(Publication("t", "publication-2"))
+    reliability_record(cases=0, failures_survived=1)

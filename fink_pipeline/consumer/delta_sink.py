@@ -24,6 +24,9 @@ from fink_pipeline.consumer.sinks import (
     publication_mismatch,
 )
 
+# claims of one table tried at most this often while other consumers commit to it
+CLAIM_ATTEMPTS = 5
+
 # Delta file statistics (data skipping) on the first 8 leaf columns only: the default 32 reach
 # deep into nested alert records and double the write time of full packets.
 DELTA_TABLE_CONFIGURATION = {"delta.dataSkippingNumIndexedCols": "8"}
@@ -76,16 +79,28 @@ class DeltaSink:
         A crash between the delete and the new record leaves an empty table: claimed again
         on the next run.
         """
-        table = self._snapshot()
-        if table is None:
-            raise RuntimeError(f"{self.uri}: prepare() the table before claiming it")
-        held = Publication.from_json(table.metadata().description)
-        if held != publication:
-            if table.file_uris():
-                if not replace_other:
-                    raise publication_mismatch(self.uri, held, publication)
-                table.delete()  # one commit removing every row of the other publication
-            table.alter.set_table_description(publication.to_json())
+        from deltalake.exceptions import CommitFailedError
+
+        for attempt in range(CLAIM_ATTEMPTS):
+            table = self._snapshot()
+            if table is None:
+                raise RuntimeError(f"{self.uri}: prepare() the table before claiming it")
+            held = Publication.from_json(table.metadata().description)
+            if held == publication:
+                break
+            try:
+                if table.file_uris():
+                    if not replace_other:
+                        raise publication_mismatch(self.uri, held, publication)
+                    table.delete()  # one commit removing every row of the other publication
+                table.alter.set_table_description(publication.to_json())
+                break
+            except CommitFailedError:
+                # another consumer committed since our snapshot (two started together on a
+                # new table both record the publication): look at the table again
+                self._table = None
+                if attempt == CLAIM_ATTEMPTS - 1:
+                    raise
         self.publication = publication
 
     def _snapshot(self):
