@@ -90,7 +90,7 @@ def launch(page, base: str, run_config_yaml: str, fresh: bool = False) -> None:
     editor.wait_for()
     if fresh:  # the scaffolded form: defaults filled in, the required dates flagged
         page.get_by_text("Missing required config entries ['start', 'stop']").first.wait_for()
-        page.get_by_text("light").first.wait_for()
+        page.get_by_text("ra_col").first.wait_for()  # the catalogue cross-match fields are on the form
     _click_past_welcome(page, editor)
     page.keyboard.press("Control+A")
     page.keyboard.press("Delete")
