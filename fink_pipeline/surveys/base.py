@@ -275,6 +275,19 @@ def flatten_schema(schema: pa.Schema) -> dict[str, pa.DataType]:
     return out
 
 
+def filter_name_candidates(query: str) -> list[str]:
+    """Registry names a filter `query` may denote: itself, a `filter_<name>` module, or a dotted
+    Fink module path (`fink_filters.<survey>.livestream.filter_<name>.filter.<name>`, with or
+    without the function)."""
+    q = query.strip()
+    out = [q]
+    if "." in q:
+        out.append(q.rsplit(".", 1)[-1])
+        out.extend(part.removeprefix("filter_") for part in q.split(".") if part.startswith("filter_"))
+    out.append(q.removeprefix("filter_"))
+    return out
+
+
 def schema_field_type(schema: pa.Schema, path: str) -> pa.DataType | None:
     """The type of dotted `path` in `schema` (through structs only), None when absent."""
     root, *rest = path.split(".")

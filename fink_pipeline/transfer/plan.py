@@ -8,6 +8,7 @@ files the job could not read (`archive.file_schemas`).
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -91,13 +92,19 @@ def _reads(column: str, conditions: Sequence[ValidatedCondition], content: Conte
 
 def other_surveys_fields(survey: Survey) -> dict[str, str]:
     """Fields the other surveys have and `survey` lacks -> the first survey having each."""
-    own = survey.field_paths
+    return _other_surveys_fields(survey.name)
+
+
+@functools.lru_cache(maxsize=None)
+def _other_surveys_fields(name: str) -> dict[str, str]:
+    # flattening every survey schema costs milliseconds: once per process, not once per plan
+    own = get_survey(name).field_paths
     out: dict[str, str] = {}
-    for name in available_surveys():
-        if name != survey.name:
-            for path in get_survey(name).field_paths:
+    for other in available_surveys():
+        if other != name:
+            for path in get_survey(other).field_paths:
                 if path not in own:
-                    out.setdefault(path, name)
+                    out.setdefault(path, other)
     return out
 
 

@@ -25,7 +25,7 @@ import difflib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
-from fink_pipeline.surveys.base import SelectionFunction
+from fink_pipeline.surveys.base import SelectionFunction, filter_name_candidates
 from fink_pipeline.surveys.ztf.classification import (
     EARLY_SN_IA,
     FINKCLASS_INPUT_COLUMNS,
@@ -373,18 +373,6 @@ UNSUPPORTED_FILTERS: dict[str, tuple[str, str]] = {
 }
 
 
-def _candidates(query: str) -> list[str]:
-    """Registry names `query` may denote: itself, a `filter_<name>` module or a dotted path."""
-    q = query.strip()
-    out = [q]
-    if "." in q:
-        out.append(q.rsplit(".", 1)[-1])
-        # "....filter_<name>" or "....filter_<name>.filter" without the function
-        out.extend(part.removeprefix("filter_") for part in q.split(".") if part.startswith("filter_"))
-    out.append(q.removeprefix("filter_"))
-    return out
-
-
 def resolve_filter(name_or_module_path: str) -> LivestreamFilter:
     """The replayable filter named by a short name or a Fink module path.
 
@@ -399,10 +387,10 @@ def resolve_filter(name_or_module_path: str) -> LivestreamFilter:
     by_module = {f.fink_module: f for f in _FILTERS}
     if name_or_module_path.strip() in by_module:
         return by_module[name_or_module_path.strip()]
-    for candidate in _candidates(name_or_module_path):
+    for candidate in filter_name_candidates(name_or_module_path):
         if candidate in LIVESTREAM_FILTERS:
             return LIVESTREAM_FILTERS[candidate]
-    for candidate in _candidates(name_or_module_path):
+    for candidate in filter_name_candidates(name_or_module_path):
         if candidate in UNSUPPORTED_FILTERS:
             module, why = UNSUPPORTED_FILTERS[candidate]
             raise UnsupportedFilterError(f"Fink filter {module} cannot be replayed natively: it {why}")

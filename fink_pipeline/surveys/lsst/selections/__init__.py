@@ -19,22 +19,12 @@ from __future__ import annotations
 
 import difflib
 
-from fink_pipeline.surveys.base import SelectionFunction
+from fink_pipeline.surveys.base import SelectionFunction, filter_name_candidates
 from fink_pipeline.surveys.lsst.selections.blocks import BLOCKS, BLOCKS_MODULE
 from fink_pipeline.surveys.lsst.selections.filters import FILTERS, LIVESTREAM_PACKAGE
 
 RUBIN_FILTERS: dict[str, SelectionFunction] = {f.name: f for f in FILTERS}
 RUBIN_BLOCKS: dict[str, SelectionFunction] = {b.name: b for b in BLOCKS}
-
-
-def _filter_keys(query: str) -> list[str]:
-    """Filter names `query` may denote: itself, `filter_<name>`, or a dotted module path."""
-    q = query.strip()
-    keys = [q, q.removeprefix("filter_")]
-    if "." in q:
-        keys.append(q.rsplit(".", 1)[-1])
-        keys.extend(part.removeprefix("filter_") for part in q.split(".") if part.startswith("filter_"))
-    return keys
 
 
 def _block_keys(query: str) -> list[str]:
@@ -61,7 +51,7 @@ def resolve_rubin_filter(name_or_module_path: str) -> SelectionFunction:
     or its module without the function). ValueError with the closest names otherwise."""
     if not isinstance(name_or_module_path, str) or not name_or_module_path.strip():
         raise ValueError(f"empty filter name; valid names: {', '.join(sorted(RUBIN_FILTERS))}")
-    for key in _filter_keys(name_or_module_path):
+    for key in filter_name_candidates(name_or_module_path):
         if key in RUBIN_FILTERS:
             return RUBIN_FILTERS[key]
     key = name_or_module_path.strip().rsplit(".", 1)[-1].removeprefix("filter_")
