@@ -203,7 +203,7 @@ class ImportReport:
 # --------------------------------------------------------------------------------------------
 
 
-def column_at(batch: pa.RecordBatch, dotted: str) -> pa.Array:
+def column_at(batch: pa.RecordBatch | pa.Table, dotted: str) -> pa.Array | pa.ChunkedArray:
     """The (possibly nested) column at a dotted path; a null parent gives a null value."""
     head, *rest = dotted.split(".")
     arr = batch.column(head)

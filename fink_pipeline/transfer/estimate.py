@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from fink_pipeline.archive.importer import column_at
 from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.archive.stats import COUNT_COLUMN, NightStatistics, night_statistics
 from fink_pipeline.spark import LOCAL_MASTER, open_spark_session
@@ -395,18 +396,12 @@ def catalog_matches(plan: TransferPlan, nights: Sequence[dt.date]) -> tuple[dict
     for night in nights:
         table, total = read_sample(plan.archive_root, plan.survey, night, list(crossmatch.position), size=1 << 62,
                                    footers=plan.footers.get(night))
-        ra, dec = (_leaf(table, path) for path in crossmatch.position)
+        # struct_field: a null diaSource gives a null (NaN) position, which matches nothing
+        ra, dec = (column_at(table, path).to_numpy().astype(np.float64) for path in crossmatch.position)
         matched, _ = index.match(ra, dec)
         pairs[night] = len(matched)
         alerts += len(np.unique(matched))
     return pairs, alerts
-
-
-def _leaf(table: pa.Table, path: str) -> np.ndarray:
-    column: Any = table.column(path.split(".")[0])
-    for name in path.split(".")[1:]:
-        column = pa.chunked_array([chunk.field(name) for chunk in column.chunks], type=column.type.field(name).type)
-    return column.to_numpy().astype(np.float64)
 
 
 def _matched_total(total: EstimateRow, pairs: int, alerts_in_nights: int) -> tuple[EstimateRow, str]:

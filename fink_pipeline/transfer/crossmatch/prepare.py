@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.crossmatch.catalog import CatalogError, file_sha256, read_catalog
-from fink_pipeline.transfer.crossmatch.index import build_index, index_metadata, write_index
+from fink_pipeline.transfer.crossmatch.index import build_index, index_schema, write_index
 from fink_pipeline.transfer.request import RequestError, TransferRequestFields
 
 CATALOG_DIR_ENV = "FINK_PIPELINE_CATALOG_DIR"
@@ -90,6 +90,9 @@ def prepare_crossmatch(request: TransferRequestFields, survey: Survey,
     if not path.exists():
         catalog = read_catalog(filename, ra_col=request.ra_col, dec_col=request.dec_col, id_col=request.id_col,
                                radius_arcsec=request.radius_arcsec, radius_col=request.radius_col)
+        if catalog.sha256 != sha256:
+            # the index is named after the hash taken above: it must hold those very bytes
+            raise CatalogError(f"{filename} changed while it was being read; run again once it is written")
         table = catalog.table
         index = build_index(table.column("ra").to_numpy(), table.column("dec").to_numpy(),
                             table.column("radius_arcsec").to_numpy(), table.column("id").combine_chunks())
@@ -105,15 +108,14 @@ def prepare_crossmatch(request: TransferRequestFields, survey: Survey,
 
 
 def _plan(request: TransferRequestFields, survey: Survey, path: Path) -> CrossmatchPlan:
-    meta = index_metadata(path)
-    with pa.memory_map(str(path), "r") as source:
-        id_type = pa.ipc.open_file(source).schema.field("id").type
+    schema = index_schema(path)
+    meta = {key.decode(): value.decode() for key, value in (schema.metadata or {}).items()}
     return CrossmatchPlan(
         catalog_filename=request.catalog_filename or meta["catalog_filename"],
         sha256=meta["sha256"],
         index_path=str(path),
         id_col=request.id_col,
-        id_type=id_type,
+        id_type=schema.field("id").type,
         sources=int(meta["sources"]),
         position=survey.position_fields,
         radius=meta["radius"],
