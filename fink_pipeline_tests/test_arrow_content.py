@@ -16,6 +16,7 @@ import io
 from collections import Counter
 
 import fastavro
+import numpy as np
 import pyarrow as pa
 import pytest
 
@@ -70,7 +71,7 @@ def assert_same_as_spark(spark, plan, min_rows: int = 1) -> int:
     content = publication.arrow_content
     assert content is not None, "this content should be read with Arrow"
     selection = publication.rows.toArrow()
-    got = pa.Table.from_batches(list(content.batches(content.collect(selection.to_batches(max_chunksize=97)))),
+    got = pa.Table.from_batches(list(content.stream(selection.to_batches(max_chunksize=97))),
                                 schema=content.output_schema)
     assert got.schema.names == expected.schema.names
     assert [f.type for f in got.schema] == [f.type for f in expected.schema]
@@ -164,3 +165,51 @@ def test_publication_read_with_arrow_survives_a_failed_attempt(spark, kafka_sett
     sample = [fastavro.schemaless_reader(io.BytesIO(m.value()), parsed) for m in messages[:50]]
     assert all(record["magpsf"] == expected[record["candid"]]["magpsf"] for record in sample)
     assert sum(sum(n.values()) for n in report.per_class_night.values()) == 1400
+
+
+def test_content_streams_before_the_selection_ends(spark, ztf_archive):
+    # a task publishes as Spark selects: its first content batch is read from the first
+    # selection batches, not after the whole partition's selection
+    publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
+    content = publication.arrow_content
+    selection = publication.rows.toArrow().to_batches(max_chunksize=97)
+    consumed = []
+
+    def arriving():
+        for batch in selection:
+            consumed.append(batch.num_rows)
+            yield batch
+
+    first = next(iter(content.stream(arriving())))
+    assert first.num_rows > 0
+    assert len(consumed) <= 2 < len(selection), f"{len(consumed)} of {len(selection)} selection batches read first"
+
+
+def test_stream_in_any_order_and_with_repeated_rows_reads_each_row_once(spark, ztf_archive):
+    # the ordered reading, rows repeated once per catalogue source (adjacent, as the
+    # cross-match's explode gives them), a shuffled selection (a sorted limit) and a row group
+    # revisited after another one all give each selection row's content once
+    publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
+    content = publication.arrow_content
+    selection = publication.rows.toArrow()
+    avro_schema = avro_schema_from_arrow(content.output_schema)
+
+    def contents(table: pa.Table) -> list[bytes]:
+        got = pa.Table.from_batches(list(content.stream(table.to_batches(max_chunksize=250))),
+                                    schema=content.output_schema)
+        assert got.num_rows == table.num_rows
+        return sorted(encode_batch(got, avro_schema).to_pylist())
+
+    def reference(table: pa.Table) -> list[bytes]:
+        got = pa.Table.from_batches(list(content.batches(content.collect(table.to_batches()))),
+                                    schema=content.output_schema)
+        return sorted(encode_batch(got, avro_schema).to_pylist())
+
+    n = selection.num_rows
+    rng = np.random.default_rng(7)
+    repeated = selection.take(pa.array(np.repeat(np.arange(n), rng.integers(1, 4, n))))
+    shuffled = selection.take(pa.array(rng.permutation(n)))
+    revisited = pa.concat_tables([selection.slice(0, 150), selection.slice(n // 2), selection.slice(150, n // 2 - 150)])
+    assert contents(selection) == reference(selection)
+    for table in (repeated, shuffled, revisited):
+        assert contents(table) == reference(table)

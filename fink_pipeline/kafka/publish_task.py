@@ -99,6 +99,12 @@ class _Laps:
         self.cpu[phase] = self.cpu.get(phase, 0.0) + cpu - self._cpu
         self._wall, self._cpu = wall, cpu
 
+    def timed(self, items: Iterator[Any], phase: str) -> Iterator[Any]:
+        """`items`, the time spent waiting for each one counted in `phase`."""
+        for item in items:
+            self.lap(phase)
+            yield item
+
 
 class SparkPartitionPublisher:
     """Publishes the rows of one Spark partition to the Kafka partitions it owns."""
@@ -284,12 +290,14 @@ def publish_partition(batches: Iterator[pa.RecordBatch], config: TaskConfig) -> 
         publisher = SparkPartitionPublisher(config, spark_partition, attempt, producer)
         summary["already_published"] = publisher.already_published
         laps.lap("read_back")
+        content_phase = "input"
         if config.arrow_content is not None:
-            selection = config.arrow_content.collect(batches)  # archive locations and Spark's columns
-            laps.lap("select")
-            batches = config.arrow_content.batches(selection)
+            # archive locations and Spark's columns, read as they arrive: waiting for Spark is
+            # "input", reading the content of its rows "content"
+            batches = config.arrow_content.stream(laps.timed(batches, "input"))
+            content_phase = "content"
         for batch in batches:
-            laps.lap("input")
+            laps.lap(content_phase)
             summary["rows"] += batch.num_rows
             if batch.num_rows == 0:
                 continue
@@ -305,7 +313,7 @@ def publish_partition(batches: Iterator[pa.RecordBatch], config: TaskConfig) -> 
             laps.lap("produce")
             if limit is not None and publisher.produced >= limit:
                 break
-        laps.lap("input")
+        laps.lap(content_phase)
         if faults:
             faults.check_limit(producer, spark_partition, attempt, publisher.produced, limit)
         progress = publisher.finish()

@@ -61,6 +61,23 @@ class ArrowContent:
     archive_schema: pa.Schema
     output_schema: pa.Schema
 
+    def stream(self, selection: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """The content of the selection rows as they arrive, in bounded batches.
+
+        Spark hands a task its rows file split by file split, row group by row group, in row
+        order: each row group is then decoded once, slice by slice, and the selected rows of a
+        selection batch are published before the next one is read. Rows that break that order
+        (a sorted `limit`, a revisited row group) are collected and read at the end, as
+        `batches(collect(...))` reads them; either way every selection row is read once.
+        """
+        reader = _OrderedReader(self)
+        for batch in selection:
+            if batch.num_rows:
+                yield from reader.add(batch)
+        reader.close()
+        if reader.late:
+            yield from self.batches(self.collect(reader.late))
+
     def collect(self, batches: Iterable[pa.RecordBatch]) -> "Selection":
         """A task's selection rows, compacted: file names once, ~40 bytes per row."""
         files: dict[str, int] = {}
@@ -93,43 +110,24 @@ class ArrowContent:
             )
 
     def _file_batches(self, uri: str, rows: np.ndarray, carried: pa.Table) -> Iterator[pa.RecordBatch]:
-        parquet = pq.ParquetFile(local_path(uri))
-        metadata = parquet.metadata
-        file_schema = parquet.schema_arrow  # built on each access: once per file
-        columns = [path for path in self.file_columns if schema_field_type(file_schema, path) is not None]
-        group_rows = np.array([metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)])
-        group_starts = np.r_[0, np.cumsum(group_rows)]
-        if len(rows) and (rows[0] < 0 or rows[-1] >= group_starts[-1]):
-            raise ValueError(f"{uri} has {group_starts[-1]} rows, the selection asks for row {rows[-1]}: "
-                             "the archive file changed while the transfer ran")
-        group_of = np.searchsorted(group_starts, rows, side="right") - 1
+        archive_file = _ArchiveFile(uri, self.file_columns)
+        group_of = archive_file.groups_of(rows)
         done = 0
         for group in np.unique(group_of).tolist():
-            wanted = rows[group_of == group] - group_starts[group]
-            slice_rows = _slice_rows(metadata.row_group(group), columns)
-            offset = 0
-            batches = parquet.iter_batches(batch_size=slice_rows, row_groups=[group], columns=columns,
-                                           use_threads=False)
-            for raw in batches:
-                lo, hi = np.searchsorted(wanted, [offset, offset + raw.num_rows])
-                if hi > lo:
-                    # rows are sorted, a row repeated once per catalogue source it matches: as
-                    # many distinct rows as the slice holds means all of them, once each
-                    whole = hi - lo == raw.num_rows and wanted[hi - 1] - wanted[lo] == hi - lo - 1
-                    taken = raw if whole else raw.take(pa.array(wanted[lo:hi] - offset))
-                    yield self.project(taken, carried.slice(done, hi - lo))
-                    done += hi - lo
-                offset += raw.num_rows
-                if hi == len(wanted):
-                    break  # the rest of the row group holds no selected row
+            wanted = rows[group_of == group] - archive_file.group_starts[group]
+            cursor = _GroupCursor(archive_file, group)
+            yield from cursor.take(self, wanted, carried.slice(done, len(wanted)))
+            done += len(wanted)
 
-    def project(self, raw: pa.RecordBatch, carried: pa.Table) -> pa.RecordBatch:
+    def project(self, raw: pa.RecordBatch, carried: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
         """The output columns of rows `raw` (archive root columns) and `carried` (same rows)."""
         arrays = []
         for source, name in self.columns:
             target = self.output_schema.field(name).type
             if name in self.carried:
-                column = carried.column(name).combine_chunks()
+                column = carried.column(name)
+                if isinstance(column, pa.ChunkedArray):
+                    column = column.combine_chunks()
             else:
                 column = self._resolve(raw, source)
                 if pa.types.is_struct(column.type):
@@ -151,6 +149,119 @@ class ArrowContent:
             else:
                 column = pc.struct_field(column, part)  # a null parent gives a null child
         return column
+
+
+class _ArchiveFile:
+    """One archive file's footer facts: the content columns it has and where its row groups start."""
+
+    def __init__(self, uri: str, file_columns: Sequence[str]) -> None:
+        self.uri = uri
+        self.parquet = pq.ParquetFile(local_path(uri))
+        self.metadata = self.parquet.metadata
+        file_schema = self.parquet.schema_arrow  # built on each access: once per file
+        self.columns = [path for path in file_columns if schema_field_type(file_schema, path) is not None]
+        group_rows = [self.metadata.row_group(g).num_rows for g in range(self.metadata.num_row_groups)]
+        self.group_starts = np.r_[0, np.cumsum(group_rows, dtype=np.int64)]
+
+    def groups_of(self, rows: np.ndarray) -> np.ndarray:
+        """The row group of each file row index, refusing rows the file does not have."""
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.group_starts[-1]):
+            raise ValueError(f"{self.uri} has {self.group_starts[-1]} rows, the selection asks for row "
+                             f"{rows.max()}: the archive file changed while the transfer ran")
+        return np.searchsorted(self.group_starts, rows, side="right") - 1
+
+
+class _GroupCursor:
+    """Decodes one row group slice by slice, forward only, keeping the current slice for the
+    selected rows still to come (a row repeated once per catalogue source it matches)."""
+
+    def __init__(self, archive_file: _ArchiveFile, group: int) -> None:
+        self.group = group
+        slice_rows = _slice_rows(archive_file.metadata.row_group(group), archive_file.columns)
+        self._slices = archive_file.parquet.iter_batches(
+            batch_size=slice_rows, row_groups=[group], columns=archive_file.columns, use_threads=False)
+        self.raw: pa.RecordBatch | None = None
+        self.start = 0  # row of the group where `raw` starts
+        self.last_row = -1  # the last row taken (rows must come in order)
+
+    def take(self, content: "ArrowContent", wanted: np.ndarray, carried: pa.Table | pa.RecordBatch
+             ) -> Iterator[pa.RecordBatch]:
+        """The content of rows `wanted` of the group (sorted, at or after the last row taken)."""
+        done = 0
+        while done < len(wanted):
+            while self.raw is None or wanted[done] >= self.start + self.raw.num_rows:
+                if self.raw is not None:
+                    self.start += self.raw.num_rows
+                self.raw = next(self._slices)
+            end = self.start + self.raw.num_rows
+            stop = int(np.searchsorted(wanted, end, side="left"))
+            part = wanted[done:stop] - self.start
+            # rows are sorted, a row repeated once per catalogue source it matches: as many
+            # distinct rows as the slice holds means all of them, once each
+            whole = len(part) == self.raw.num_rows and part[-1] - part[0] == len(part) - 1
+            taken = self.raw if whole else self.raw.take(pa.array(part))
+            yield content.project(taken, carried.slice(done, stop - done))
+            done = stop
+        if len(wanted):
+            self.last_row = int(wanted[-1])
+
+
+class _OrderedReader:
+    """Reads the content of selection rows arriving in archive order (`ArrowContent.stream`).
+
+    One row group is open at a time; rows of a group already left, or before the last row
+    taken, end the ordered reading: they and every later row go to `late`."""
+
+    def __init__(self, content: ArrowContent) -> None:
+        self.content = content
+        self.files: dict[str, _ArchiveFile] = {}
+        self.cursor: _GroupCursor | None = None
+        self.cursor_key: tuple[str, int] | None = None
+        self.left: set[tuple[str, int]] = set()
+        self.late: list[pa.RecordBatch] = []
+
+    def add(self, batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+        """The content of `batch`'s rows that keep the archive order (the rest goes to `late`)."""
+        if self.late:
+            self.late.append(batch)
+            return
+        encoded = pc.dictionary_encode(batch.column(FILE_COLUMN))
+        uris = encoded.dictionary.to_pylist()
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        rows = batch.column(ROW_COLUMN).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        groups = np.empty(len(rows), np.int64)
+        for code, uri in enumerate(uris):
+            if uri not in self.files:
+                self.files[uri] = _ArchiveFile(uri, self.content.file_columns)
+            in_file = codes == code if len(uris) > 1 else slice(None)
+            groups[in_file] = self.files[uri].groups_of(rows[in_file])
+        # runs of one (file, row group), in arrival order
+        changes = np.flatnonzero((codes[1:] != codes[:-1]) | (groups[1:] != groups[:-1])) + 1
+        starts, stops = np.r_[0, changes].tolist(), np.r_[changes, len(rows)].tolist()
+        carried = batch.select(list(self.content.carried))
+        for start, stop in zip(starts, stops):
+            key = (uris[codes[start]], int(groups[start]))
+            archive_file = self.files[key[0]]
+            wanted = rows[start:stop] - archive_file.group_starts[key[1]]
+            if key != self.cursor_key:
+                if key in self.left:
+                    self.late.append(batch.slice(start))
+                    return
+                self._leave()
+                self.cursor, self.cursor_key = _GroupCursor(archive_file, key[1]), key
+            if wanted[0] < self.cursor.last_row or (len(wanted) > 1 and np.any(wanted[1:] < wanted[:-1])):
+                self.late.append(batch.slice(start))
+                return
+            yield from self.cursor.take(self.content, wanted, carried.slice(start, stop - start))
+
+    def close(self) -> None:
+        """Nothing left to read in order: the open row group is done."""
+        self._leave()
+
+    def _leave(self) -> None:
+        if self.cursor_key is not None:
+            self.left.add(self.cursor_key)
+        self.cursor = self.cursor_key = None
 
 
 def local_path(uri: str) -> str:
