@@ -55,7 +55,7 @@ def run_in_process(request, bootstrap: str, root: Path) -> int:
     if not result.success:
         failure = next((e.message for e in result.all_events if e.is_failure), "see the run log")
         raise RuntimeError(f"transfer {request.topic} failed: {failure}")
-    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("published_alerts")}
+    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("transferred_alerts")}
     return int(meta["alert_topic"]["alerts_published"].value)
 
 

@@ -46,9 +46,8 @@ def test_every_asset_is_described_owned_and_typed():
 def test_kafka_and_spark_steps_retry_with_backoff():
     from fink_pipeline.orchestration.assets import transfer
 
-    for asset in (transfer.published_alerts, transfer.alert_table):
-        policy = asset.op.retry_policy
-        assert policy is not None and policy.max_retries >= 2 and policy.backoff == dg.Backoff.EXPONENTIAL
+    policy = transfer.transferred_alerts.op.retry_policy  # selection, topic and table: one step
+    assert policy is not None and policy.max_retries >= 2 and policy.backoff == dg.Backoff.EXPONENTIAL
     checks = {c.name for c in defs.resolve_asset_graph().asset_check_keys if c.asset_key.path == ["alert_table"]}
     assert checks == {"row_count_matches_published", "candid_unique"}
 

@@ -77,7 +77,7 @@ def test_transfer_selects_publishes_and_materializes_exactly(spark, kafka_broker
     assert expected.num_rows > 100  # the classes are common enough for a meaningful check
 
     topic_meta = {
-        m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("published_alerts")
+        m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("transferred_alerts")
     }
     assert topic_meta["alert_topic"]["alerts_published"].value == expected.num_rows
     assert topic_meta["selected_alerts"]["nights_read"].value == 2

@@ -145,7 +145,7 @@ def test_broker_restart_mid_publish_retries_to_an_exact_table(spark, archive_roo
         assert log and log[0].startswith("stopped"), log
         assert result.success, [e.message for e in result.all_events if e.is_failure]
         # the publish step failed at least once and was retried
-        assert step_events(result, "published_alerts", "STEP_UP_FOR_RETRY")
+        assert step_events(result, "transferred_alerts", "STEP_UP_FOR_RETRY")
         assert sorted(first) == expected  # every alert, exactly once
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
         assert checks == {"row_count_matches_published": True, "candid_unique": True}
@@ -154,7 +154,7 @@ def test_broker_restart_mid_publish_retries_to_an_exact_table(spark, archive_roo
         assert_run_metadata_tells_the_story(result, request.topic, len(expected))
 
         assert again.success
-        table_meta = again.asset_materializations_for_node("alert_table")[0].metadata
+        table_meta = next(m.metadata for m in again.asset_materializations_for_node("transferred_alerts") if m.asset_key.path == ["alert_table"])
         assert table_meta["appended_this_run"].value == 0
         assert table_meta["rows"].value == len(expected)
         assert sorted(after_rerun) == expected
@@ -165,7 +165,7 @@ def test_broker_restart_mid_publish_retries_to_an_exact_table(spark, archive_roo
 
 def assert_run_metadata_tells_the_story(result, topic: str, published: int) -> None:
     """Counts per stage, bytes read, topic, throughput and the per class/night plot."""
-    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("published_alerts")}
+    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("transferred_alerts")}
     selected, topic_meta = meta["selected_alerts"], meta["alert_topic"]
     assert selected["alerts"].value == published
     assert selected["nights_read"].value == 2
@@ -180,7 +180,7 @@ def assert_run_metadata_tells_the_story(result, topic: str, published: int) -> N
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table_md = selected["alerts_per_class_and_night"].value
     assert f"**{published:,}**" in table_md  # the grand total of the class x night table
-    table = result.asset_materializations_for_node("alert_table")[0].metadata
+    table = next(m.metadata for m in result.asset_materializations_for_node("transferred_alerts") if m.asset_key.path == ["alert_table"])
     assert table["rows"].value == table["published"].value == published
 
 
@@ -200,8 +200,53 @@ def test_broker_gone_for_good_fails_after_retries_with_a_clear_message(spark, ar
     with dg.instance_for_test() as instance:
         result = materialize(transfer, address, archive_root, tmp_path, instance)
     assert not result.success
-    assert len(step_events(result, "published_alerts", "STEP_UP_FOR_RETRY")) == 3
-    failure = step_events(result, "published_alerts", "STEP_FAILURE")[0]
+    assert len(step_events(result, "transferred_alerts", "STEP_UP_FOR_RETRY")) == 3
+    failure = step_events(result, "transferred_alerts", "STEP_FAILURE")[0]
     message = failure.event_specific_data.user_failure_data.description
     assert message.startswith(f"publishing {transfer.topic} failed on attempt 4 of 4 (Kafka {address})"), message
     assert not (tmp_path / "tables" / transfer.topic).exists()
+
+
+@pytest.mark.spark
+@pytest.mark.kafka
+def test_the_table_fills_while_the_topic_is_written(spark, archive_root, tmp_path, monkeypatch):
+    """The table is filled during the publication, not after it: the publisher's end record is
+    held back until the table holds every published alert (only a consumer running alongside
+    the publisher can get there), then the table is complete within seconds of that record."""
+    from fink_pipeline.kafka.status import StatusWriter
+
+    broker = EmbeddedBroker()
+    address = broker.start()
+    request = new_request()
+    table = tmp_path / "tables" / request.topic
+    seen: dict[str, float] = {}
+    write_end = StatusWriter.end
+
+    def end_once_the_table_caught_up(self, **record):
+        deadline = time.monotonic() + 30
+        while len(table_candids(table)) < record["total"] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        seen["rows_before_end_record"] = len(table_candids(table))
+        seen["end_written_at"] = time.monotonic()
+        return write_end(self, **record)
+
+    monkeypatch.setattr(StatusWriter, "end", end_once_the_table_caught_up)
+    try:
+        with dg.instance_for_test() as instance:
+            result = materialize(request, address, archive_root, tmp_path, instance)
+        done_at = time.monotonic()
+    finally:
+        broker.stop()
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    expected = expected_candids(archive_root)
+    assert seen["rows_before_end_record"] == len(expected)  # every alert in the table before the end record
+    assert sorted(table_candids(table)) == expected
+    # the follower knows it is done from the end record, at once (not from a time-out)
+    assert done_at - seen["end_written_at"] < 15
+    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("transferred_alerts")}
+    table_meta = meta["alert_table"]
+    assert table_meta["rows"].value == table_meta["published"].value == len(expected)
+    assert table_meta["appended_while_publishing"].value == len(expected)
+    assert 0 <= table_meta["complete_after_topic_seconds"].value < 10
+    checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
+    assert checks == {"row_count_matches_published": True, "candid_unique": True}

@@ -58,7 +58,7 @@ def run_request(request: TransferRequest, broker: str, root: str, tmp_path: Path
 
 
 def published(result) -> int:
-    metadata = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("published_alerts")}
+    metadata = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("transferred_alerts")}
     return metadata["alert_topic"]["alerts_published"].value
 
 

@@ -92,9 +92,9 @@ def run_demo(args: argparse.Namespace) -> int:
         failure = next((e for e in result.all_events if e.is_failure), None)
         console.print(f"[red]transfer failed[/red]: {failure.message if failure else 'see the run log'}")
         return 1
-    topic_meta = result.asset_materializations_for_node("published_alerts")
+    topic_meta = result.asset_materializations_for_node("transferred_alerts")
     published = next(m.metadata["alerts_published"].value for m in topic_meta if m.asset_key.path == ["alert_topic"])
-    table_meta = result.asset_materializations_for_node("alert_table")[0].metadata
+    table_meta = next(m.metadata for m in result.asset_materializations_for_node("transferred_alerts") if m.asset_key.path == ["alert_table"])
     table_uri = table_meta["path"].value
     rows = table_meta["rows"].value
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}

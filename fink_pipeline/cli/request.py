@@ -280,7 +280,7 @@ def _run_stored(topic: str, bootstrap: str, archive: str, tables: str, request_r
         failure = next((e for e in result.all_events if e.is_failure), None)
         print(f"transfer failed: {failure_text(failure) if failure else 'see the run log'}")
         return 1
-    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("published_alerts")}
+    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("transferred_alerts")}
     print(f"{meta['alert_topic']['alerts_published'].value} alerts published to {topic}")
     return 0
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,6 +224,7 @@ def consume_topic(
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     log: logging.Logger | None = None,
     replace_other_publication: bool = False,
+    stop: "threading.Event | None" = None,
 ) -> ConsumeReport:
     """Consume `topic` (all or the given partitions) into `sink`, exactly once, until done.
 
@@ -234,6 +236,8 @@ def consume_topic(
     A sink holding another publication raises PublicationMismatch, unless
     `replace_other_publication` (a Delta table owned by the caller alone): its rows are then
     deleted and the table restarts with the topic's current publication.
+    `stop` (an event) ends the run between batches, the table exact (a follower of a publication
+    that failed: `consumer.follow`).
     """
     from confluent_kafka import TopicPartition
 
@@ -267,7 +271,7 @@ def consume_topic(
             consumer = kafka_consumer(settings, group_id)
             consumer.assign([TopicPartition(topic, p, next_offsets[p]) for p in active])
         last_message_at = last_topic_check = time.monotonic()
-        while active and status.state != "failed":
+        while active and status.state != "failed" and not (stop is not None and stop.is_set()):
             want = batch_size if limit is None else min(batch_size, limit - report.consumed)
             if want <= 0:
                 break

@@ -17,7 +17,7 @@ from fink_pipeline.orchestration.resources import (
 )
 from fink_pipeline.transfer.store import RequestStore
 
-TRANSFER_ASSETS = [transfer.transfer_request, transfer.published_alerts, transfer.alert_table]
+TRANSFER_ASSETS = [transfer.transfer_request, transfer.transferred_alerts]
 
 
 def run_transfer(

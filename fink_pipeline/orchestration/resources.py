@@ -43,16 +43,38 @@ class SparkResource(dg.ConfigurableResource):
 
     _session: Any = PrivateAttr(default=None)
     _owned: bool = PrivateAttr(default=False)
+    _starting: Any = PrivateAttr(default=None)  # a Future of (session, owned) while warm_up runs
+
+    def warm_up(self) -> None:
+        """Start the session in a background thread and return at once: the JVM starts (a few
+        seconds) while the run validates and estimates the request."""
+        if self._session is None and self._starting is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            from fink_pipeline.spark import open_spark_session
+
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark-warm-up")
+            self._starting = pool.submit(open_spark_session, self.master, self.app_name, self.conf)
+            pool.shutdown(wait=False)
 
     def get_session(self):
         """The session (created lazily: steps that do not need Spark do not pay for a JVM)."""
         if self._session is None:
-            from fink_pipeline.spark import open_spark_session
+            if self._starting is not None:  # warm_up started it: wait for it (its error, if any)
+                starting, self._starting = self._starting, None
+                self._session, self._owned = starting.result()
+            else:
+                from fink_pipeline.spark import open_spark_session
 
-            self._session, self._owned = open_spark_session(self.master, self.app_name, self.conf)
+                self._session, self._owned = open_spark_session(self.master, self.app_name, self.conf)
         return self._session
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._starting is not None:  # warmed up but never used: stop what it started
+            try:
+                self.get_session()
+            except Exception:  # it failed to start: nothing to stop
+                pass
         if self._session is not None and self._owned:
             self._session.stop()
         self._session = None

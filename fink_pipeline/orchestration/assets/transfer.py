@@ -1,21 +1,27 @@
 """Transfer assets, one dynamic partition per submitted request (key = topic name):
 transfer_request -> selected_alerts -> alert_topic -> alert_table.
 
-Every step is idempotent, so a retry (RetryPolicy with exponential backoff on the Spark/Kafka
-step and the table step) never duplicates: the publisher skips the Spark partitions its
-`<topic>_status` records as done, and the table resumes from the offsets committed with its
-data. Bad input fails at once, without retries, with the CLI's message.
+The last three are one step (`transferred_alerts`): the table is filled from the topic while the
+topic is written (`consumer.follow`), so a transfer takes about the longer of publishing and
+consuming, not their sum; lineage, metadata and checks stay per asset.
+
+Every step is idempotent, so a retry (RetryPolicy with exponential backoff) never duplicates:
+the publisher skips the Spark partitions its `<topic>_status` records as done, and the table
+resumes from the offsets committed with its data. Bad input fails at once, without retries, with the CLI's message.
 """
 
 import contextlib
+import time
 
 import dagster as dg
+from deltalake import DeltaTable
 
 from fink_pipeline import paths
 from fink_pipeline.archive.layout import list_nights
 from fink_pipeline.avro import arrow_schema_for_avro
 from fink_pipeline.consumer.core import consume_topic, fetch_schema
 from fink_pipeline.consumer.delta_sink import DeltaSink
+from fink_pipeline.consumer.follow import TopicFollower
 from fink_pipeline.consumer.partitioning import default_partitioning
 from fink_pipeline.consumer.readers import delta_table_counts
 from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
@@ -111,6 +117,8 @@ def transfer_request(
 ) -> dg.MaterializeResult:
     """The submitted request, validated against the survey schema and the archive's nights, with
     its estimated alert count and size (exact from the nightly statistics for nights and classes)."""
+    if _run_selects_spark(context):
+        spark.warm_up()  # the JVM starts while the request is validated and estimated
     request, plan = _plan(context, archive, requests)
     for note in plan.notes:
         context.log.warning(note)
@@ -138,6 +146,12 @@ def transfer_request(
     )
 
 
+def _run_selects_spark(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run also selects and publishes (steps share one process and one Spark session)."""
+    selection = context.run.asset_selection  # None: the whole job (transfer_job: the Spark step too)
+    return selection is None or bool({key.to_user_string() for key in selection} & {"selected_alerts", "alert_topic"})
+
+
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -158,29 +172,126 @@ def transfer_request(
             owners=OWNERS,
             kinds={"kafka"},
         ),
+        dg.AssetSpec(
+            "alert_table",
+            deps=["alert_topic"],
+            description="The transfer's alerts as a Delta table partitioned by class, appended exactly once "
+            "from the topic while it is written (offsets are committed with the data: a run appends only "
+            "what the table does not hold yet).",
+            group_name=TRANSFER_GROUP,
+            owners=OWNERS,
+            kinds={"delta"},
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec("row_count_matches_published", asset="alert_table",
+                          description="The table holds as many rows as the status topic says were published."),
+        dg.AssetCheckSpec("candid_unique", asset="alert_table",
+                          description="No alert id appears twice in the table (with a catalogue "
+                          "cross-match: no (alert id, source id) pair)."),
     ],
     partitions_def=transfer_partitions,
     retry_policy=TRANSIENT_RETRY,
-    # Either asset can be selected alone (`dagster asset materialize --select alert_topic`): the
-    # step always runs the one Spark pass that selects and publishes (idempotently), and
-    # reports the selected assets.
+    # Any of the three can be selected alone (`dagster asset materialize --select alert_table`
+    # catches a table up with its topic, without Spark); the topic's two always come from the
+    # one Spark pass that selects and publishes (idempotently).
     can_subset=True,
 )
-def published_alerts(
+def transferred_alerts(
     context: dg.AssetExecutionContext,
     spark: SparkResource,
     kafka: KafkaResource,
     archive: ArchiveResource,
     requests: RequestStoreResource,
+    tables: TableResource,
 ):
-    """Run the Spark filter-and-project job and publish its output to the transfer topic."""
+    """Run the Spark filter-and-project job, publish its output to the transfer topic and fill the
+    table from the topic while it is written: one step, so that the user waits for the slower of
+    publishing and consuming, not their sum; each asset gets its own metadata."""
     selected = {key.to_user_string() for key in context.selected_asset_keys}
-    request, plan = _plan(context, archive, requests)
-    survey = get_survey(request.survey)
+    publishing = bool(selected & {"selected_alerts", "alert_topic"})
+    if publishing:
+        request, plan = _plan(context, archive, requests)
+    else:
+        request, plan = _load_request(requests, context.partition_key), None
     settings = kafka.settings()
+    follower = None
+    if publishing:
+        with _transient(context, f"publishing {request.topic}", settings.bootstrap_servers):
+            reset_orphaned_topics(settings, request.topic, log=context.log)
+        if "alert_table" in selected:
+            follower = TopicFollower(settings, request.topic, _table_sink_factory(request, settings, tables),
+                                     group_id=TABLE_GROUP_ID, log=context.log, **_table_consume_options(tables))
+            follower.start()
+        try:
+            report, publication = _publish(context, request, plan, spark, settings, kafka)
+        except BaseException:
+            if follower is not None:
+                follower.abort()
+            raise
+        published_at = time.monotonic()
+        yield from _publication_results(context, selected, request, plan, report, publication)
+    if "alert_table" not in selected:
+        return
+    uri = tables.table_uri(request.topic)
+    with _transient(context, f"consuming {request.topic}", settings.bootstrap_servers):
+        if follower is not None:
+            consumed = follower.finish()
+        else:
+            sink, options = _table_sink_factory(request, settings, tables)()
+            consumed = consume_topic(settings, request.topic, sink, group_id=TABLE_GROUP_ID, log=context.log,
+                                     **options, **_table_consume_options(tables))
+    published = consumed.expected_total  # the end record's total, as the consumer last read it
+    context.log.info(f"{consumed.consumed} alerts appended to {uri} in {consumed.seconds:.1f} s")
+    if consumed.consumed == 0 and not consumed.complete and published is None:
+        raise dg.Failure(description=f"{request.topic} has no finished publication to read: run the transfer "
+                         "(selected_alerts, alert_topic) first", allow_retries=False)
+    overlap = {}
+    if follower is not None and follower.report is not None:
+        overlap = {
+            "appended_while_publishing": follower.report.consumed,
+            # how long the table took to be complete once the topic was
+            "complete_after_topic_seconds": round(max(0.0, follower.finished_at - published_at), 2),
+        }
+    yield from _table_results(context, request, tables, uri, consumed, published, overlap)
+
+
+def _load_request(requests: RequestStoreResource, topic: str):
+    """The stored request of `topic` (a missing or broken one fails at once, no retries)."""
+    try:
+        return requests.store().load(topic)
+    except ValueError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+
+
+def _table_consume_options(tables: TableResource) -> dict:
+    # The table is the pipeline's alone: when the topic was published again (the broker lost
+    # it and alert_topic republished), the table restarts with the new publication.
+    return {"quarantine_dir": f"{tables.uri.rstrip('/')}/_quarantine", "replace_other_publication": True}
+
+
+def _table_sink_factory(request, settings, tables: TableResource):
+    """A function making the transfer table's sink once the topic's schema exists (with the
+    schema, so that the consumer does not fetch it again)."""
+    survey = get_survey(request.survey)
+
+    def make_sink():
+        avro_schema = fetch_schema(settings, request.topic)
+        # by class when the content has the class column, else by night (an fxmatch_ztf_ topic's
+        # default content objectId, candid, jd, <id>), as fink_datatransfer does by default
+        partitioning, _ = default_partitioning(survey.default_partitionby, survey.time_column, survey.time_scale,
+                                               arrow_schema_for_avro(avro_schema))
+        sink = DeltaSink(tables.table_uri(request.topic), partitioning, storage_options=tables.options())
+        return sink, {"avro_schema": avro_schema}
+
+    return make_sink
+
+
+def _publish(context, request, plan, spark: SparkResource, settings, kafka: KafkaResource):
+    """The Spark selection published to the topic, checked against its status; (report, publication)."""
+    survey = get_survey(request.survey)
     request_id = request.request_id or request.topic
     with _transient(context, f"publishing {request.topic}", settings.bootstrap_servers):
-        reset_orphaned_topics(settings, request.topic, log=context.log)
         publication = build_publication(spark.get_session(), plan, log=context.log)
         target = PublicationTarget(
             topic=request.topic,
@@ -206,6 +317,11 @@ def published_alerts(
             + "; ".join(problems),
             allow_retries=True,
         )
+    return report, publication
+
+
+def _publication_results(context, selected: set[str], request, plan, report, publication):
+    """The materializations of selected_alerts and alert_topic (those selected)."""
     per_class = {label: sum(nights.values()) for label, nights in report.per_class_night.items()}
     title = f"{request.topic}: alerts per class and night"
     png = class_night_png(report.per_class_night, title)
@@ -255,73 +371,39 @@ def published_alerts(
         )
 
 
-@dg.asset(
-    partitions_def=transfer_partitions,
-    deps=["alert_topic"],
-    group_name=TRANSFER_GROUP,
-    owners=OWNERS,
-    kinds={"delta"},
-    retry_policy=TRANSIENT_RETRY,
-    check_specs=[
-        dg.AssetCheckSpec("row_count_matches_published", asset="alert_table",
-                          description="The table holds as many rows as the status topic says were published."),
-        dg.AssetCheckSpec("candid_unique", asset="alert_table",
-                          description="No alert id appears twice in the table (with a catalogue "
-                          "cross-match: no (alert id, source id) pair)."),
-    ],
-)
-def alert_table(
-    context: dg.AssetExecutionContext, kafka: KafkaResource, tables: TableResource, requests: RequestStoreResource
-):
-    """The transfer's alerts as a Delta table partitioned by class, appended exactly once from the topic
-    (a run appends only what the table does not hold yet: offsets are committed with the data)."""
-    try:
-        request = requests.store().load(context.partition_key)
-    except ValueError as exc:
-        raise dg.Failure(description=str(exc), allow_retries=False) from None
+def _table_results(context, request, tables: TableResource, uri: str, consumed, published, overlap: dict):
+    """The alert_table materialization and its checks (those selected)."""
     survey = get_survey(request.survey)
-    settings = kafka.settings()
-    uri = tables.table_uri(request.topic)
-    with _transient(context, f"consuming {request.topic}", settings.bootstrap_servers):
-        avro_schema = fetch_schema(settings, request.topic)
-        # by class when the content has the class column, else by night (an fxmatch_ztf_ topic's
-        # default content objectId, candid, jd, <id>), as fink_datatransfer does by default
-        partitioning, _ = default_partitioning(survey.default_partitionby, survey.time_column, survey.time_scale,
-                                               arrow_schema_for_avro(avro_schema))
-        sink = DeltaSink(uri, partitioning, storage_options=tables.options())
-        # The table is the pipeline's alone: when the topic was published again (the broker lost
-        # it and alert_topic republished), the table restarts with the new publication.
-        report = consume_topic(settings, request.topic, sink, group_id=TABLE_GROUP_ID, log=context.log,
-                               quarantine_dir=f"{tables.uri.rstrip('/')}/_quarantine",
-                               replace_other_publication=True, avro_schema=avro_schema)
-    published = report.expected_total  # the end record's total, as the consumer last read it
-    context.log.info(f"{report.consumed} alerts appended to {uri} in {report.seconds:.1f} s")
-    if report.consumed == 0 and not report.complete and published is None:
-        raise dg.Failure(description=f"{request.topic} has no finished publication to read: run the transfer "
-                         "(selected_alerts, alert_topic) first", allow_retries=False)
     # with a catalogue, an alert appears once per source it matched
     key = [survey.alert_id] + ([request.id_col] if request.catalog_filename else [])
     rows, distinct = delta_table_counts(uri, key, tables.options())
     yield dg.MaterializeResult(
+        asset_key="alert_table",
         metadata={
             "path": dg.MetadataValue.path(uri),
             "topic": request.topic,
             "rows": rows,
             "published": published if published is not None else -1,
-            "appended_this_run": report.consumed,
-            "quarantined": report.quarantined,
-            "partitioned_by": partitioning.columns,
-            "seconds": round(report.seconds, 2),
-            "alerts_per_second": round(report.alerts_per_second, 1),
-        }
+            "appended_this_run": consumed.consumed,
+            "quarantined": consumed.quarantined,
+            "partitioned_by": DeltaTable(uri, storage_options=tables.options()).metadata().partition_columns,
+            "seconds": round(consumed.seconds, 2),
+            "alerts_per_second": round(consumed.alerts_per_second, 1),
+            **overlap,
+        },
     )
-    yield dg.AssetCheckResult(
-        check_name="row_count_matches_published",
-        passed=rows == published,
-        metadata={"rows": rows, "published": published if published is not None else -1},
-    )
-    yield dg.AssetCheckResult(
-        check_name="candid_unique",
-        passed=distinct == rows,
-        metadata={"rows": rows, "distinct": distinct},
-    )
+    checks = {check.name for check in context.selected_asset_check_keys}
+    if "row_count_matches_published" in checks:
+        yield dg.AssetCheckResult(
+            asset_key="alert_table",
+            check_name="row_count_matches_published",
+            passed=rows == published,
+            metadata={"rows": rows, "published": published if published is not None else -1},
+        )
+    if "candid_unique" in checks:
+        yield dg.AssetCheckResult(
+            asset_key="alert_table",
+            check_name="candid_unique",
+            passed=distinct == rows,
+            metadata={"rows": rows, "distinct": distinct},
+        )
