@@ -378,6 +378,9 @@ def test_cli_import_prints_nights_and_exit_code(shared_data, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "2018-11-29" in out and "11 alerts imported into 1 nights" in out
+    from fink_pipeline.archive.stats import stored_nights
+
+    assert stored_nights(str(tmp_path), "ztf") == [dt.date(2018, 11, 29)]  # statistics of the imported night
     bad = tmp_path / "bad.avro"
     bad.write_bytes(b"Obj\x01garbage")
     code = main(["archive", "import", str(bad), "--survey", "ztf", "--root", str(tmp_path)])

@@ -157,6 +157,12 @@ def test_cli_generate_writes_every_survey(name, tmp_path):
                  "--alerts-per-night", "120", "--root", str(tmp_path), "--no-cutouts"])  # fmt: skip
     assert code == 0
     assert list_nights(str(tmp_path), name) == [dt.date(2026, 3, 5), dt.date(2026, 3, 6)]
+    # nightly statistics come with the nights: estimates read them, not the archive
+    from fink_pipeline.archive.stats import night_statistics, stored_nights
+
+    assert stored_nights(str(tmp_path), name) == [dt.date(2026, 3, 5), dt.date(2026, 3, 6)]
+    stats, computed = night_statistics(get_survey(name), str(tmp_path), dt.date(2026, 3, 5))
+    assert not computed and stats.total == 120
 
 
 @pytest.mark.spark

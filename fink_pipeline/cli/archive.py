@@ -60,7 +60,18 @@ def run_generate(args: argparse.Namespace) -> int:
         report = generate_archive(survey, root, start, args.nights, args.alerts_per_night, seed=args.seed,
                                   with_cutouts=not args.no_cutouts, progress=bar.update)
     print(f"{report.total_alerts:,} alerts in {args.nights} nights written under {root}")
+    write_statistics(survey, root, [night.night for night in report.nights if night.alerts])
     return 0
+
+
+def write_statistics(survey, root: str, nights) -> None:
+    """Store the nightly statistics (alerts per class) of the nights just written: estimates
+    then read them instead of the archive (seconds per million alerts)."""
+    from fink_pipeline.archive.stats import update_statistics
+
+    if nights:
+        update_statistics(survey, root, sorted(set(nights)))
+        print(f"nightly statistics written for {len(set(nights))} nights")
 
 
 def run_nights(args: argparse.Namespace) -> int:
@@ -102,4 +113,5 @@ def run_import(args: argparse.Namespace) -> int:
     print(f"{report.total_imported:,} alerts imported into {len(report.nights)} nights under {root} "
           f"({report.total_read:,} read, {report.total_duplicates:,} already archived, "
           f"{report.total_invalid:,} invalid, {len(report.failed_files)} files with errors)")  # fmt: skip
+    write_statistics(survey, root, [night.night for night in report.nights])
     return 1 if report.failed_files else 0

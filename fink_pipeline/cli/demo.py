@@ -50,6 +50,7 @@ def ensure_demo_archive(root: str, nights: int, alerts_per_night: int, console) 
     """Generate the demo nights that are not in the archive yet (generation is deterministic)."""
     from fink_pipeline.archive.generate import generate_archive
     from fink_pipeline.archive.layout import list_nights
+    from fink_pipeline.archive.stats import update_statistics
     from fink_pipeline.surveys import get_survey
 
     survey = get_survey("ztf")
@@ -60,7 +61,8 @@ def ensure_demo_archive(root: str, nights: int, alerts_per_night: int, console) 
         return
     console.print(f"archive: generating {nights} nights x {alerts_per_night:,} ZTF alerts in {root} ...")
     report = generate_archive(survey, root, DEMO_START, nights, alerts_per_night, seed=42)
-    console.print(f"archive: {report.total_alerts:,} alerts written")
+    update_statistics(survey, root, wanted)  # the estimate reads them instead of the archive
+    console.print(f"archive: {report.total_alerts:,} alerts written, with their nightly statistics")
 
 
 def run_demo(args: argparse.Namespace) -> int:

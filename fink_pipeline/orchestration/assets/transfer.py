@@ -223,6 +223,7 @@ def transferred_alerts(
             follower = TopicFollower(settings, request.topic, _table_sink_factory(request, settings, tables),
                                      group_id=TABLE_GROUP_ID, log=context.log, **_table_consume_options(tables))
             follower.start()
+        publish_started_at = time.monotonic()
         try:
             report, publication = _publish(context, request, plan, spark, settings, kafka)
         except BaseException:
@@ -248,11 +249,16 @@ def transferred_alerts(
                          "(selected_alerts, alert_topic) first", allow_retries=False)
     overlap = {}
     if follower is not None and follower.report is not None:
+        both = min(published_at, follower.finished_at) - max(publish_started_at, follower.started_at)
         overlap = {
             "appended_while_publishing": follower.report.consumed,
-            # how long the table took to be complete once the topic was
+            # seconds publishing and consuming ran together, and how long the table took to be
+            # complete once the topic was
+            "overlap_seconds": round(max(0.0, both), 2),
             "complete_after_topic_seconds": round(max(0.0, follower.finished_at - published_at), 2),
         }
+        context.log.info(f"Table complete {overlap['complete_after_topic_seconds']:.1f} s after the topic; "
+                         f"publishing and consuming overlapped for {overlap['overlap_seconds']:.1f} s")
     yield from _table_results(context, request, tables, uri, consumed, published, overlap)
 
 
