@@ -705,3 +705,62 @@ def test_delta_sinks_claiming_a_new_table_at_once_both_go_on(tmp_path, reliabili
     with pytest.raises(PublicationMismatch):  # a table holding another publication's rows is still refused
         other.claim(Publication("t", "publication-2"))
     reliability_record(cases=0, failures_survived=1)
+
+
+def test_consumer_started_before_the_topic_exists_follows_the_publication(kafka_settings, tmp_path):
+    """A consumer started with the transfer, before any of its topics exists, waits for the
+    publication to start, reads while it is written and stops within seconds of its end record."""
+    topic = unique_topic()
+    tables = list(synthetic_alerts(ZTF, 6000, "light", seed=17, batch_size=2000))
+    outcome: dict = {}
+
+    def consume() -> None:
+        try:
+            outcome["report"] = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "t"), group_id="early",
+                                              max_timeout=10, wait_for_topic_s=60, batch_size=1500)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            outcome["error"] = exc
+        outcome["finished"] = time.monotonic()
+
+    thread = threading.Thread(target=consume)
+    thread.start()
+    time.sleep(3)  # the consumer is waiting: no topic, no schema, no status yet
+    assert thread.is_alive(), outcome.get("error")
+    writer = TopicWriter(kafka_settings, topic, tables[0].schema).start()
+    for table in tables[:-1]:
+        writer.write(table)
+        writer.flush()
+        time.sleep(1.5)  # the consumer reads the first messages while the rest is written
+    writer.write(tables[-1], last=True)
+    published = writer.end()
+    ended = time.monotonic()
+    thread.join(60)
+    assert "error" not in outcome, outcome.get("error")
+    report = outcome["report"]
+    assert report.complete and report.consumed == published.total == 6000
+    assert report.batches >= 2  # it did not wait for the end to read
+    assert outcome["finished"] - ended < 5, f"noticed the end after {outcome['finished'] - ended:.1f} s"
+    table = read_delta_table(str(tmp_path / "t"))
+    assert sorted(table["candid"].to_pylist()) == sorted(published.ids)
+
+
+def test_consumer_without_a_publication_gives_up_after_its_wait(kafka_settings, tmp_path):
+    """No topic within the wait: the error names the topic and says the publication did not start."""
+    from fink_pipeline.consumer.core import SchemaNotFound
+
+    started = time.monotonic()
+    with pytest.raises(SchemaNotFound, match="did not start"):
+        consume_topic(kafka_settings, unique_topic(), delta_sink(tmp_path / "t"), group_id="none",
+                      max_timeout=1, wait_for_topic_s=2)
+    assert 1.5 < time.monotonic() - started < 15
+
+
+def test_consume_report_splits_cpu_and_wall_by_phase(kafka_settings, tmp_path):
+    topic = unique_topic()
+    publish_tables(kafka_settings, topic, synthetic_alerts(ZTF, 3000, "light", seed=4, batch_size=1000))
+    report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "t"), group_id="phases", batch_size=1000)
+    assert report.complete and report.batches == 3
+    assert set(report.phase_cpu_seconds) == set(report.phase_wall_seconds) == {"fetch", "decode", "write", "status",
+                                                                               "other"}
+    assert report.phase_cpu_seconds["decode"] > 0 and report.phase_cpu_seconds["write"] > 0
+    assert sum(report.phase_wall_seconds.values()) <= report.seconds + 0.05

@@ -305,3 +305,39 @@ def test_spark_reads_both_outputs(cli_tables, spark):
     by_class = {r.finkclass: r["count"] for r in delta.groupBy("finkclass").count().collect()}
     expected = read_delta_table(str(root / "delta")).group_by("finkclass").aggregate([([], "count_all")]).to_pydict()
     assert by_class == dict(zip(expected["finkclass"], expected["count_all"]))
+
+
+def test_started_with_the_job_waits_for_the_publication_then_downloads_it(kafka_broker, tmp_path):
+    """`fink_datatransfer` run at the moment the transfer is submitted, before its topics exist:
+    it says it waits, downloads while the job publishes and exits once the end record is read."""
+    import threading
+    import time
+
+    from fink_pipeline.kafka.settings import KafkaSettings
+    from fink_pipeline_tests.synthetic_topics import TopicWriter
+
+    topic = f"ftransfer_ztf_2024-03-01_{uuid.uuid4().hex[:8]}"
+    tables = list(synthetic_alerts(ZTF, 3000, "light", seed=23, batch_size=1000))
+    env = {**os.environ}
+    env.pop("FINK_KAFKA_BOOTSTRAP_SERVERS", None)
+    process = subprocess.Popen([str(BIN / "fink_datatransfer"), "-topic", topic, "-outdir", str(tmp_path / "t"),
+                                "-servers", kafka_broker, "-maxtimeout", "60", "-nconsumers", "2"],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(4)
+        assert process.poll() is None, process.communicate()
+        writer = TopicWriter(KafkaSettings(bootstrap_servers=kafka_broker), topic, tables[0].schema).start()
+        for table in tables[:-1]:
+            writer.write(table)
+            writer.flush()
+            time.sleep(1)
+        writer.write(tables[-1], last=True)
+        published = writer.end()
+        out, err = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, err[-3000:]
+    assert "for the publication to start" in err
+    assert f"{published.total:,} of {published.total:,} published" in err
+    assert sorted(read_delta_table(str(tmp_path / "t"))["candid"].to_pylist()) == sorted(published.ids)

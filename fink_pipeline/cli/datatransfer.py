@@ -243,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
 
     survey = get_survey(args.survey or survey_of_topic(args.topic))
     settings, group, maxtimeout = resolve_settings(args, survey.name)
-    schema = fetch_schema(settings, args.topic, timeout_s=max(maxtimeout, 5.0))
+    # started with the transfer job, before it created the topic: wait up to -maxtimeout for it
+    schema = fetch_schema(settings, args.topic, timeout_s=max(maxtimeout, 5.0), on_wait=console.print)
     partitioning, note = choose_partitioning(args.partitionby, survey, arrow_schema_for_avro(schema))
     # Input checked: start the consumer processes now, their imports overlap with the rest.
     workers = _Workers(args.nconsumers)
@@ -274,7 +275,7 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
         console.print(f"schema written to {dump}")
     if note:
         console.print(f"[yellow]{note}[/yellow]")
-    partitions = topic_partitions(settings, args.topic)
+    partitions = topic_partitions(settings, args.topic, wait_s=max(maxtimeout, 5.0))
     status = read_publication_status(settings, args.topic, wait_s=maxtimeout)
     options = {
         "settings": settings, "topic": args.topic, "group": group,
@@ -333,7 +334,10 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
         bar.close()
     seconds = time.monotonic() - started
     quarantined = sum(d["quarantined"] for d in done)
-    print_summary(console, options, partitioning, consumed, seconds, quarantined, status.total)
+    # the job may have been running at the start: the consumers read its end record since
+    published = status.total if status.total is not None else max(
+        (d["expected"] for d in done if d["expected"] is not None), default=None)
+    print_summary(console, options, partitioning, consumed, seconds, quarantined, published)
     for error in dict.fromkeys(errors):  # consumers failing alike (a full disk) say it once
         console.print(f"[red]consumer failed[/red]: {error}")
     if errors:

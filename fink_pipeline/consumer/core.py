@@ -15,6 +15,7 @@ another one or when the topic is published again while it reads (see `sinks`).
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import threading
@@ -54,7 +55,13 @@ FETCH_CONFIG = {
     "queued.max.messages.kbytes": DEFAULT_MAX_BATCH_BYTES // 1024,
     "queued.min.messages": 100_000,  # librdkafka default; lower values stall fetches (measured 15x slower)
 }
+# The status topic is read at most this often once the consumer has caught up with the
+# messages published so far (the end record can only follow the last message), and at most
+# every STATUS_POLL_BUSY_SECONDS while batches come full (to see a failed or new publication).
 STATUS_POLL_SECONDS = 1.0
+STATUS_POLL_BUSY_SECONDS = 5.0
+# How often a consumer started before the publication looks for its topics.
+TOPIC_WAIT_POLL_SECONDS = 0.5
 
 
 # After this long without a message, the consumer asks the broker whether its topic still
@@ -71,9 +78,34 @@ class TopicGone(RuntimeError):
     """The topic being consumed no longer exists on the broker."""
 
 
+# Phases of a consumer run, in the order of a batch (see PhaseClock).
+PHASES = ("fetch", "decode", "write", "status", "other")
+
+
+class PhaseClock:
+    """Wall and CPU seconds per phase, from laps: each `lap(phase)` charges the time since the
+    previous lap to `phase`. CPU is the process's (`time.process_time`): it includes the helper
+    threads a phase starts (polars, delta-rs) and librdkafka's background fetching, which is
+    charged to whichever phase runs meanwhile."""
+
+    def __init__(self) -> None:
+        self.wall = dict.fromkeys(PHASES, 0.0)
+        self.cpu = dict.fromkeys(PHASES, 0.0)
+        self._wall_mark, self._cpu_mark = time.monotonic(), time.process_time()
+
+    def lap(self, phase: str) -> None:
+        wall, cpu = time.monotonic(), time.process_time()
+        self.wall[phase] += wall - self._wall_mark
+        self.cpu[phase] += cpu - self._cpu_mark
+        self._wall_mark, self._cpu_mark = wall, cpu
+
+
 @dataclass
 class ConsumeReport:
-    """What one consumer run did."""
+    """What one consumer run did; `phase_wall_seconds` and `phase_cpu_seconds` split the run
+    into PHASES: fetch (librdkafka consume, values copied out), decode (Avro -> Arrow), write
+    (the sink: partition split, files, commit with offsets), status (status topic reads) and
+    other (schema, claim and resume before the loop, group offsets, close)."""
 
     topic: str
     consumed: int = 0
@@ -87,6 +119,8 @@ class ConsumeReport:
     per_partition: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
     quarantine_files: list[str] = field(default_factory=list)
+    phase_wall_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+    phase_cpu_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
 
     @property
     def alerts_per_second(self) -> float:
@@ -132,21 +166,46 @@ def kafka_consumer(settings: KafkaSettings, group_id: str, extra: dict | None = 
     return Consumer(exact_consumer_config(settings, group_id, extra))
 
 
-def fetch_schema(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -> dict:
-    """Read the Avro schema of `topic` from `<topic>_schema` (key = schema JSON), without committing."""
+def _wait_for_topic(consumer, name: str, deadline: float, on_wait: Callable[[str], None] | None,
+                    waiting_for: str) -> int | None:
+    """Partitions of topic `name` once it exists, looked for until `deadline` (monotonic); None
+    when it still does not exist then. `on_wait` gets one line the first time it is missing."""
+    from fink_pipeline.kafka.topics import partitions_in_metadata
+
+    told = False
+    while True:
+        count = partitions_in_metadata(consumer, name, 10)
+        if count or time.monotonic() >= deadline:
+            return count or None
+        if not told and on_wait is not None:
+            on_wait(waiting_for)
+            told = True
+        time.sleep(min(TOPIC_WAIT_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+
+def fetch_schema(settings: KafkaSettings, topic: str, timeout_s: float = 30.0,
+                 on_wait: Callable[[str], None] | None = None) -> dict:
+    """Read the Avro schema of `topic` from `<topic>_schema` (key = schema JSON), without
+    committing. A consumer may start with the transfer job, before the job creates its topics:
+    the schema topic is waited for up to `timeout_s` (`on_wait` gets one line saying so), then
+    its first message for at least 5 s more."""
     from confluent_kafka import TopicPartition
 
     consumer = kafka_consumer(settings, f"fink-pipeline-schema-{topic}")
     try:
-        metadata = consumer.list_topics(f"{topic}_schema", timeout=10)
-        info = metadata.topics.get(f"{topic}_schema")
-        if info is None or info.error is not None or not info.partitions:
-            raise SchemaNotFound(
-                f"no schema topic {topic}_schema on {settings.bootstrap_servers}: check the topic name "
-                "(tab `Get your data` of the portal) and that the transfer job has started"
-            )
-        consumer.assign([TopicPartition(f"{topic}_schema", p, 0) for p in info.partitions])
         deadline = time.monotonic() + timeout_s
+        name = f"{topic}_schema"
+        count = _wait_for_topic(consumer, name, deadline, on_wait, (
+            f"{topic}: waiting up to {timeout_s:.0f} s for the publication to start (no {name} on "
+            f"{settings.bootstrap_servers} yet)"))
+        if count is None:
+            raise SchemaNotFound(
+                f"the publication of {topic} did not start within {timeout_s:.0f} s: no schema topic {name} on "
+                f"{settings.bootstrap_servers}; check the topic name (tab `Get your data` of the portal) and that "
+                "the transfer job has started (-maxtimeout waits longer)"
+            )
+        consumer.assign([TopicPartition(name, p, 0) for p in range(count)])
+        deadline = max(deadline, time.monotonic() + 5.0)  # the job writes the schema right after creating it
         while time.monotonic() < deadline:
             msg = consumer.poll(0.5)
             if msg is None or msg.error() or not msg.key():
@@ -157,11 +216,14 @@ def fetch_schema(settings: KafkaSettings, topic: str, timeout_s: float = 30.0) -
         consumer.close()
 
 
-def topic_partitions(settings: KafkaSettings, topic: str) -> list[int]:
-    """Partition ids of `topic` (error naming the topic when it does not exist)."""
+def topic_partitions(settings: KafkaSettings, topic: str, wait_s: float = 0.0) -> list[int]:
+    """Partition ids of `topic`, waited for up to `wait_s` (the job creates it with its schema
+    topic); error naming the topic when it does not exist."""
     from fink_pipeline.kafka.topics import partition_count
 
-    count = partition_count(settings, topic)
+    deadline = time.monotonic() + wait_s
+    while not (count := partition_count(settings, topic)) and time.monotonic() < deadline:
+        time.sleep(TOPIC_WAIT_POLL_SECONDS)
     if not count:
         raise RuntimeError(f"topic {topic} does not exist on {settings.bootstrap_servers}: check -topic")
     return list(range(count))  # Kafka numbers a topic's partitions 0 .. count - 1
@@ -224,6 +286,7 @@ def consume_topic(
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
     log: logging.Logger | None = None,
     replace_other_publication: bool = False,
+    wait_for_topic_s: float | None = None,
     stop: "threading.Event | None" = None,
 ) -> ConsumeReport:
     """Consume `topic` (all or the given partitions) into `sink`, exactly once, until done.
@@ -236,6 +299,10 @@ def consume_topic(
     A sink holding another publication raises PublicationMismatch, unless
     `replace_other_publication` (a Delta table owned by the caller alone): its rows are then
     deleted and the table restarts with the topic's current publication.
+
+    Started before the publication (with the transfer job), it waits up to `wait_for_topic_s`
+    (default: `max_timeout`, at least 5 s) for the topic, its schema and its start record,
+    then reads the messages as they are published.
     `stop` (an event) ends the run between batches, the table exact (a follower of a publication
     that failed: `consumer.follow`).
     """
@@ -245,10 +312,14 @@ def consume_topic(
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     log = log or LOGGER
     started = time.monotonic()
-    report = ConsumeReport(topic=topic)
-    avro_schema = avro_schema or fetch_schema(settings, topic, timeout_s=max(max_timeout, 5.0))
-    partitions = list(partitions) if partitions is not None else topic_partitions(settings, topic)
+    clock = PhaseClock()
+    report = ConsumeReport(topic=topic, phase_wall_seconds=clock.wall, phase_cpu_seconds=clock.cpu)
+    wait_s = max(max_timeout, 5.0) if wait_for_topic_s is None else wait_for_topic_s
+    avro_schema = avro_schema or fetch_schema(settings, topic, timeout_s=wait_s, on_wait=log.info)
+    partitions = list(partitions) if partitions is not None else topic_partitions(settings, topic, wait_s)
+    clock.lap("other")
     status = read_publication_status(settings, topic, wait_s=max_timeout)
+    clock.lap("status")
     publication = publication_of(status)
     sink.prepare(arrow_schema_for_avro(avro_schema))
     if replace_other_publication and (held := sink.held_publication()) not in (None, publication):
@@ -276,7 +347,10 @@ def consume_topic(
             if want <= 0:
                 break
             messages, topic_unknown = _fetch_batch(consumer, want, max_batch_bytes, log, topic)
+            clock.lap("fetch")
             got_messages = bool(messages)
+            # a batch closed before it was full: every message published so far is read
+            caught_up = len(messages) < want and messages.nbytes < max_batch_bytes
             now = time.monotonic()
             if not got_messages and (topic_unknown or now - last_message_at > TOPIC_CHECK_AFTER_S) \
                     and now - last_topic_check > TOPIC_CHECK_AFTER_S:
@@ -289,7 +363,7 @@ def consume_topic(
             if got_messages:
                 last_message_at = now
                 n_messages = len(messages)
-                touched = _write_batch(messages, avro_schema, sink, next_offsets, report, quarantine_dir, log)
+                touched = _write_batch(messages, avro_schema, sink, next_offsets, report, quarantine_dir, log, clock)
                 # free this batch (and the memory pool's unused pages) before fetching the next:
                 # peak memory stays that of one batch, whatever the topic's size
                 messages = None
@@ -298,10 +372,13 @@ def consume_topic(
                     _commit_group(consumer, topic, next_offsets, touched, log)
                 if progress is not None:
                     progress(n_messages, status)
-            if status.state in ("running", "unknown") and (not got_messages or now - last_status_read > 2.0) \
-                    and now - last_status_read > STATUS_POLL_SECONDS:
+                clock.lap("other")
+            since_status = now - last_status_read
+            if status.state in ("running", "unknown") and since_status > STATUS_POLL_SECONDS \
+                    and (caught_up or since_status > STATUS_POLL_BUSY_SECONDS):
                 status = read_status(settings, topic)
                 last_status_read = time.monotonic()
+                clock.lap("status")
                 check_same_publication(status, publication, sink.location)
                 note(status)
                 if progress is not None and status.state != "running":
@@ -319,6 +396,7 @@ def consume_topic(
         if consumer is not None:
             consumer.close()
         sink.close()
+        clock.lap("other")
     report.complete = status.state == "finished" and all(partition_done(status, p, next_offsets[p]) for p in partitions)
     report.next_offsets = dict(next_offsets)
     report.seconds = time.monotonic() - started
@@ -354,6 +432,7 @@ class FetchedBatch:
     partitions: list = field(default_factory=list)
     offsets: list = field(default_factory=list)
     nbytes: int = 0
+    topic_unknown: bool = False  # the broker reported the topic unknown
 
     def __len__(self) -> int:
         return len(self.offsets)  # values are freed once decoded; coordinates stay
@@ -366,14 +445,30 @@ def _fetch_batch(consumer, want: int, max_bytes: int, log, topic: str) -> tuple[
     from confluent_kafka import KafkaError
 
     unknown_codes = {getattr(KafkaError, name) for name in _UNKNOWN_TOPIC_CODES if hasattr(KafkaError, name)}
-    topic_unknown = False
     batch = FetchedBatch()
-    values, keys, partitions, offsets = batch.values, batch.keys, batch.partitions, batch.offsets
     deadline = time.monotonic() + 1.0
     # One consume() call gathers messages as librdkafka fetches them, far beyond its prefetch
     # queue: the byte cap must bound each call, not only be checked between calls. A first
     # small call measures the message size; later calls ask for what fits in the room left.
     per_call = _PROBE_MESSAGES
+    # No cyclic garbage is made here, but tens of thousands of Message objects would trigger
+    # collections that walk every object of the process (pyarrow, polars, deltalake...).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        _fetch_into(consumer, batch, want, max_bytes, per_call, deadline, unknown_codes, log, topic)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return batch, batch.topic_unknown
+
+
+def _fetch_into(consumer, batch: "FetchedBatch", want: int, max_bytes: int, per_call: int, deadline: float,
+                unknown_codes: set, log, topic: str) -> None:
+    """The consume() calls of `_fetch_batch`."""
+    from confluent_kafka import KafkaError
+
+    values, keys, partitions, offsets = batch.values, batch.keys, batch.partitions, batch.offsets
     while len(values) < want and batch.nbytes < max_bytes:
         left = deadline - time.monotonic()
         n = min(want - len(values), _MAX_MESSAGES_PER_CONSUME, per_call)
@@ -390,7 +485,7 @@ def _fetch_batch(consumer, want: int, max_bytes: int, log, topic: str) -> tuple[
                 offsets.append(m.offset())
                 batch.nbytes += len(value) if value is not None else 0
             elif err.code() in unknown_codes:
-                topic_unknown = True
+                batch.topic_unknown = True
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning(f"Kafka error on {topic}: {err}")
         del chunk
@@ -398,7 +493,6 @@ def _fetch_batch(consumer, want: int, max_bytes: int, log, topic: str) -> tuple[
             per_call = max(1, int((max_bytes - batch.nbytes) * len(values) / batch.nbytes))
         if time.monotonic() >= deadline:
             break
-    return batch, topic_unknown
 
 
 def decode_in_slices(values: list, nbytes: int, avro_schema: dict,
@@ -408,7 +502,7 @@ def decode_in_slices(values: list, nbytes: int, avro_schema: dict,
     it (measured: 150 MB less peak per consumer for 32 MB light batches, same speed)."""
     n_slices = max(1, -(-nbytes // slice_bytes))
     if n_slices == 1 or len(values) < 2 * n_slices:
-        return decode_batch_safe(values, avro_schema)
+        return decode_batch_safe(values, avro_schema, nbytes)
     step = -(-len(values) // n_slices)  # messages of one topic have similar sizes
     tables, bad, errors = [], [], []
     for lo in range(0, len(values), step):
@@ -420,7 +514,7 @@ def decode_in_slices(values: list, nbytes: int, avro_schema: dict,
 
 
 def _write_batch(batch: FetchedBatch, avro_schema, sink: Sink, next_offsets: dict[int, int], report: ConsumeReport,
-                 quarantine_dir, log) -> set[int]:
+                 quarantine_dir, log, clock: PhaseClock) -> set[int]:
     """Decode one batch, quarantine what does not decode, commit rows and offsets together."""
     table, bad, errors = decode_in_slices(batch.values, batch.nbytes, avro_schema)
     batch_next: dict[int, int] = {}
@@ -433,8 +527,10 @@ def _write_batch(batch: FetchedBatch, avro_schema, sink: Sink, next_offsets: dic
         report.quarantined += len(bad)
         report.quarantine_files.append(path)
     batch.values.clear()  # decoded: the raw values are no longer needed while writing
+    clock.lap("decode")
     start = {p: next_offsets[p] for p in batch_next}
     sink.write(table, batch_next, start)
+    clock.lap("write")
     next_offsets.update(batch_next)
     report.consumed += len(batch.partitions)
     report.written += table.num_rows

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH, schema_field_type
 
@@ -199,6 +198,8 @@ def hive_groups(table: pa.Table, columns: list[str]):
     else:
         key = pc.binary_join_element_wise(
             *[pc.fill_null(pc.cast(ordered[c], pa.string()), "\x00") for c in columns], "/").combine_chunks()
+    import pyarrow.dataset as ds  # here: it imports pandas, which Delta-only processes never need
+
     runs = pc.run_end_encode(key)
     naming = ds.partitioning(pa.schema([ordered.schema.field(c) for c in columns]), flavor="hive")
     body = ordered.drop_columns(columns)
