@@ -27,7 +27,7 @@ from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
 from fink_pipeline.kafka.faults import PublishFaults
 from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.surveys import get_survey
-from fink_pipeline.transfer.arrow_content import spark_timestamp_strings
+from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN, spark_timestamp_strings
 from fink_pipeline.transfer.plan import plan_transfer
 from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe
 from fink_pipeline.transfer.request import TransferRequest
@@ -213,3 +213,14 @@ def test_stream_in_any_order_and_with_repeated_rows_reads_each_row_once(spark, z
     assert contents(selection) == reference(selection)
     for table in (repeated, shuffled, revisited):
         assert contents(table) == reference(table)
+
+
+def test_unfiltered_transfer_is_classified_by_the_tasks(spark, ztf_archive):
+    # nothing filters on the classes: Spark lists the rows without reading any column, the
+    # tasks classify them (the contents above compare the result with Spark's projection)
+    publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
+    assert publication.arrow_content.classified == ("finkclass", "tnsclass")
+    assert publication.rows.columns == [FILE_COLUMN, ROW_COLUMN]
+    filtered = build_publication(spark, plan_for(ztf_archive, content=["light"], classes=["SN candidate"]))
+    assert filtered.arrow_content.classified == ()
+    assert {"finkclass", "tnsclass"} <= set(filtered.rows.columns)

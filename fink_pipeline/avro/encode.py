@@ -126,6 +126,13 @@ def _compact(slots: list[_Slot], n: int) -> pa.LargeBinaryArray:
     )
 
 
+def used_prefixes(matrix: np.ndarray, lengths: np.ndarray) -> pa.LargeBinaryArray:
+    """Row i = the first ``lengths[i]`` bytes of row i of the (rows, width) uint8 `matrix`."""
+    rows, width = matrix.shape
+    columns = [(offset, _row_view(matrix, offset, _UINTS[size])) for offset, size in _chunks(width)]
+    return _compact([_Slot(columns, width, lengths.astype(np.int64, copy=False))], rows)
+
+
 def _materialize(segments: list[Segment], n: int) -> pa.LargeBinaryArray:
     """One large_binary array whose row i is the concatenation of row i of every segment."""
     pieces: list[pa.Array] = []

@@ -51,11 +51,11 @@ Modules: this one is the driver; `kafka.publish_task` what each Spark task runs,
 `kafka.readback` its read-back, `kafka.wire` the wire format, `kafka.faults` the failures tests
 inject (never built in production).
 
-Where the time goes (light packet, 100,000 alerts, 2 cores): the transfer job hands the tasks
-archive locations and the tasks read the content with pyarrow (`transfer.arrow_content`: the
-JVM's read and Arrow conversion of nested columns cost ~5 CPU-s, pyarrow's ~1); each Python
-worker keeps its idempotent producer for its later tasks (a new one waits ~0.5 s for its
-producer id). `bench/publish.py` prints the CPU seconds per process and phase.
+Where the time goes: the transfer job hands the tasks archive locations and the tasks read the
+content with pyarrow as Spark hands them the rows (`transfer.arrow_content`), so they publish
+from their first selection batch on; each Python worker keeps its idempotent producer for its
+later tasks (a new one waits for its producer id). `bench/publish.py` prints the CPU seconds
+per process and task phase, bench/README.md the figures.
 """
 
 from __future__ import annotations

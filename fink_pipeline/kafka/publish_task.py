@@ -16,7 +16,7 @@ import logging
 import time
 import weakref
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -28,8 +28,10 @@ from fink_pipeline.kafka.faults import PublishFaults
 from fink_pipeline.kafka.options import PublishOptions
 from fink_pipeline.kafka.readback import PublicationConflict, read_existing
 from fink_pipeline.kafka.settings import KafkaSettings
-from fink_pipeline.kafka.status import ProgressRecord, read_status
 from fink_pipeline.kafka.wire import hold_back_last, kafka_partition_of, owned_kafka_partitions, status_topic
+
+if TYPE_CHECKING:
+    from fink_pipeline.kafka.status import ProgressRecord
 
 LOGGER = logging.getLogger("fink_pipeline.publish")
 # The one column of the rows a task returns: its summary (JSON).
@@ -248,6 +250,10 @@ class SparkPartitionPublisher:
                 )
             if total:
                 partitions[k] = {"count": total, "last_offset": expected_end - 1}
+        # imported here: the status module pulls in the request validation (sqlglot), which a
+        # Python worker's first task would otherwise import before its first alert
+        from fink_pipeline.kafka.status import ProgressRecord
+
         return ProgressRecord(
             spark_partition=self.spark_partition,
             attempt=self.attempt,
@@ -443,6 +449,8 @@ def _write_progress(producer, topic: str, progress: ProgressRecord) -> None:
 
 
 def _committed_partitions(settings: KafkaSettings, topic: str) -> frozenset[int]:
+    from fink_pipeline.kafka.status import read_status
+
     return frozenset(read_status(settings, topic, timeout_s=30).completed_spark_partitions)
 
 

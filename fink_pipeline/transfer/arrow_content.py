@@ -1,14 +1,16 @@
 """A transfer's content columns read straight from the archive's Parquet files, in Arrow.
 
 Spark's JVM reads nested alert columns and converts them to Arrow for the Python workers at
-~5 CPU-s per 100,000 light ZTF alerts; pyarrow reads the same columns in ~0.6 (measured with
-`bench/publish.py`, 2 cores). So when a content is made of plain fields of a local archive,
-Spark only selects: it reads the columns that classification, classes and conditions need and
-returns, for each selected alert, its file and row index plus the columns Spark computes
-(classes, night partition columns). The publishing task then reads the content of exactly those
-rows with pyarrow and projects it as `content.project` does in Spark (same names, same types:
-struct columns rebuilt without nulls, timestamps as Spark's strings), so the published bytes do
-not depend on which side read them (tests compare the two row for row).
+several times pyarrow's cost (bench/README.md has the figures). So when a content is made of
+plain fields of a local archive, Spark only selects: it reads the columns that classification,
+classes and conditions need and returns, for each selected alert, its file and row index plus
+the columns Spark computes (classes, night partition columns). When nothing filters on the
+classes, Spark reads no column at all and the task classifies the rows itself with the survey's
+Arrow classifier (tested equal to Spark's, alert by alert). The publishing task reads the
+content of exactly those rows with pyarrow as the selection batches arrive (`ArrowContent.stream`)
+and projects it as `content.project` does in Spark (same names, same types: struct columns
+rebuilt without nulls, timestamps as Spark's strings), so the published bytes do not depend on
+which side read them (tests compare the two row for row).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import urllib.parse
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +30,6 @@ from fink_pipeline.surveys.base import schema_field_type
 # Columns of the selection rows that locate an alert in the archive.
 FILE_COLUMN = "_fink_archive_file"
 ROW_COLUMN = "_fink_archive_row"
-_TWO_DIGITS = pa.array([f"{i:02d}" for i in range(60)])
 # Rows decoded at once: bounds the task's memory for heavy contents (cutouts: ~45 kB/alert).
 _SLICE_BYTES = 32 * 1024 * 1024
 
@@ -53,6 +54,7 @@ class ArrowContent:
     those fields (7 of the 103 `candidate` fields for a light packet). `archive_schema` types
     what a night written with an older schema lacks, so it reads as Spark reads it (null).
     `output_schema` is the Arrow schema Spark's projection would have (the Avro schema's source).
+    Outputs named in `classified` are computed by `classify` from the `class_inputs` paths.
     """
 
     columns: tuple[tuple[str, str], ...]
@@ -60,6 +62,11 @@ class ArrowContent:
     file_columns: tuple[str, ...]
     archive_schema: pa.Schema
     output_schema: pa.Schema
+    # class columns the task computes with `classify` (the survey's Arrow classifier) from
+    # the archive columns `class_inputs`, when Spark has no class to filter on
+    classified: tuple[str, ...] = ()
+    class_inputs: tuple[str, ...] = ()
+    classify: Callable[[pa.Table], dict[str, pa.Array]] | None = None
 
     def stream(self, selection: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """The content of the selection rows as they arrive, in bounded batches.
@@ -122,9 +129,12 @@ class ArrowContent:
     def project(self, raw: pa.RecordBatch, carried: pa.Table | pa.RecordBatch) -> pa.RecordBatch:
         """The output columns of rows `raw` (archive root columns) and `carried` (same rows)."""
         arrays = []
+        classes = self._classes(raw) if self.classified else {}
         for source, name in self.columns:
             target = self.output_schema.field(name).type
-            if name in self.carried:
+            if name in classes:
+                column = classes[name]
+            elif name in self.carried:
                 column = carried.column(name)
                 if isinstance(column, pa.ChunkedArray):
                     column = column.combine_chunks()
@@ -136,6 +146,12 @@ class ArrowContent:
                     column = spark_timestamp_strings(column)
             arrays.append(conform(column, target))
         return pa.RecordBatch.from_arrays(arrays, schema=self.output_schema)
+
+    def _classes(self, raw: pa.RecordBatch) -> dict[str, pa.Array]:
+        """The `classified` columns of rows `raw`, from their inputs (null where a night lacks one)."""
+        inputs = pa.table({path: self._resolve(raw, path) for path in self.class_inputs})
+        labels = self.classify(inputs)
+        return {name: labels[name] for name in self.classified}
 
     def _resolve(self, raw: pa.RecordBatch, source: str) -> pa.Array:
         root, *path = source.split(".")
@@ -197,9 +213,9 @@ class _GroupCursor:
             stop = int(np.searchsorted(wanted, end, side="left"))
             part = wanted[done:stop] - self.start
             # rows are sorted, a row repeated once per catalogue source it matches: as many
-            # distinct rows as the slice holds means all of them, once each
-            whole = len(part) == self.raw.num_rows and part[-1] - part[0] == len(part) - 1
-            taken = self.raw if whole else self.raw.take(pa.array(part))
+            # rows as they span means a run of distinct rows, sliced without a copy
+            contiguous = part[-1] - part[0] == len(part) - 1
+            taken = self.raw.slice(int(part[0]), len(part)) if contiguous else self.raw.take(pa.array(part))
             yield content.project(taken, carried.slice(done, stop - done))
             done = stop
         if len(wanted):
@@ -281,24 +297,45 @@ def spark_timestamp_strings(column: pa.Array) -> pa.Array:
     """Timestamps as Spark casts them to strings in a UTC session: `yyyy-MM-dd HH:mm:ss`, then
     the microseconds without trailing zeros, if any (`2024-03-01 05:12:33.12`).
 
-    Arrow's strftime costs ~2.7 us per value; an alert's timestamps fall in a few hours, so the
-    `yyyy-MM-dd HH` part is formatted once per distinct hour and the rest with integer kernels.
+    Written digit by digit into a byte matrix with numpy (strftime costs ~2.7 us per value):
+    the `yyyy-MM-dd` part once per distinct day, then each row's used prefix kept.
     """
+    from fink_pipeline.avro.encode import used_prefixes
+
     values = pc.cast(pc.cast(column, pa.timestamp("us", tz=column.type.tz)), pa.int64())
     nulls = values.is_null().to_numpy(zero_copy_only=False) if values.null_count else None
     micros = values.fill_null(0).to_numpy()
     seconds, fraction = np.divmod(micros, 1_000_000)  # floor: -0.5 s is 23:59:59.5 the day before
-    hours, within_hour = np.divmod(seconds, 3600)
-    distinct, inverse = np.unique(hours, return_inverse=True)
-    epoch = dt.datetime(1970, 1, 1)
-    prefixes = pa.array([(epoch + dt.timedelta(hours=int(h))).strftime("%Y-%m-%d %H") for h in distinct.tolist()])
-    minutes, secs = np.divmod(within_hour, 60)
-    text = pc.binary_join_element_wise(prefixes.take(pa.array(inverse.reshape(-1))), _TWO_DIGITS.take(minutes),
-                                       _TWO_DIGITS.take(secs), ":")
-    digits = pc.utf8_rtrim(pc.utf8_lpad(pc.cast(pa.array(fraction), pa.string()), 6, "0"), "0")
-    suffix = pc.if_else(pa.array(fraction == 0), "", pc.binary_join_element_wise(".", digits, ""))
-    result = pc.binary_join_element_wise(text, suffix, "")
+    days, within_day = np.divmod(seconds, 86_400)
+    distinct, inverse = np.unique(days, return_inverse=True)
+    dates = np.datetime_as_string(distinct.astype("datetime64[D]"))
+    if any(len(date) != 10 for date in dates.tolist()):  # years beyond 0000-9999: Arrow's strftime
+        return _strftime_timestamp_strings(column)
+    text = np.empty((len(micros), 26), np.uint8)
+    text[:, :10] = np.frombuffer("".join(dates.tolist()).encode(), np.uint8).reshape(-1, 10)[inverse.reshape(-1)]
+    text[:, 10], text[:, 13], text[:, 16], text[:, 19] = ord(" "), ord(":"), ord(":"), ord(".")
+    hours, rest = np.divmod(within_day, 3600)
+    minutes, secs = np.divmod(rest, 60)
+    for position, value in ((11, hours), (14, minutes), (17, secs)):
+        tens, units = np.divmod(value, 10)
+        text[:, position], text[:, position + 1] = tens + 48, units + 48
+    digits = fraction
+    trailing_zeros = np.zeros(len(micros), np.int64)
+    still_zero = np.ones(len(micros), bool)
+    for position in range(25, 19, -1):  # microsecond digits, last first
+        digits, digit = np.divmod(digits, 10)
+        text[:, position] = digit + 48
+        still_zero &= digit == 0
+        trailing_zeros += still_zero
+    lengths = np.where(fraction == 0, 19, 26 - trailing_zeros)
+    result = used_prefixes(text, lengths).view(pa.large_string()).cast(pa.string())
     return pc.if_else(pa.array(nulls), pa.scalar(None, pa.string()), result) if nulls is not None else result
+
+
+def _strftime_timestamp_strings(column: pa.Array) -> pa.Array:
+    text = pc.strftime(pc.cast(column, pa.timestamp("us", tz=column.type.tz)), format="%Y-%m-%d %H:%M:%S")
+    text = pc.replace_substring_regex(text, r"(\.[0-9]*[1-9])0+$", r"\1")
+    return pc.replace_substring_regex(text, r"\.0+$", "")
 
 
 def conform(column: pa.Array, target: pa.DataType) -> pa.Array:

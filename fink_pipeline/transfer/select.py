@@ -7,7 +7,8 @@ step logs the milestone lines Fink's portal shows, so a Dagster run log reads li
 
 `build_transfer_dataframe` returns the projected content; `build_publication`, what the
 publisher runs, lets Spark select and the publishing tasks read the content of the selected rows
-with Arrow when the content is made of plain fields of a local archive (4x less CPU).
+with Arrow when the content is made of plain fields of a local archive (less CPU: see
+bench/README.md).
 """
 
 from __future__ import annotations
@@ -119,49 +120,75 @@ def build_publication(
 
     With `arrow_content` (the default) and a content of plain fields of a local archive,
     Spark selects and the publishing tasks read the content columns of the selected rows
-    with Arrow (`fink_pipeline.transfer.arrow_content`: ~4x less CPU on a light packet);
-    otherwise Spark projects the content itself, as `build_transfer_dataframe` does.
+    with Arrow (`fink_pipeline.transfer.arrow_content`), classifying them too when nothing
+    filters on the classes; otherwise Spark projects the content itself, as
+    `build_transfer_dataframe` does.
     """
     from pyspark.sql import functions as F
 
     log = log or LOGGER
     deferrable = arrow_content and is_local_archive(plan.archive_root)
-    df = _select(spark, plan, log, locate=deferrable)
     content = plan.content
-    # classes, a recomputed TNS column and night partition columns come from Spark; every
-    # other plain field is read from the archive file
-    carried = set(plan.survey.class_columns) | set(PARTITION_COLUMNS)
+    survey = plan.survey
+    # Nothing filters on the classes: the tasks classify the rows they publish with the
+    # survey's Arrow classifier, and Spark only lists the rows (it reads no column at all).
+    classified_in_task = deferrable and _classes_unfiltered(plan) and any(
+        source in survey.class_columns for source, _ in content.columns)
+    df = _select(spark, plan, log, locate=deferrable, classify_rows=not classified_in_task)
+    classified_df = classify(df, survey, plan.tns_catalog) if classified_in_task else df
+    # classes, a recomputed TNS column and night partition columns come from Spark (or the
+    # classifier); every other plain field is read from the archive file
+    carried = set(survey.class_columns) | set(PARTITION_COLUMNS)
     if plan.crossmatch is not None:
         carried.add(plan.crossmatch.id_col)
-    if plan.survey.tns_recompute is not None and plan.tns_catalog is not None:
-        carried.add(plan.survey.tns_recompute.column)
+    if survey.tns_recompute is not None and plan.tns_catalog is not None:
+        carried.add(survey.tns_recompute.column)
     file_columns = file_paths([source for source, name in content.columns if source not in carried])
     # an empty column list would make pyarrow read every column
     if (not deferrable or not file_columns
-            or any(field_type(df.schema, source) is None for source, _ in content.columns)):
+            or any(field_type(classified_df.schema, source) is None for source, _ in content.columns)):
         # map keys (`mangrove.HyperLEDA_name`): Spark reads them
+        if classified_in_task:
+            df = classified_df
         if deferrable:
             df = df.drop(FILE_COLUMN, ROW_COLUMN)
         return Publication(_limit(project(df, content), plan, log))
-    output_schema = spark_to_arrow_schema(project(df, content))
-    carried_names = tuple(name for source, name in content.columns if source in carried)
+    output_schema = spark_to_arrow_schema(project(classified_df, content))
+    classified = tuple(name for source, name in content.columns
+                       if classified_in_task and source in survey.class_columns)
+    class_inputs = tuple(survey.classification_inputs) if classified else ()
+    carried_names = tuple(name for source, name in content.columns if source in carried and name not in classified)
     selection = df.select(F.col(FILE_COLUMN), F.col(ROW_COLUMN),
-                          *[F.col(source).alias(name) for source, name in content.columns if source in carried])
+                          *[F.col(source).alias(name) for source, name in content.columns
+                            if source in carried and name not in classified])
     return Publication(
         _limit(selection, plan, log),
         ArrowContent(
             columns=content.columns,
             carried=carried_names,
-            file_columns=file_columns,
-            archive_schema=plan.survey.archive_schema,
+            file_columns=file_paths(list(file_columns) + list(class_inputs)),
+            archive_schema=survey.archive_schema,
             output_schema=output_schema,
+            classified=classified,
+            class_inputs=class_inputs,
+            classify=survey.classify_arrow if classified else None,
         ),
     )
 
 
-def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, locate: bool) -> "DataFrame":
+def _classes_unfiltered(plan: TransferPlan) -> bool:
+    """Whether every row of the nights is published, its classes computable from its own
+    columns by the survey's Arrow classifier (no TNS catalogue: its tnsclass is "Unknown")."""
+    return (not plan.request.classes and not plan.conditions and not plan.selections
+            and plan.crossmatch is None and not plan.request.limit and plan.tns_catalog is None
+            and plan.survey.classify_arrow is not None)
+
+
+def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, locate: bool,
+            classify_rows: bool = True) -> "DataFrame":
     """read -> classify -> classes -> catalogue -> conditions -> filter (ordered by alert id under a limit);
-    with `locate`, each row also carries its archive file and row index."""
+    with `locate`, each row also carries its archive file and row index; without
+    `classify_rows` (nothing filters on the classes), no class column is added."""
     from pyspark.sql import functions as F
 
     request = plan.request
@@ -179,7 +206,8 @@ def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, l
     if locate:
         df = df.withColumn(FILE_COLUMN, F.col("_metadata.file_path")).withColumn(
             ROW_COLUMN, F.col("_metadata.row_index"))
-    df = classify(df, plan.survey, plan.tns_catalog)
+    if classify_rows:
+        df = classify(df, plan.survey, plan.tns_catalog)
     if request.classes:
         log.info(f"Filtering for classes {list(request.classes)}...")
         if counts:
