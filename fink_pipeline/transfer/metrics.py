@@ -19,6 +19,7 @@ Pure: pyarrow, plus pyspark objects handed in by the caller (no Dagster).
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -85,18 +86,30 @@ def parquet_leaf_paths(schema: pq.ParquetSchema, fields: Iterable[str]) -> list[
     as `mangrove.HyperLEDA_name` reads the `mangrove` map. Fields absent from the file give
     nothing (Spark reads them as nulls).
     """
-    leaves = [schema.column(i).path for i in range(len(schema))]
-    logical = [logical_path(p) for p in leaves]
+    under = _leaves_under(tuple(schema.column(i).path for i in range(len(schema))))
     selected: dict[str, None] = {}
     for field in fields:
         probe = field
         while probe:
-            hits = [leaf for leaf, name in zip(leaves, logical) if name == probe or name.startswith(probe + ".")]
+            hits = under.get(probe)
             if hits:
                 selected.update(dict.fromkeys(hits))
                 break
             probe = probe.rpartition(".")[0]
     return list(selected)
+
+
+@functools.lru_cache(maxsize=16)
+def _leaves_under(leaves: tuple[str, ...]) -> dict[str, list[str]]:
+    """Every dotted field path -> the leaf paths at or under it, in schema order (one pass over
+    the leaves instead of one per field: ZTF files have ~1,000 leaves; the files of an archive
+    share their schema, hence the cache)."""
+    under: dict[str, list[str]] = {}
+    for leaf in leaves:
+        parts = logical_path(leaf).split(".")
+        for depth in range(1, len(parts) + 1):
+            under.setdefault(".".join(parts[:depth]), []).append(leaf)
+    return under
 
 
 def footer_input_bytes(files: Sequence[str], fields: Iterable[str] | None = None) -> FooterBytes:
@@ -115,16 +128,18 @@ def footers_input_bytes(footers: Iterable[pq.FileMetaData], fields: Iterable[str
     total = rows = columns = files = 0
     for meta in footers:
         files += 1
-        schema = meta.schema
-        wanted = None if fields is None else set(parquet_leaf_paths(schema, fields))
         rows += meta.num_rows
+        if fields is None:
+            indices = range(meta.num_columns)
+        else:  # only the wanted chunks' metadata (a ZTF row group has ~1,000)
+            schema = meta.schema
+            wanted = set(parquet_leaf_paths(schema, fields))
+            indices = [i for i in range(len(schema)) if schema.column(i).path in wanted]
         for g in range(meta.num_row_groups):
             group = meta.row_group(g)
-            for c in range(group.num_columns):
-                chunk = group.column(c)
-                if wanted is None or chunk.path_in_schema in wanted:
-                    total += chunk.total_compressed_size
-                    columns += g == 0
+            for c in indices:
+                total += group.column(c).total_compressed_size
+            columns += len(indices) if g == 0 else 0
     return FooterBytes(total, rows, files, columns)
 
 

@@ -36,11 +36,16 @@ def _sample_indices(total: int, size: int, seed: int, night: dt.date) -> np.ndar
 
 
 def read_sample(root: str, survey: Survey, night: dt.date, fields: Sequence[str], size: int,
-                seed: int = 0, *, footers: Mapping[str, pq.FileMetaData] | None = None) -> tuple[pa.Table, int]:
+                seed: int = 0, *, footers: Mapping[str, pq.FileMetaData] | None = None,
+                one_group: bool = False) -> tuple[pa.Table, int]:
     """(sample, rows in the night): `size` random rows of the night with only `fields` (nested
     as in the archive), plus the partition columns year/month/day. Reads only the row groups
     holding sampled rows, and within them only the columns of `fields`. `footers`: the night's
-    files and footers already read (`TransferPlan.footers`), else listed and read here."""
+    files and footers already read (`TransferPlan.footers`), else listed and read here.
+
+    `one_group`: the first `size` rows of one row group drawn at random instead, decoded alone
+    (a random sample of a few hundred rows touches every row group of a night, i.e. reads
+    the whole night): enough for typical rows, such as the Avro size of a content."""
     if footers is None:
         footers = night_footers(root, survey.name, night)
     fs, _ = resolve(root)
@@ -49,16 +54,25 @@ def read_sample(root: str, survey: Survey, night: dt.date, fields: Sequence[str]
                    for path, meta in footers.items()]
         groups = [(h, g, h.metadata.row_group(g).num_rows) for h in handles for g in range(h.num_row_groups)]
         total = sum(n for _, _, n in groups)
-        wanted = _sample_indices(total, size, seed, night)
         pieces = []
-        start = 0
-        for handle, g, n in groups:
-            lo, hi = np.searchsorted(wanted, [start, start + n])
-            if hi > lo:
-                columns = parquet_leaf_paths(handle.schema, fields)
-                table = handle.read_row_group(g, columns=columns)
-                pieces.append(table.take(pa.array(wanted[lo:hi] - start)))
-            start += n
+        if one_group:
+            filled = [group for group in groups if group[2]]
+            if filled and size > 0:
+                rng = np.random.default_rng([seed, night.toordinal()])
+                handle, g, _ = filled[int(rng.integers(len(filled)))]
+                batches = handle.iter_batches(batch_size=size, row_groups=[g],
+                                              columns=parquet_leaf_paths(handle.schema, fields), use_threads=False)
+                pieces.append(pa.Table.from_batches([next(batches)]))
+        else:
+            wanted = _sample_indices(total, size, seed, night)
+            start = 0
+            for handle, g, n in groups:
+                lo, hi = np.searchsorted(wanted, [start, start + n])
+                if hi > lo:
+                    columns = parquet_leaf_paths(handle.schema, fields)
+                    table = handle.read_row_group(g, columns=columns)
+                    pieces.append(table.take(pa.array(wanted[lo:hi] - start)))
+                start += n
     sample = pa.concat_tables(pieces, promote_options="permissive") if pieces else pa.table({})
     rows = sample.num_rows
     for name, value in zip(PARTITION_COLUMNS, (night.year, night.month, night.day)):
@@ -151,7 +165,7 @@ def size_sample(plan: "TransferPlan", nights: Sequence[dt.date], size_rows: int,
     for night in chosen:
         per_night = max(size_rows // len(chosen), 1)
         sample, _ = read_sample(plan.archive_root, survey, night, fields, per_night, seed + 1,
-                                footers=plan.footers.get(night))
+                                footers=plan.footers.get(night), one_group=True)
         pieces.append(sample)
     if not pieces:
         return pa.table({}), {}
