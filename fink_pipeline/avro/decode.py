@@ -205,20 +205,19 @@ def _read_values(values: list, nbytes: int, framing: _Framing) -> pa.Table | Non
     n = len(values)
     if not n or nbytes + _SENTINEL_BYTES * n > _MAX_CHUNK_BYTES:
         return None
+    body = nbytes + _SENTINEL_BYTES * n
+    head = [framing.header, _varint(n), _varint(body)]
     sentinels = _sentinel_varints(n)
-    parts = [framing.header, _varint(n), _varint(nbytes + _SENTINEL_BYTES * n)]
-    parts += [b""] * (2 * n)
-    parts[3::2] = values
-    parts[4::2] = [sentinels[i:i + _SENTINEL_BYTES] for i in range(0, len(sentinels), _SENTINEL_BYTES)]
-    parts.append(framing.sync)
+    parts = head + [b""] * (2 * n) + [framing.sync]
+    parts[3:-1:2] = values
+    parts[4:-1:2] = [sentinels[i:i + _SENTINEL_BYTES] for i in range(0, len(sentinels), _SENTINEL_BYTES)]
     try:
         block = b"".join(parts)
     except TypeError:  # a null value (Kafka tombstone)
         return None
     del parts
-    if len(block) != len(framing.header) + len(framing.sync) + len(_varint(n)) + \
-            len(_varint(nbytes + _SENTINEL_BYTES * n)) + nbytes + _SENTINEL_BYTES * n:
-        return None  # `nbytes` was not the values' size: the frame would be wrong
+    if len(block) != sum(map(len, head)) + body + len(framing.sync):
+        return None  # `nbytes` was not the values' size: the block's byte count would be wrong
     try:
         df = pl.read_avro(io.BytesIO(block))
     except _DECODE_ERRORS:

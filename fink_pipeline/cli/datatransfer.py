@@ -6,8 +6,9 @@ Flags are those of Fink's manual (`-topic`, `-outdir`, `-partitionby`, `-nconsum
 credentials file (`~/.finkclient/<survey>_credentials.yml`, folder overridden by
 $FINK_CLIENT_HOME; see `fink-pipeline register`).
 
-Parallel consumers are processes, each owning a subset of the topic's partitions, so no two
-of them ever read the same message. Every batch is committed with its Kafka offsets in the
+Parallel consumers each own a subset of the topic's partitions, so no two of them ever read
+the same message: the command itself is one of them (in a thread: it has imported and
+connected everything already), the others are processes. Every batch is committed with its Kafka offsets in the
 table itself: the command can be killed at any moment and run again to resume exactly, with
 any group id (the progress belongs to the output folder). An output folder holds one
 publication of one topic: another topic, or the topic published again, is refused.
@@ -24,6 +25,7 @@ import queue
 import shutil
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -163,17 +165,26 @@ def _worker(parent_pid: int, inbox, events) -> None:
     """
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is handled by the parent
-    from fink_pipeline.consumer.core import consume_topic
-
     assignment = inbox.get()
     if assignment is None:
         return
     options, partitions, limit = assignment
     _configure_logging(options["verbose"])
 
-    def progress(n, status):
+    def check_parent() -> None:
         if os.getppid() != parent_pid:
             os._exit(EXIT_FAILED)
+
+    consume_assignment(options, partitions, limit, events, check_parent)
+
+
+def consume_assignment(options: dict, partitions: list[int], limit: int | None, events, check_parent=None) -> None:
+    """One consumer's partitions into the shared table; progress, then its outcome, on `events`."""
+    from fink_pipeline.consumer.core import consume_topic
+
+    def progress(n, status):
+        if check_parent is not None:
+            check_parent()
         events.put(("progress", n, status.state, status.total))
 
     try:
@@ -246,8 +257,9 @@ def run(args: argparse.Namespace) -> int:
     # started with the transfer job, before it created the topic: wait up to -maxtimeout for it
     schema = fetch_schema(settings, args.topic, timeout_s=max(maxtimeout, 5.0), on_wait=console.print)
     partitioning, note = choose_partitioning(args.partitionby, survey, arrow_schema_for_avro(schema))
-    # Input checked: start the consumer processes now, their imports overlap with the rest.
-    workers = _Workers(args.nconsumers)
+    # Input checked: start the consumer processes now, their imports overlap with the rest (the
+    # command itself is the first consumer).
+    workers = _Workers(args.nconsumers - 1)
     try:
         return _run(args, console, survey, settings, group, maxtimeout, schema, partitioning, note, workers)
     finally:
@@ -296,8 +308,11 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
     groups = split_partitions(partitions, args.nconsumers)
     limits = split_limit(args.limit, len(groups))
     started = time.monotonic()
-    workers.assign([(options, g, lim) for g, lim in zip(groups, limits)])
     events = workers.events
+    workers.assign([(options, g, lim) for g, lim in zip(groups[1:], limits[1:])])
+    here = threading.Thread(target=consume_assignment, args=(options, groups[0], limits[0], events),
+                            name="consumer", daemon=True)
+    here.start()
     done: list[dict] = []
     errors: list[str] = []
     consumed = 0
@@ -305,7 +320,7 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
     bar = tqdm(total=status.total, initial=already, unit=" alerts", unit_scale=True,
                desc="Downloading", file=sys.stderr, mininterval=0.5, dynamic_ncols=True)
     try:
-        while len(done) + len(errors) < len(workers.active):
+        while len(done) + len(errors) < len(workers.active) + 1:
             try:
                 kind, payload, state, total = events.get(timeout=0.5)
             except queue.Empty:
@@ -313,7 +328,7 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
                 if len(dead) > len(errors) and events.empty():
                     errors.extend(f"consumer process {w.pid} died with exit code {w.exitcode}"
                                   for w in dead[len(errors):])
-                if not any(w.is_alive() for w in workers.active) and events.empty():
+                if not here.is_alive() and not any(w.is_alive() for w in workers.active) and events.empty():
                     break
                 continue
             if kind == "progress":
