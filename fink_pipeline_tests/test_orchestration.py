@@ -9,6 +9,7 @@ step deletes whatever the dying attempt left behind, re-creates the topics and r
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -51,7 +52,8 @@ def expected_candids(root: str) -> list[int]:
     return sorted(archive.filter(pc.is_in(finkclass_arrow(archive), value_set=pa.array(CLASSES)))["candid"].to_pylist())
 
 
-def materialize(request: TransferRequest, bootstrap: str, archive_root: str, tmp_path: Path, instance):
+def materialize(request: TransferRequest, bootstrap: str, archive_root: str, tmp_path: Path, instance,
+                selection=None):
     from fink_pipeline.orchestration.launch import TRANSFER_ASSETS
     from fink_pipeline.orchestration.resources import (
         ArchiveResource,
@@ -67,6 +69,7 @@ def materialize(request: TransferRequest, bootstrap: str, archive_root: str, tmp
         TRANSFER_ASSETS,
         partition_key=request.topic,
         instance=instance,
+        selection=selection,
         resources={
             "spark": SparkResource(master="local[2]"),
             "kafka": KafkaResource(bootstrap_servers=bootstrap),
@@ -214,6 +217,7 @@ def test_the_table_fills_while_the_topic_is_written(spark, archive_root, tmp_pat
     held back until the table holds every published alert (only a consumer running alongside
     the publisher can get there), then the table is complete within seconds of that record."""
     from fink_pipeline.kafka.status import StatusWriter
+    from fink_pipeline.orchestration.assets import transfer as transfer_assets
 
     broker = EmbeddedBroker()
     address = broker.start()
@@ -234,9 +238,18 @@ def test_the_table_fills_while_the_topic_is_written(spark, archive_root, tmp_pat
     try:
         with dg.instance_for_test() as instance:
             result = materialize(request, address, archive_root, tmp_path, instance)
-        done_at = time.monotonic()
+            done_at = time.monotonic()
+            # the table alone (alert_table_job, `--select alert_table`): consumes without Spark
+            shutil.rmtree(table)
+            monkeypatch.setattr(transfer_assets, "build_publication", None)  # any Spark use would fail
+            alone = materialize(request, address, archive_root, tmp_path, instance, selection=["alert_table"])
     finally:
         broker.stop()
+    assert alone.success, [e.message for e in alone.all_events if e.is_failure]
+    alone_meta = next(m.metadata for m in alone.asset_materializations_for_node("transferred_alerts"))
+    assert alone_meta["rows"].value == alone_meta["appended_this_run"].value == len(expected_candids(archive_root))
+    assert "appended_while_publishing" not in alone_meta
+    assert [m.asset_key.path for m in alone.asset_materializations_for_node("transferred_alerts")] == [["alert_table"]]
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     expected = expected_candids(archive_root)
     assert seen["rows_before_end_record"] == len(expected)  # every alert in the table before the end record
