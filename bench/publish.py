@@ -11,11 +11,13 @@ collected, encoded beforehand (not timed) and sent by a plain confluent-kafka pr
 machine and broker for these bytes.
 
 Printed: archive generation and Spark start-up times (not counted in any rate), the publish rate
-of every run (the first runs of a session also pay the JVM's warm-up: its JIT compiler still
-takes ~1 CPU-s per run at run 3 and settles after about 5; hence 5 runs by default), the
+of every run (the first runs of a session also pay the JVM's warm-up: its JIT compiler settles after a
+few runs; hence 5 runs by default), the
 CPU seconds each run cost per process (Spark JVM, Python workers, broker) with the rate they
 would allow on 2 idle cores (the machine is shared: wall rates depend on its load, printed
-too), the wall and CPU seconds of the tasks per phase, and the raw produce rate. Last line:
+too), the wall and CPU seconds of the tasks per phase (input: waiting for Spark's selection
+rows; content: reading and classifying their content with Arrow; route, encode, produce, flush,
+commit), and the raw produce rate. Last line:
 `publish vs raw produce: X` (best warm publish rate / raw produce rate).
 
     .venv/bin/python bench/publish.py [--alerts 100000] [--runs 5] [--conf spark.key=value ...]

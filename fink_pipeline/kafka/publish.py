@@ -63,6 +63,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -74,7 +75,13 @@ from fink_pipeline.avro import avro_schema_from_arrow, schema_fingerprint, schem
 from fink_pipeline.kafka.clients import make_producer
 from fink_pipeline.kafka.faults import PublishFaults
 from fink_pipeline.kafka.options import PublishOptions
-from fink_pipeline.kafka.publish_task import SETTLE_TIMEOUT_S, TASK_SUMMARY_SCHEMA, TaskConfig, publish_partition
+from fink_pipeline.kafka.publish_task import (
+    SETTLE_TIMEOUT_S,
+    TASK_SUMMARY_SCHEMA,
+    TaskConfig,
+    publish_partition,
+    warm_worker,
+)
 from fink_pipeline.kafka.readback import PublicationConflict
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import StatusWriter, TransferStatus, publication_id_for, read_status
@@ -89,6 +96,10 @@ LOGGER = logging.getLogger("fink_pipeline.publish")
 # How long the driver waits for the tasks of a failed, cancelled publishing job to stop: longer
 # than a failed attempt may take to settle its messages.
 _CANCEL_TIMEOUT_S = SETTLE_TIMEOUT_S + 30.0
+# How long the publication waits for its worker warm-up before starting anyway.
+_WARM_UP_TIMEOUT_S = 60.0
+# Spark applications whose Python workers were warmed up (workers live as long as it does).
+_WARMED_APPLICATIONS: set[str] = set()
 
 
 @dataclass(frozen=True)
@@ -173,6 +184,7 @@ def publish_dataframe(
         raise ValueError("spark.speculation=true runs two attempts of a task at once, which would both "
                          "write the same Kafka partitions: disable it for publishing")
 
+    warm_up = _start_worker_warm_up(df, topic)
     for name, partitions in ((topic, options.partitions), (schema_topic(topic), 1), (status_topic(topic), 1)):
         ensure_topic(settings, name, partitions=partitions, retention_ms=options.retention_ms,
                      compression=options.compression, timeout_s=options.admin_timeout_s)
@@ -222,6 +234,8 @@ def publish_dataframe(
             resumed=previous.state != "unknown",
             faults=faults,
         )
+        if warm_up is not None:
+            warm_up.join(_WARM_UP_TIMEOUT_S)
         log.info(f"Starting to send data to topic {topic}")
         try:
             mapped = df.mapInArrow(functools.partial(publish_partition, config=config), TASK_SUMMARY_SCHEMA)
@@ -302,6 +316,32 @@ def _short_error(exc: BaseException) -> str:
         if index >= 0 and "Traceback" in text:
             return text[index:].split("\n", 1)[0][:2000]
     return text[:2000]
+
+
+def _start_worker_warm_up(df: "DataFrame", topic: str) -> threading.Thread | None:
+    """Start Python workers and import the publishing modules in them while the driver sets up
+    the topics: a worker's first task otherwise spends seconds importing before its first
+    alert. A tiny job in the publication's job-group namespace (`fink-publish-<topic>-warm-up`),
+    run in a thread, once per Spark application; Spark reuses its workers for the publishing
+    tasks. Best effort: a failure only costs the warm start."""
+    session = df.sparkSession
+    application = session.sparkContext.applicationId
+    if application in _WARMED_APPLICATIONS:
+        return None
+    _WARMED_APPLICATIONS.add(application)
+
+    def run() -> None:
+        sc = session.sparkContext
+        try:
+            sc.setJobGroup(f"fink-publish-{topic}-warm-up", f"warm up the Python workers for {topic}")
+            workers = max(1, sc.defaultParallelism)
+            session.range(workers, numPartitions=workers).mapInArrow(warm_worker, "id long").collect()
+        except Exception as exc:  # the publication itself reports real problems
+            LOGGER.info(f"Python worker warm-up skipped: {exc}")
+
+    thread = threading.Thread(target=run, name=f"warm-up-{topic}", daemon=True)
+    thread.start()
+    return thread
 
 
 def _collect_in_job_group(mapped: "DataFrame", topic: str) -> list:

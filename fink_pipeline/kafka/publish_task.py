@@ -265,6 +265,14 @@ class SparkPartitionPublisher:
         )
 
 
+def warm_worker(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """A warm-up task (`mapInArrow`): run in a Python worker, it imports this module (by
+    unpickling this function) and the Arrow content reader before any publishing task."""
+    import fink_pipeline.transfer.arrow_content  # noqa: F401
+
+    yield from batches
+
+
 def publish_partition(batches: Iterator[pa.RecordBatch], config: TaskConfig) -> Iterator[pa.RecordBatch]:
     """Executor side: publish the rows of one Spark partition that its Kafka partitions lack."""
     from pyspark import TaskContext
