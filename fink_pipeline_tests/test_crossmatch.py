@@ -342,7 +342,7 @@ def test_spark_pairs_and_both_publication_paths_equal_the_brute_force(spark, ztf
     content = publication.arrow_content
     assert content is not None and "source_id" in content.carried
     selection = publication.rows.toArrow()
-    got = pa.Table.from_batches(list(content.batches(content.collect(selection.to_batches(max_chunksize=7)))),
+    got = pa.Table.from_batches(list(content.stream(selection.to_batches(max_chunksize=7))),
                                 schema=content.output_schema)
     assert got.schema.names == spark_rows.schema.names
     avro_schema = avro_schema_from_arrow(content.output_schema)
@@ -392,7 +392,7 @@ def test_arrow_content_repeats_a_row_as_often_as_it_is_selected(spark, ztf_archi
     group_rows = pq.ParquetFile(file).metadata.row_group(0).num_rows
     selection = pa.table({FILE_COLUMN: ["file://" + file] * group_rows, ROW_COLUMN: [3] * group_rows,
                           "source_id": [f"S{i}" for i in range(group_rows)]})
-    got = pa.Table.from_batches(list(content.batches(content.collect(selection.to_batches()))))
+    got = pa.Table.from_batches(list(content.stream(selection.to_batches())))
     row3 = pq.read_table(file, columns=["candid"])["candid"][3].as_py()
     assert got["candid"].to_pylist() == [row3] * group_rows
     assert sorted(got["source_id"].to_pylist()) == sorted(f"S{i}" for i in range(group_rows))
