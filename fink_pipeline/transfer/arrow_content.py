@@ -15,7 +15,6 @@ which side read them (tests compare the two row for row).
 
 from __future__ import annotations
 
-import datetime as dt
 import urllib.parse
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Sequence
