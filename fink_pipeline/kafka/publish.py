@@ -90,7 +90,7 @@ from fink_pipeline.kafka.wire import owned_kafka_partitions, schema_message_valu
 from fink_pipeline.spark import spark_to_arrow_schema
 
 if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+    from pyspark.sql import DataFrame, SparkSession
 
 LOGGER = logging.getLogger("fink_pipeline.publish")
 # How long the driver waits for the tasks of a failed, cancelled publishing job to stop: longer
@@ -184,7 +184,7 @@ def publish_dataframe(
         raise ValueError("spark.speculation=true runs two attempts of a task at once, which would both "
                          "write the same Kafka partitions: disable it for publishing")
 
-    warm_up = _start_worker_warm_up(df, topic)
+    warm_up = start_worker_warm_up(df.sparkSession, f"fink-publish-{topic}-warm-up")
     for name, partitions in ((topic, options.partitions), (schema_topic(topic), 1), (status_topic(topic), 1)):
         ensure_topic(settings, name, partitions=partitions, retention_ms=options.retention_ms,
                      compression=options.compression, timeout_s=options.admin_timeout_s)
@@ -318,13 +318,12 @@ def _short_error(exc: BaseException) -> str:
     return text[:2000]
 
 
-def _start_worker_warm_up(df: "DataFrame", topic: str) -> threading.Thread | None:
-    """Start Python workers and import the publishing modules in them while the driver sets up
-    the topics: a worker's first task otherwise spends seconds importing before its first
-    alert. A tiny job in the publication's job-group namespace (`fink-publish-<topic>-warm-up`),
-    run in a thread, once per Spark application; Spark reuses its workers for the publishing
-    tasks. Best effort: a failure only costs the warm start."""
-    session = df.sparkSession
+def start_worker_warm_up(session: "SparkSession", job_group: str) -> threading.Thread | None:
+    """Start Python workers and import the publishing modules in them ahead of a publication
+    (while the driver validates the request or sets up the topics): a worker's first task
+    otherwise spends seconds importing before its first alert. A tiny job in `job_group`, run
+    in a thread, once per Spark application; Spark reuses its workers for the publishing
+    tasks. Best effort: a failure only costs the warm start. None when already done."""
     application = session.sparkContext.applicationId
     if application in _WARMED_APPLICATIONS:
         return None
@@ -333,13 +332,13 @@ def _start_worker_warm_up(df: "DataFrame", topic: str) -> threading.Thread | Non
     def run() -> None:
         sc = session.sparkContext
         try:
-            sc.setJobGroup(f"fink-publish-{topic}-warm-up", f"warm up the Python workers for {topic}")
+            sc.setJobGroup(job_group, "warm up the Python workers for publishing")
             workers = max(1, sc.defaultParallelism)
             session.range(workers, numPartitions=workers).mapInArrow(warm_worker, "id long").collect()
         except Exception as exc:  # the publication itself reports real problems
             LOGGER.info(f"Python worker warm-up skipped: {exc}")
 
-    thread = threading.Thread(target=run, name=f"warm-up-{topic}", daemon=True)
+    thread = threading.Thread(target=run, name=f"warm-up-{job_group}", daemon=True)
     thread.start()
     return thread
 

@@ -46,15 +46,14 @@ class SparkResource(dg.ConfigurableResource):
     _starting: Any = PrivateAttr(default=None)  # a Future of (session, owned) while warm_up runs
 
     def warm_up(self) -> None:
-        """Start the session in a background thread and return at once: the JVM starts (a few
-        seconds) while the run validates and estimates the request."""
+        """Start the session in a background thread and return at once: the JVM starts, then
+        its Python workers with the publishing modules imported (seconds each), while the run
+        validates and estimates the request."""
         if self._session is None and self._starting is None:
             from concurrent.futures import ThreadPoolExecutor
 
-            from fink_pipeline.spark import open_spark_session
-
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark-warm-up")
-            self._starting = pool.submit(open_spark_session, self.master, self.app_name, self.conf)
+            self._starting = pool.submit(_start_session_and_workers, self.master, self.app_name, self.conf)
             pool.shutdown(wait=False)
 
     def get_session(self):
@@ -78,6 +77,16 @@ class SparkResource(dg.ConfigurableResource):
         if self._session is not None and self._owned:
             self._session.stop()
         self._session = None
+
+
+def _start_session_and_workers(master: str, app_name: str, conf: dict) -> tuple[Any, bool]:
+    """`open_spark_session`, then the Python workers' warm-up started (not awaited)."""
+    from fink_pipeline.kafka.publish import start_worker_warm_up
+    from fink_pipeline.spark import open_spark_session
+
+    session, owned = open_spark_session(master, app_name, conf)
+    start_worker_warm_up(session, "fink-warm-up")
+    return session, owned
 
 
 class KafkaResource(dg.ConfigurableResource):
