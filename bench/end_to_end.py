@@ -228,12 +228,15 @@ def headline_run(archive: Path, work: Path, run: int) -> dict:
     env.pop("DAGSTER_HOME", None)  # an ephemeral instance, as a user without one gets
     cli = [sys.executable, "-m", "fink_pipeline.cli.main"]
     subprocess.run([*cli, "broker", "start"], env=env, check=True, capture_output=True)
+    broker = broker_process(work / "state")
+    broker_cpu = sum(broker.cpu_times()[:2])
     tables = work / f"tables-{run}"
     stop = (START + dt.timedelta(days=HEADLINE_NIGHTS - 1)).isoformat()
     try:
         cmd = [*cli, "request", "submit", "--start", START.isoformat(), "--stop", stop, "--content", "light",
                "--archive", str(archive), "--tables", str(tables), "--wait"]
         done, seconds, peak = run_sampled(cmd, env=env)
+        broker_cpu = sum(broker.cpu_times()[:2]) - broker_cpu
     finally:
         subprocess.run([*cli, "broker", "stop"], env=env, capture_output=True)
     if done.returncode != 0:
@@ -244,7 +247,14 @@ def headline_run(archive: Path, work: Path, run: int) -> dict:
     rows, distinct = table_rows(str(tables / topic))
     shutil.rmtree(tables, ignore_errors=True)
     return {"seconds": seconds, "peak_rss": peak, **run_sampled.last, "published": published, "rows": rows,
-            "distinct": distinct, "stages": stages_from_log(done.stderr)}
+            "distinct": distinct, "stages": stages_from_log(done.stderr), "broker_cpu": broker_cpu}
+
+
+def broker_process(state: Path):
+    """The managed broker's process (`fink-pipeline broker start` records it in broker.json)."""
+    import psutil
+
+    return psutil.Process(int(json.loads((state / "broker.json").read_text())["pid"]))
 
 
 def headline(args: argparse.Namespace) -> None:
@@ -266,8 +276,11 @@ def headline(args: argparse.Namespace) -> None:
                                    f"({result['distinct']} distinct), archive {alerts}")
             results.append(result)
             st = result["stages"]
+            cpu = result["cpu"]
             print(f"run {run + 1}: {result['seconds']:.1f} s, peak RSS {result['peak_rss'] / 2**20:,.0f} MiB "
-                  f"(PSS {result['peak_pss'] / 2**20:,.0f}; {result['breakdown']}), stages {st}", flush=True)
+                  f"(PSS {result['peak_pss'] / 2**20:,.0f}; {result['breakdown']}), CPU s: command "
+                  f"{cpu.get('root', 0):.1f} + JVM {cpu.get('java', 0):.1f} + Python workers "
+                  f"{cpu.get('other', 0):.1f} + broker {result['broker_cpu']:.1f}, stages {st}", flush=True)
 
     def med(values):
         values = [v for v in values if v is not None]
@@ -295,6 +308,11 @@ def headline(args: argparse.Namespace) -> None:
         print(f"{label:<58}{value:>9.1f}")
     print(f"alerts per second, whole process: {alerts / wall:,.0f}; published = table rows = {alerts:,} in every run")
     peak = max(r["peak_rss"] for r in results)
+    cpu = {kind: med([r["cpu"].get(kind, 0.0) for r in results]) for kind in ("root", "java", "other", "all")}
+    broker_cpu = med([r["broker_cpu"] for r in results])
+    print(f"CPU seconds (median): command (driver, Dagster, table consumer) {cpu['root']:.1f}, Spark JVM "
+          f"{cpu['java']:.1f}, Python workers {cpu['other']:.1f}, broker {broker_cpu:.1f}; "
+          f"all {cpu['all'] + broker_cpu:.1f} ({(cpu['all'] + broker_cpu) / wall:.2f} cores busy on average)")
     print(f"peak RSS of the process tree (broker apart): {peak / 2**20:,.0f} MiB, "
           f"PSS {max(r['peak_pss'] for r in results) / 2**20:,.0f} MiB")
     print("runs: " + ", ".join(f"{r['seconds']:.1f}" for r in results) + " s")

@@ -16,7 +16,9 @@ class TreeRSS:
     their descendants) every `interval` s in a thread, and its summed PSS (shared pages, such as
     a memory-mapped catalogue index, divided among the processes mapping them) every
     `pss_every` samples; `peak()` / `peak_pss()` since the last `mark()`, `breakdown()` the
-    RSS per kind of process (root, java, other descendants) at the RSS peak."""
+    RSS per kind of process (root, java, other descendants) at the RSS peak; `cpu_seconds()`
+    the CPU (user + system) each kind used, from each process's last sample (a process that
+    ends between two samples loses at most `interval` s of CPU)."""
 
     def __init__(self, root_pid: int, interval: float = 0.1, exclude: set[int] | None = None, pss_every: int = 5):
         import psutil
@@ -27,6 +29,7 @@ class TreeRSS:
         self.pss_every = pss_every
         self.exclude = exclude or set()
         self._peak, self._peak_pss, self._breakdown = 0, 0, {}
+        self._cpu: dict[int, tuple[str, float]] = {}  # pid -> (kind, CPU seconds at its last sample)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -60,6 +63,8 @@ class TreeRSS:
             try:
                 rss = proc.memory_info().rss
                 kind = "root" if proc.pid == self.root.pid else "java" if proc.name() == "java" else "other"
+                times = proc.cpu_times()
+                self._cpu[proc.pid] = (kind, times.user + times.system)
                 if pss:
                     pss_total += proc.memory_full_info().pss
             except psutil.Error:
@@ -98,6 +103,15 @@ class TreeRSS:
         with self._lock:
             return self._peak_pss
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU seconds per kind of process (root, java, other) and in all."""
+        with self._lock:
+            out: dict[str, float] = {}
+            for kind, seconds in self._cpu.values():
+                out[kind] = out.get(kind, 0.0) + seconds
+        out["all"] = sum(out.values())
+        return out
+
     def breakdown(self) -> str:
         """e.g. `root 850 + java 1 x 700 + other 2 x 950 MiB` at the RSS peak."""
         with self._lock:
@@ -121,5 +135,5 @@ def run_sampled(cmd: list[str], env: dict | None = None, exclude: set[int] | Non
         out, err = proc.communicate(timeout=timeout)
         peak = rss.peak()
     seconds = time.perf_counter() - began
-    run_sampled.last = {"peak_pss": rss.peak_pss(), "breakdown": rss.breakdown()}
+    run_sampled.last = {"peak_pss": rss.peak_pss(), "breakdown": rss.breakdown(), "cpu": rss.cpu_seconds()}
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err), seconds, peak

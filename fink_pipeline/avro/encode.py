@@ -19,6 +19,7 @@ Data Transfer samples).
 
 from __future__ import annotations
 
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -29,7 +30,6 @@ import pyarrow.compute as pc
 
 from fink_pipeline.avro.schema import AvroType, is_list_type, parse_schema, resolve, split_nullable
 
-_NO_SEPARATOR = pa.scalar(b"", pa.large_binary())
 # Strings up to this many bytes go through the byte matrix; longer ones are joined as arrays.
 _MAX_PADDED_STRING = 64
 # Rows per matrix block are chosen so that one block (data + mask) stays in the CPU cache.
@@ -50,6 +50,13 @@ class _Slot:
 
 Segment = _Slot | pa.LargeBinaryArray
 
+
+
+@lru_cache(maxsize=1)
+def _no_separator() -> pa.Scalar:
+    # made on first use: building a scalar at import makes pyarrow import pandas (~0.4 CPU-s in
+    # every process importing this module: Spark Python workers, consumers)
+    return pa.scalar(b"", pa.large_binary())
 
 def _chunks(width: int) -> list[tuple[int, int]]:
     """(offset, size) pieces of 8, 4, 2 or 1 bytes covering `width` bytes.
@@ -150,7 +157,7 @@ def _materialize(segments: list[Segment], n: int) -> pa.LargeBinaryArray:
         pieces.append(_compact(slots, n))
     if len(pieces) == 1:
         return pieces[0]
-    return pc.binary_join_element_wise(*pieces, _NO_SEPARATOR)
+    return pc.binary_join_element_wise(*pieces, _no_separator())
 
 
 def _offsets(arr: pa.Array) -> np.ndarray:
