@@ -13,10 +13,11 @@ record's total reached), and when the run (table included) ended.
 
 Times are counted from the launch and from the first task of the publishing job: its launch
 time comes from Spark's own status store (`statusStore().lastStageAttempt(stage)
-.firstTaskLaunchedTime()` of the stages of the job groups `fink-publish-<topic>-*`: the
-publishing job and the Python-worker warm-up job it starts beside the topic set-up; fed by
-Spark's listener bus, kept with the UI disabled), in epoch milliseconds like the bench's own
-`time.time()` marks. Earlier Spark jobs of the run (validation, estimate) do not count.
+.firstTaskLaunchedTime()` of the stages of the job groups `fink-publish-<topic>-*` and
+`fink-warm-up`: the publishing job and the Python-worker warm-up job that the run starts while
+it validates the request (the session is fresh: the warm-up is this run's); fed by Spark's
+listener bus, kept with the UI disabled), in epoch milliseconds like the bench's own
+`time.time()` marks. Other Spark jobs of the run (an estimate's sample) do not count.
 
 Published alerts are readable at once (exactly once comes from partition ownership, not Kafka
 transactions) and tasks publish each selection batch's content as Spark hands it over, so the
@@ -78,7 +79,9 @@ def first_task_launch(spark, topic: str) -> float:
     for i in range(jobs.length()):  # a Scala Seq
         job = jobs.apply(i)
         group = job.jobGroup()
-        if not (group.isDefined() and str(group.get()).startswith(f"fink-publish-{topic}-")):
+        # the run's Python-worker warm-up (SparkResource.warm_up, during validation) counts too
+        if not (group.isDefined() and (str(group.get()).startswith(f"fink-publish-{topic}-")
+                                       or str(group.get()) == "fink-warm-up")):
             continue
         stage_ids = job.stageIds()
         for k in range(stage_ids.length()):
