@@ -25,6 +25,7 @@ Last line: `<N> light alerts archive to Delta: X s` (median whole-process wall t
 
     .venv/bin/python bench/end_to_end.py [--alerts 100000] [--runs 3]
     .venv/bin/python bench/end_to_end.py --alerts 1000000          # the issue-17 headline
+    .venv/bin/python bench/end_to_end.py --alerts 1000000 --checkout /tmp/old   # an older commit's code
     .venv/bin/python bench/end_to_end.py --scaling [--alerts-per-night 1000] [--nights 1 3 10] [--cli]
 """
 
@@ -221,9 +222,12 @@ def stages_from_log(log: str) -> dict[str, float]:
     return stages
 
 
-def headline_run(archive: Path, work: Path, run: int) -> dict:
-    """One cold `request submit --wait`; the broker is started before and stopped after it."""
+def headline_run(archive: Path, work: Path, run: int, checkout: Path | None = None) -> dict:
+    """One cold `request submit --wait`; the broker is started before and stopped after it.
+    `checkout`: run that source tree's fink_pipeline instead (an older commit's worktree)."""
     env = {**os.environ, "FINK_PIPELINE_HOME": str(work / "state")}
+    if checkout is not None:
+        env["PYTHONPATH"] = str(checkout)
     env.pop("FINK_KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("DAGSTER_HOME", None)  # an ephemeral instance, as a user without one gets
     cli = [sys.executable, "-m", "fink_pipeline.cli.main"]
@@ -263,14 +267,15 @@ def headline(args: argparse.Namespace) -> None:
         raise SystemExit(f"--alerts must be a multiple of {HEADLINE_NIGHTS} (nights)")
     print(f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; "
           f"{HEADLINE_NIGHTS} nights x {alerts // HEADLINE_NIGHTS:,} ZTF alerts with cutouts, light content, "
-          f"cold `request submit --wait`, {args.runs} runs", flush=True)
+          f"cold `request submit --wait`, {args.runs} runs"
+          + (f", code of {args.checkout}" if args.checkout else ""), flush=True)
     archive = headline_archive(alerts)
     on_disk = sum(f.stat().st_size for f in archive.rglob("*.parquet"))
     print(f"archive: {archive} ({on_disk / 1e9:,.1f} GB)", flush=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-end-to-end-") as work:
         for run in range(args.runs):
-            result = headline_run(archive, Path(work), run)
+            result = headline_run(archive, Path(work), run, args.checkout)
             if not result["published"] == result["rows"] == result["distinct"] == alerts:
                 raise RuntimeError(f"run {run + 1}: published {result['published']}, table {result['rows']} rows "
                                    f"({result['distinct']} distinct), archive {alerts}")
@@ -329,6 +334,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alerts", type=int, default=100_000, help="headline: alerts in the 4-night archive")
     parser.add_argument("--runs", type=int, default=3, help="headline: cold runs (median)")
+    parser.add_argument("--checkout", type=Path, default=None,
+                        help="headline: run the fink_pipeline of this source tree (e.g. a worktree of an older commit)")
     parser.add_argument("--scaling", action="store_true", help="the 1/3/10-night scaling bench instead")
     parser.add_argument("--alerts-per-night", type=int, default=None, help="--scaling: alerts per night (1,000)")
     parser.add_argument("--nights", type=int, nargs="+", default=[1, 3, 10],
