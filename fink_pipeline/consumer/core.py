@@ -321,20 +321,9 @@ def consume_topic(
     status = read_publication_status(settings, topic, wait_s=max_timeout)
     clock.lap("status")
     publication = publication_of(status)
-    sink.prepare(arrow_schema_for_avro(avro_schema))
-    if replace_other_publication and (held := sink.held_publication()) not in (None, publication):
-        log.warning(f"{sink.location} holds another publication of {held.topic} (id {held.publication_id}); "
-                    f"the topic was published again (id {publication.publication_id}): restarting the table")
-    # the table's offsets are this publication's, whatever the group id
-    sink.claim(publication, replace_other=replace_other_publication)
-    next_offsets = sink.resume_offsets(partitions)
+    next_offsets = _claim(sink, publication, avro_schema, partitions, replace_other_publication, log)
     last_status_read = time.monotonic()
-
-    def note(status_now: TransferStatus) -> None:
-        report.state = status_now.state
-        report.expected_total = status_now.total if status_now.state == "finished" else None
-
-    note(status)
+    _note(report, status)
     active = [p for p in partitions if not partition_done(status, p, next_offsets[p])]
     consumer = None
     try:
@@ -355,11 +344,7 @@ def consume_topic(
             if not got_messages and (topic_unknown or now - last_message_at > TOPIC_CHECK_AFTER_S) \
                     and now - last_topic_check > TOPIC_CHECK_AFTER_S:
                 last_topic_check = now
-                if not _topic_exists(consumer, topic):
-                    raise TopicGone(
-                        f"topic {topic} no longer exists on {settings.bootstrap_servers} (deleted, expired or "
-                        "the broker lost it): the table keeps every batch committed so far; run again once "
-                        "the topic is published again to resume")
+                _check_topic_exists(consumer, topic, settings)
             if got_messages:
                 last_message_at = now
                 n_messages = len(messages)
@@ -380,7 +365,7 @@ def consume_topic(
                 last_status_read = time.monotonic()
                 clock.lap("status")
                 check_same_publication(status, publication, sink.location)
-                note(status)
+                _note(report, status)
                 if progress is not None and status.state != "running":
                     progress(0, status)
             finished_now = [p for p in active if partition_done(status, p, next_offsets[p])]
@@ -401,6 +386,33 @@ def consume_topic(
     report.next_offsets = dict(next_offsets)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _note(report: ConsumeReport, status: TransferStatus) -> None:
+    """The publication's state (and its total, once finished) as the consumer last read it."""
+    report.state = status.state
+    report.expected_total = status.total if status.state == "finished" else None
+
+
+def _claim(sink: Sink, publication: Publication, avro_schema: dict, partitions: list[int],
+           replace_other_publication: bool, log) -> dict[int, int]:
+    """Prepare `sink` for the schema, claim it for `publication` and return where each
+    partition resumes (the sink's offsets: this publication's, whatever the group id)."""
+    sink.prepare(arrow_schema_for_avro(avro_schema))
+    if replace_other_publication and (held := sink.held_publication()) not in (None, publication):
+        log.warning(f"{sink.location} holds another publication of {held.topic} (id {held.publication_id}); "
+                    f"the topic was published again (id {publication.publication_id}): restarting the table")
+    sink.claim(publication, replace_other=replace_other_publication)
+    return sink.resume_offsets(partitions)
+
+
+def _check_topic_exists(consumer, topic: str, settings: KafkaSettings) -> None:
+    """Raise TopicGone when the broker answers that `topic` does not exist."""
+    if not _topic_exists(consumer, topic):
+        raise TopicGone(
+            f"topic {topic} no longer exists on {settings.bootstrap_servers} (deleted, expired or "
+            "the broker lost it): the table keeps every batch committed so far; run again once "
+            "the topic is published again to resume")
 
 
 def _topic_exists(consumer, topic: str) -> bool:
