@@ -239,7 +239,8 @@ def headline_run(archive: Path, work: Path, run: int, checkout: Path | None = No
     try:
         cmd = [*cli, "request", "submit", "--start", START.isoformat(), "--stop", stop, "--content", "light",
                "--archive", str(archive), "--tables", str(tables), "--wait"]
-        done, seconds, peak = run_sampled(cmd, env=env)
+        # `python -m` puts the working directory first on sys.path: run from the checkout
+        done, seconds, peak = run_sampled(cmd, env=env, cwd=str(checkout) if checkout else None)
         broker_cpu = sum(broker.cpu_times()[:2]) - broker_cpu
     finally:
         subprocess.run([*cli, "broker", "stop"], env=env, capture_output=True)

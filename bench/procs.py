@@ -125,12 +125,12 @@ class TreeRSS:
 
 
 def run_sampled(cmd: list[str], env: dict | None = None, exclude: set[int] | None = None,
-                timeout: float | None = None) -> tuple[subprocess.CompletedProcess, float, int]:
+                timeout: float | None = None, cwd: str | None = None) -> tuple[subprocess.CompletedProcess, float, int]:
     """Run `cmd`, sampling its process tree's RSS: (completed process, wall seconds, peak bytes)."""
     import psutil
 
     began = time.perf_counter()
-    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = psutil.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     with TreeRSS(proc.pid, exclude=exclude) as rss:
         out, err = proc.communicate(timeout=timeout)
         peak = rss.peak()

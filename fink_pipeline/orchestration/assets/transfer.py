@@ -7,7 +7,8 @@ consuming, not their sum; lineage, metadata and checks stay per asset.
 
 Every step is idempotent, so a retry (RetryPolicy with exponential backoff) never duplicates:
 the publisher skips the Spark partitions its `<topic>_status` records as done, and the table
-resumes from the offsets committed with its data. Bad input fails at once, without retries, with the CLI's message.
+resumes from the offsets committed with its data. Bad input fails at once, without retries,
+with the CLI's message.
 """
 
 import contextlib
@@ -226,12 +227,12 @@ def transferred_alerts(
         publish_started_at = time.monotonic()
         try:
             report, publication = _publish(context, request, plan, spark, settings, kafka)
-        except BaseException:
+            published_at = time.monotonic()
+            yield from _publication_results(context, selected, request, plan, report, publication)
+        except BaseException:  # the retry resumes from what the follower committed
             if follower is not None:
                 follower.abort()
             raise
-        published_at = time.monotonic()
-        yield from _publication_results(context, selected, request, plan, report, publication)
     if "alert_table" not in selected:
         return
     uri = tables.table_uri(request.topic)
