@@ -41,7 +41,6 @@ from fink_pipeline.archive.stats import COUNT_COLUMN, NightStatistics, night_sta
 from fink_pipeline.spark import LOCAL_MASTER, open_spark_session
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.content import ContentPlan
-from fink_pipeline.transfer.metrics import footers_input_bytes
 from fink_pipeline.transfer.plan import TransferPlan, plan_transfer
 from fink_pipeline.transfer.request import TransferRequestFields
 from fink_pipeline.transfer.sample import avro_bytes_per_alert, read_sample, sample_classes, size_sample
@@ -354,8 +353,7 @@ def estimate_request(
                        if size_table.num_rows else 0.0)
     if plan.crossmatch is not None:
         bytes_per_alert += _id_bytes(plan)
-    footers = [meta for night in plan.footers.values() for meta in night.values()]
-    footer = footers_input_bytes(footers, plan.read_fields()) if footers else None
+    footer = plan.footer_input_bytes()
     method = "nightly statistics (exact)"
     if sample is not None:
         method = (f"nightly statistics x pass rate of a {sum(sample.rows.values()):,}-alert sample evaluated by "

@@ -64,6 +64,14 @@ class TransferPlan:
         missing = set(self.missing_nights)
         return [n for n in self.request.nights if n not in missing]
 
+    def footer_input_bytes(self):
+        """Compressed bytes of the column chunks the transfer job reads (`read_fields`), from the
+        footers the plan already read (`metrics.FooterBytes`); None without archive files."""
+        from fink_pipeline.transfer.metrics import footers_input_bytes
+
+        footers = [meta for night in self.footers.values() for meta in night.values()]
+        return footers_input_bytes(footers, self.read_fields()) if footers else None
+
     def read_fields(self, *, content: bool = True, selection: bool = True) -> list[str]:
         """Archive fields the transfer job reads (`stored_fields`): the classification inputs,
         plus the content's fields (`content`) and those of the conditions, filters and blocks

@@ -48,7 +48,6 @@ from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
 from fink_pipeline.transfer.estimate import estimate_request
 from fink_pipeline.transfer.plan import pin_catalog, plan_transfer
 from fink_pipeline.transfer.select import build_publication
-from fink_pipeline.transfer.metrics import footer_input_bytes
 from fink_pipeline.transfer.request import RequestError
 
 # Transient failures (broker restarting, network, a Spark executor lost): 3 more attempts,
@@ -335,8 +334,9 @@ def _publication_results(context, selected: set[str], request, plan, report, pub
     plot_path = save_png(png, paths.state_dir() / "reports" / request.topic / "alerts_per_class_night.png")
     files = archive_files(plan.night_paths)
     bytes_on_disk = sum(size for _, size in files)
-    # compressed bytes of the column chunks the job reads, from the Parquet footers
-    bytes_read = footer_input_bytes([path for path, _ in files], plan.read_fields()).bytes
+    # compressed bytes of the column chunks the job reads, from the footers the plan read
+    footer = plan.footer_input_bytes()
+    bytes_read = footer.bytes if footer is not None else 0
     if "selected_alerts" in selected:
         yield dg.MaterializeResult(
             asset_key="selected_alerts",
