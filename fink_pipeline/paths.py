@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -18,6 +19,10 @@ class StateSettings(EnvSettings):
     home: Path | None = Field(
         default=None, description="the local state folder (broker, archive, tables, requests); default <cwd>/.fink_pipeline"
     )
+    cache: Path | None = Field(
+        default=None, description="files rebuilt when missing (the JVM's class archive); default "
+        "$XDG_CACHE_HOME/fink-pipeline, else ~/.cache/fink-pipeline"
+    )
 
 
 def state_dir() -> Path:
@@ -26,6 +31,15 @@ def state_dir() -> Path:
     path = home.expanduser() if home else Path.cwd() / ".fink_pipeline"
     path.mkdir(parents=True, exist_ok=True)
     return path.resolve()
+
+
+def cache_dir() -> Path:
+    """The cache folder: `$FINK_PIPELINE_CACHE`, else `$XDG_CACHE_HOME/fink-pipeline`, else
+    `~/.cache/fink-pipeline` (not created here). What it holds is rebuilt when missing."""
+    cache = StateSettings.load().cache
+    if cache:
+        return cache.expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "fink-pipeline"
 
 
 def default_archive_root() -> Path:

@@ -29,7 +29,10 @@ def spark():
     session = build_spark_session(
         master="local[2]",
         app_name="fink-pipeline-tests",
-        conf={"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g"},
+        # this JVM runs the whole suite's jobs: C2 pays back (the product's short-lived local
+        # JVMs stop at C1, see LOCAL_DEFAULT_CONF)
+        conf={"spark.sql.shuffle.partitions": "2", "spark.driver.memory": "2g",
+              "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods"},
     )
     yield session
     session.stop()

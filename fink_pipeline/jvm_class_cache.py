@@ -1,0 +1,92 @@
+"""A class-data-sharing archive of Spark's classes, so that a local JVM starts in a third of the CPU.
+
+A local Spark driver loads and verifies ~15,000 classes every time it starts: ~15 CPU-s of a
+cold `request submit` on 2 cores, most of its JVM's fixed cost (bench/README.md, issue 17).
+HotSpot can map classes it loaded in an earlier run from a dynamic CDS archive
+(`-XX:ArchiveClassesAtExit` records one when a JVM exits, `-XX:SharedArchiveFile` maps it;
+JDK 13+). The archive belongs to one JDK and one Spark class path, so its file name carries
+both, in the user's cache folder (`paths.cache_dir()`): a new pyspark or Java simply records a
+new one.
+
+No set-up step: a local session started without an archive records one as its JVM exits (a few
+seconds after the run, in the background) under a temporary name; the next session promotes it
+with an atomic rename once it is complete. A stale or damaged archive cannot break a run: the
+JVM's default `-Xshare:auto` checks the archive and ignores one that does not match. Set
+`FINK_PIPELINE_CLASS_CACHE=off` to start JVMs without it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import time
+from pathlib import Path
+
+from fink_pipeline import paths
+
+# A recording is promoted once its file has not changed for this long: the JVM writes it in a
+# few seconds as it exits (~170 MB), so an older file is complete (or from a JVM killed while
+# writing, which -Xshare:auto would then ignore).
+_SETTLED_S = 30.0
+_JVM_CACHE_OPTIONS = ("-XX:SharedArchiveFile", "-XX:ArchiveClassesAtExit", "-Xshare")
+
+
+def archive_path() -> Path | None:
+    """This JDK's and this pyspark's archive (which may not exist yet); None when disabled or
+    when neither can be identified."""
+    if os.environ.get("FINK_PIPELINE_CLASS_CACHE", "").lower() in ("off", "0", "false", "no"):
+        return None
+    java = _java_binary()
+    if java is None:
+        return None
+    try:
+        import pyspark
+    except ImportError:
+        return None
+    stat = java.stat()
+    identity = f"{java}:{stat.st_size}:{stat.st_mtime_ns}:{pyspark.__file__}:{pyspark.__version__}"
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    return paths.cache_dir() / "jvm" / f"spark-{pyspark.__version__}-{digest}.jsa"
+
+
+def driver_java_options(options: str) -> str:
+    """`options` (spark.driver.extraJavaOptions) plus the archive to map, or to record when
+    there is none yet. Options that already choose a class-sharing mode are left as they are."""
+    archive = archive_path()
+    if archive is None or any(flag in options for flag in _JVM_CACHE_OPTIONS):
+        return options
+    if _promote_recordings(archive) or archive.exists():
+        return f"{options} -XX:SharedArchiveFile={archive}".strip()
+    archive.parent.mkdir(parents=True, exist_ok=True)
+    recording = archive.with_name(f"{archive.stem}.recording-{os.getpid()}-{time.monotonic_ns()}.jsa")
+    # warnings about classes that cannot be archived (signed jars, old class versions) would
+    # flood the run's log: only errors
+    return f"{options} -XX:ArchiveClassesAtExit={recording} -Xlog:cds=error -Xlog:cds+dynamic=error".strip()
+
+
+def _promote_recordings(archive: Path) -> bool:
+    """Rename a settled recording of `archive` into place (atomically); whether one was."""
+    now = time.time()
+    promoted = False
+    for recording in sorted(archive.parent.glob(f"{archive.stem}.recording-*.jsa")):
+        try:
+            settled = now - recording.stat().st_mtime > _SETTLED_S
+            if settled and not promoted and recording.stat().st_size > 0:
+                os.replace(recording, archive)
+                promoted = True
+            elif settled:  # another recording of the same archive was promoted
+                recording.unlink()
+        except FileNotFoundError:  # another process promoted or removed it meanwhile
+            continue
+    return promoted
+
+
+def _java_binary() -> Path | None:
+    """The java that spark-submit runs: $JAVA_HOME/bin/java, else the one on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    candidate = Path(home) / "bin" / "java" if home else None
+    if candidate is None or not candidate.exists():
+        found = shutil.which("java")
+        candidate = Path(found) if found else None
+    return candidate.resolve() if candidate is not None else None

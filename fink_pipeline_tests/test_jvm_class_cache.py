@@ -1,0 +1,103 @@
+"""The JVM's class-data-sharing archive: keyed by JDK and pyspark, recorded, promoted, mapped."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fink_pipeline import jvm_class_cache
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    monkeypatch.setenv("FINK_PIPELINE_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("FINK_PIPELINE_CLASS_CACHE", raising=False)
+    return tmp_path / "cache"
+
+
+def _flag(options: str, name: str) -> str | None:
+    match = re.search(rf"-XX:{name}=(\S+)", options)
+    return match.group(1) if match else None
+
+
+def test_first_jvm_records_next_maps_after_promotion(cache, monkeypatch):
+    options = jvm_class_cache.driver_java_options("-XX:-DontCompileHugeMethods")
+    recording = _flag(options, "ArchiveClassesAtExit")
+    assert options.startswith("-XX:-DontCompileHugeMethods ")
+    assert recording and Path(recording).parent == cache / "jvm" and _flag(options, "SharedArchiveFile") is None
+    archive = jvm_class_cache.archive_path()
+    assert Path(recording).name.startswith(archive.stem + ".recording-")
+
+    # a JVM still writing it (fresh file): not promoted, this JVM records its own
+    Path(recording).write_bytes(b"x" * 10)
+    second = jvm_class_cache.driver_java_options("")
+    assert _flag(second, "ArchiveClassesAtExit") not in (None, recording)
+    assert not archive.exists()
+
+    # settled: the next session promotes one recording, removes the other settled one, maps it
+    other = Path(_flag(second, "ArchiveClassesAtExit"))
+    other.write_bytes(b"y" * 10)
+    old = time.time() - 120
+    for path in (Path(recording), other):
+        os.utime(path, (old, old))
+    third = jvm_class_cache.driver_java_options("")
+    assert _flag(third, "SharedArchiveFile") == str(archive)
+    assert "ArchiveClassesAtExit" not in third
+    assert archive.exists() and not list(archive.parent.glob("*.recording-*"))
+
+
+def test_key_changes_with_pyspark_version_and_java(cache, monkeypatch, tmp_path):
+    import pyspark
+
+    first = jvm_class_cache.archive_path()
+    monkeypatch.setattr(pyspark, "__version__", "0.0.0-other")
+    assert jvm_class_cache.archive_path() != first
+    monkeypatch.undo()
+    monkeypatch.setenv("FINK_PIPELINE_CACHE", str(cache))
+    fake_home = tmp_path / "jdk"
+    (fake_home / "bin").mkdir(parents=True)
+    (fake_home / "bin" / "java").write_text("#!/bin/sh\n")
+    monkeypatch.setenv("JAVA_HOME", str(fake_home))
+    assert jvm_class_cache.archive_path() not in (None, first)
+
+
+def test_disabled_or_chosen_by_the_user(cache, monkeypatch):
+    assert jvm_class_cache.driver_java_options("-Xshare:off") == "-Xshare:off"
+    mine = "-XX:SharedArchiveFile=/somewhere/mine.jsa"
+    assert jvm_class_cache.driver_java_options(mine) == mine
+    monkeypatch.setenv("FINK_PIPELINE_CLASS_CACHE", "off")
+    assert jvm_class_cache.driver_java_options("-Xmx1g") == "-Xmx1g"
+    assert not cache.exists()
+
+
+def _spark_submit_version(options: str) -> subprocess.CompletedProcess:
+    """A short JVM on Spark's class path (SparkSubmit --version) started with `options`."""
+    import pyspark
+
+    jars = Path(pyspark.__file__).parent / "jars"
+    java = jvm_class_cache._java_binary()
+    return subprocess.run([str(java), *options.split(), "-cp", f"{jars}/*", "org.apache.spark.deploy.SparkSubmit",
+                           "--version"], capture_output=True, text=True, timeout=120)
+
+
+def test_a_real_jvm_records_then_maps_spark_classes(cache, monkeypatch):
+    recorded = _spark_submit_version(jvm_class_cache.driver_java_options(""))
+    assert recorded.returncode == 0, recorded.stderr[-2000:]
+    recordings = list((cache / "jvm").glob("*.recording-*.jsa"))
+    assert len(recordings) == 1 and recordings[0].stat().st_size > 1_000_000
+    monkeypatch.setattr(jvm_class_cache, "_SETTLED_S", 0.0)
+    options = jvm_class_cache.driver_java_options("")
+    assert "SharedArchiveFile" in options
+    mapped = _spark_submit_version(options + " -Xlog:class+load=info")
+    assert mapped.returncode == 0, mapped.stderr[-2000:]
+    # Spark's own classes come from the archive ("top" layer), not from the jars (lambda
+    # classes are generated at run time either way)
+    spark_classes = [line for line in mapped.stdout.splitlines()
+                     if " org.apache.spark." in line and "$$Lambda" not in line]
+    shared = [line for line in spark_classes if "shared objects file (top)" in line]
+    assert spark_classes and len(shared) >= 0.9 * len(spark_classes), spark_classes[:5]
