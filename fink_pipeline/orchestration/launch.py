@@ -28,8 +28,12 @@ def run_transfer(
     table_root: str,
     request_root: str,
     instance=None,
+    spark: SparkResource | None = None,
 ):
-    """Store `request`, add its partition and materialize the transfer assets in one run."""
+    """Store `request`, add its partition and materialize the transfer assets in one run.
+
+    Spark is `spark`, else the deployment's (`SparkResource.from_env`: FINK_SPARK_REMOTE,
+    FINK_SPARK_MASTER, FINK_SPARK_CONF; local Spark when none is set)."""
     RequestStore(request_root).save(request)
     own_instance = instance is None
     instance = instance or (dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else dg.DagsterInstance.ephemeral())
@@ -40,7 +44,7 @@ def run_transfer(
             partition_key=request.topic,
             instance=instance,
             resources={
-                "spark": SparkResource(),  # local Spark (fink_pipeline.spark.LOCAL_MASTER)
+                "spark": spark or SparkResource.from_env(),
                 "kafka": KafkaResource(bootstrap_servers=bootstrap),
                 "archive": ArchiveResource(root=archive_root),
                 "tables": TableResource(root=table_root),
