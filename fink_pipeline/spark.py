@@ -54,21 +54,97 @@ LOCAL_DEFAULT_CONF: dict[str, str] = {
 }
 
 
+# Defaults for a cluster master (spark://, yarn, k8s://): the local entries that change what a
+# task computes or how fast it runs, not those about this machine (bind address, driver memory,
+# UI, log level, shuffle partitions sized for a laptop). Arrow and the session time zone make the
+# published bytes the same as on the local stack (timestamps are rendered in the session's
+# zone); the codegen, Arrow batch and file split entries are the measured speed-ups of
+# LOCAL_DEFAULT_CONF, and the JIT flag goes to the executors, where the generated code runs.
+CLUSTER_DEFAULT_KEYS: tuple[str, ...] = (
+    "spark.sql.session.timeZone",
+    "spark.sql.execution.arrow.pyspark.enabled",
+    "spark.sql.parquet.enableNestedColumnVectorizedReader",
+    "spark.task.maxFailures",
+    "spark.sql.sources.partitionColumnTypeInference.enabled",
+    "spark.sql.debug.maxToStringFields",
+    "spark.sql.codegen.maxFields",
+    "spark.sql.execution.arrow.maxBytesPerBatch",
+    "spark.sql.files.maxPartitionBytes",
+)
+_HUGE_METHODS_FLAG = "-XX:-DontCompileHugeMethods"
+
+
+def cluster_default_conf() -> dict[str, str]:
+    """The defaults a non-local master gets (`CLUSTER_DEFAULT_KEYS` of the local ones, and the
+    JIT flag for the executors' JVMs); the deployment's `conf` overrides any of them."""
+    conf = {key: LOCAL_DEFAULT_CONF[key] for key in CLUSTER_DEFAULT_KEYS if key in LOCAL_DEFAULT_CONF}
+    conf["spark.executor.extraJavaOptions"] = _HUGE_METHODS_FLAG
+    return conf
+
+
+def default_conf(master: str) -> dict[str, str]:
+    """The defaults `build_spark_session` applies for `master` (before the caller's conf)."""
+    return dict(LOCAL_DEFAULT_CONF) if master.startswith("local") else cluster_default_conf()
+
+
 def open_spark_session(
     master: str = LOCAL_MASTER,
     app_name: str = "fink-pipeline",
     conf: Mapping[str, str] | None = None,
+    remote: str | None = None,
 ) -> tuple["SparkSession", bool]:
     """(session, owned): `build_spark_session`'s session, and whether this call started it.
 
     A session already running in this process (tests, notebooks, benchmarks) is borrowed:
     `owned` is False and the caller must not stop it; otherwise the caller owns the new
     session and stops it when done. The one place that decides who stops a session.
+    With `remote` (a Spark Connect URL, `sc://host:port`) the session is a client of that
+    long-lived server: never owned (stopping it would only close this client's channel, which
+    `stop_session` does), `master` is the server's business.
     """
+    if remote:
+        return connect_session(remote, conf), False
     from pyspark import SparkContext
 
     owned = SparkContext._active_spark_context is None
     return build_spark_session(master, app_name, conf), owned
+
+
+def is_connect_session(session) -> bool:
+    """Whether `session` is a Spark Connect client (no SparkContext, no JVM in this process)."""
+    try:
+        from pyspark.sql.utils import is_remote
+    except ImportError:  # pragma: no cover - pyspark without Connect
+        return False
+    return type(session).__module__.startswith("pyspark.sql.connect") or (
+        is_remote() and not hasattr(session, "_jsc"))
+
+
+def connect_session(remote: str, conf: Mapping[str, str] | None = None) -> "SparkSession":
+    """A Spark Connect client session on `remote` (`sc://host:port`), with `conf` set on it.
+
+    The server (`fink-pipeline spark connect start`, or any Spark Connect server) owns the JVM,
+    its master and its static conf; a session can only set runtime SQL conf, so `conf` entries
+    the server refuses are reported with the fix (set them on the server)."""
+    if not remote.startswith("sc://"):
+        raise ValueError(f"Spark Connect URL {remote!r}: expected sc://host:port (FINK_SPARK_REMOTE)")
+    try:
+        from pyspark.sql.connect.utils import check_dependencies
+
+        check_dependencies("pyspark.sql.connect")
+    except ImportError as exc:
+        raise ImportError(f"Spark Connect needs pyspark's Connect client packages ({exc}): "
+                          "pip install 'pyspark[connect]' (scripts/run setup installs them)") from None
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.builder.remote(remote).getOrCreate()
+    for key, value in (conf or {}).items():
+        try:
+            session.conf.set(key, value)
+        except Exception as exc:
+            raise ValueError(f"the Spark Connect server at {remote} refused {key}={value} ({type(exc).__name__}): "
+                             "set static conf on the server (`fink-pipeline spark connect start --conf`)") from None
+    return session
 
 
 def build_spark_session(
@@ -79,15 +155,17 @@ def build_spark_session(
     """Create (or reuse) a SparkSession.
 
     Python workers must run the interpreter that has pyarrow and this package, so
-    PYSPARK_PYTHON defaults to the running one. `conf` overrides the local defaults;
-    on a cluster pass its master URL and whatever conf it needs (s3a credentials, ...).
+    PYSPARK_PYTHON defaults to the running one (on a cluster, that path must exist on every
+    worker: install the same environment there, or set PYSPARK_PYTHON / spark.pyspark.python).
+    `conf` overrides the defaults (`default_conf`: the local ones, or `cluster_default_conf` for
+    a cluster master); on a cluster pass its master URL and whatever conf it needs.
     """
     from pyspark.sql import SparkSession
 
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     builder = SparkSession.builder.master(master).appName(app_name)
-    settings = dict(LOCAL_DEFAULT_CONF) if master.startswith("local") else {}
+    settings = default_conf(master)
     settings.update(conf or {})
     if master.startswith("local"):
         from fink_pipeline.jvm_class_cache import driver_java_options

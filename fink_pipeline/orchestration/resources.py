@@ -12,7 +12,8 @@ Two deployments, chosen by `$FINK_DEPLOYMENT`:
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import Any, Mapping
 
 import dagster as dg
 from pydantic import Field, PrivateAttr, ValidationError
@@ -25,6 +26,7 @@ from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
 from fink_pipeline.orchestration.settings import (  # noqa: F401 (PRODUCTION_ENV: documented here)
     PRODUCTION_ENV,
     REQUIRED_PRODUCTION_ENV,
+    STORAGE_CREDENTIAL_ENV,
     DeploymentSettings,
 )
 from fink_pipeline.spark import LOCAL_MASTER
@@ -35,15 +37,30 @@ DEPLOYMENT_ENV = DeploymentSettings.env_name("deployment")
 
 
 class SparkResource(dg.ConfigurableResource):
-    """A SparkSession created on first use and stopped when the run's steps are done."""
+    """A SparkSession created on first use and stopped when the run's steps are done.
+
+    `master` starts the run's own Spark application (local, or a cluster's master URL);
+    `remote` instead attaches the run to a long-lived Spark Connect server (`sc://host:port`,
+    `fink-pipeline spark connect start`): its JVM and Python workers are already warm, and the
+    run never stops it."""
 
     master: str = Field(default=LOCAL_MASTER, description="Spark master URL (local[*], spark://host:7077, ...)")
+    remote: str | None = Field(
+        default=None, description="Spark Connect URL (sc://host:15002): attach to that server instead of "
+        "starting Spark; master is then the server's")
     app_name: str = Field(default="fink-pipeline", description="Application name shown by Spark")
     conf: dict[str, str] = Field(default={}, description="Extra Spark configuration (overrides the defaults)")
 
     _session: Any = PrivateAttr(default=None)
     _owned: bool = PrivateAttr(default=False)
     _starting: Any = PrivateAttr(default=None)  # a Future of (session, owned) while warm_up runs
+
+    @classmethod
+    def from_env(cls) -> "SparkResource":
+        """The deployment's Spark: FINK_SPARK_REMOTE, else FINK_SPARK_MASTER (default local),
+        with FINK_SPARK_CONF."""
+        env = DeploymentSettings.load()
+        return cls(master=env.spark_master or LOCAL_MASTER, remote=env.spark_remote, conf=dict(env.spark_conf))
 
     def warm_up(self) -> None:
         """Start the session in a background thread and return at once: the JVM starts, then
@@ -53,7 +70,8 @@ class SparkResource(dg.ConfigurableResource):
             from concurrent.futures import ThreadPoolExecutor
 
             pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark-warm-up")
-            self._starting = pool.submit(_start_session_and_workers, self.master, self.app_name, self.conf)
+            self._starting = pool.submit(_start_session_and_workers, self.master, self.app_name, self.conf,
+                                         self.remote)
             pool.shutdown(wait=False)
 
     def get_session(self):
@@ -65,7 +83,8 @@ class SparkResource(dg.ConfigurableResource):
             else:
                 from fink_pipeline.spark import open_spark_session
 
-                self._session, self._owned = open_spark_session(self.master, self.app_name, self.conf)
+                self._session, self._owned = open_spark_session(self.master, self.app_name, self.conf,
+                                                                remote=self.remote)
         return self._session
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
@@ -79,12 +98,12 @@ class SparkResource(dg.ConfigurableResource):
         self._session = None
 
 
-def _start_session_and_workers(master: str, app_name: str, conf: dict) -> tuple[Any, bool]:
+def _start_session_and_workers(master: str, app_name: str, conf: dict, remote: str | None = None) -> tuple[Any, bool]:
     """`open_spark_session`, then the Python workers' warm-up started (not awaited)."""
     from fink_pipeline.kafka.publish import start_worker_warm_up
     from fink_pipeline.spark import open_spark_session
 
-    session, owned = open_spark_session(master, app_name, conf)
+    session, owned = open_spark_session(master, app_name, conf, remote=remote)
     start_worker_warm_up(session, "fink-warm-up")
     return session, owned
 
@@ -139,26 +158,45 @@ class KafkaResource(dg.ConfigurableResource):
                               compression=self.compression)
 
 
-class ArchiveResource(dg.ConfigurableResource):
+class _ObjectStoreLocation(dg.ConfigurableResource):
+    """A location that may be an object-store URI: its non-secret options, and its credentials
+    given as `dg.EnvVar`s (`AWS_ACCESS_KEY_ID`...: resolved at run time, shown by name only)."""
+
+    storage_options: dict[str, str] = Field(
+        default={}, description="Object-store options, delta-rs keys (AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP); "
+        "no secrets")
+    access_key_id: str | None = Field(default=None, description="Give it as EnvVar('AWS_ACCESS_KEY_ID'), never as a "
+                                      "value; unset: the process environment's, or the instance's credentials")
+    secret_access_key: str | None = Field(default=None, description="Give it as EnvVar('AWS_SECRET_ACCESS_KEY')")
+    session_token: str | None = Field(default=None, description="Give it as EnvVar('AWS_SESSION_TOKEN')")
+
+    def options(self) -> dict[str, str] | None:
+        """Storage options for deltalake and pyarrow, credentials included (None when empty:
+        local paths need none). Secrets in `storage_options` are refused, naming the field."""
+        from fink_pipeline.storage import check_storage_options
+
+        options = check_storage_options(self.storage_options, f"{type(self).__name__}.storage_options")
+        for key, value in (("AWS_ACCESS_KEY_ID", self.access_key_id), ("AWS_SECRET_ACCESS_KEY", self.secret_access_key),
+                           ("AWS_SESSION_TOKEN", self.session_token)):
+            if value:
+                options[key] = value
+        return options or None
+
+
+class ArchiveResource(_ObjectStoreLocation):
     """Where the alert archive lives (local path or object-store URI)."""
 
     root: str | None = Field(default=None, description="Archive root; empty = <state dir>/archive")
-    storage_options: dict[str, str] = Field(
-        default={}, description="Object-store options (endpoint, region); credentials come from the environment"
-    )
 
     @property
     def uri(self) -> str:
         return self.root or str(paths.default_archive_root())
 
 
-class TableResource(dg.ConfigurableResource):
+class TableResource(_ObjectStoreLocation):
     """Where transfer tables are materialized (Delta, one table per transfer topic)."""
 
     root: str | None = Field(default=None, description="Table root; empty = <state dir>/tables")
-    storage_options: dict[str, str] = Field(
-        default={}, description="Object-store options (endpoint, region); credentials come from the environment"
-    )
 
     @property
     def uri(self) -> str:
@@ -167,9 +205,14 @@ class TableResource(dg.ConfigurableResource):
     def table_uri(self, topic: str) -> str:
         return f"{self.uri.rstrip('/')}/{topic}"
 
-    def options(self) -> dict[str, str] | None:
-        """Storage options for deltalake (None when empty: local paths need none)."""
-        return dict(self.storage_options) or None
+    def quarantine_dir(self) -> str:
+        """Where undecodable messages are kept: `<root>/_quarantine` for a local root; on
+        object storage, the local `<state dir>/quarantine` (a few rare files, never a table)."""
+        from fink_pipeline.storage import is_object_store
+
+        if is_object_store(self.uri):
+            return str(paths.state_dir() / "quarantine")
+        return f"{self.uri.rstrip('/')}/_quarantine"
 
 
 class RequestStoreResource(dg.ConfigurableResource):
@@ -197,10 +240,10 @@ def local_resources() -> dict[str, Any]:
     """Embedded defaults: everything on this machine (a variable may still point elsewhere)."""
     env = DeploymentSettings.load()
     return {
-        "spark": SparkResource(master=env.spark_master or LOCAL_MASTER),
+        "spark": SparkResource.from_env(),
         "kafka": KafkaResource(bootstrap_servers=KafkaEnvSettings.load().bootstrap_servers),
-        "archive": ArchiveResource(root=env.archive_root),
-        "tables": TableResource(root=env.table_root),
+        "archive": ArchiveResource(root=env.archive_root, storage_options=dict(env.archive_storage_options)),
+        "tables": TableResource(root=env.table_root, storage_options=dict(env.table_storage_options)),
         "requests": RequestStoreResource(root=env.request_root),
         "standing": StandingRequestsResource(root=env.standing_root),
     }
@@ -220,8 +263,10 @@ def production_resources() -> dict[str, Any]:
         return dg.EnvVar(settings.env_name(field))
 
     password = required(KafkaEnvSettings, "sasl_password") if kafka.sasl_password is not None else None
+    credentials = object_store_credentials()
     return {
-        "spark": SparkResource(master=required(DeploymentSettings, "spark_master"), conf=dict(env.spark_conf)),
+        "spark": SparkResource(remote=env.spark_remote, conf=dict(env.spark_conf)) if env.spark_remote
+        else SparkResource(master=required(DeploymentSettings, "spark_master"), conf=dict(env.spark_conf)),
         "kafka": KafkaResource(
             bootstrap_servers=required(KafkaEnvSettings, "bootstrap_servers"),
             security_protocol=kafka.security_protocol or "PLAINTEXT",
@@ -232,12 +277,21 @@ def production_resources() -> dict[str, Any]:
             retention_ms=kafka.retention_ms,
         ),
         "archive": ArchiveResource(root=required(DeploymentSettings, "archive_root"),
-                                   storage_options=dict(env.archive_storage_options)),
+                                   storage_options=dict(env.archive_storage_options), **credentials),
         "tables": TableResource(root=required(DeploymentSettings, "table_root"),
-                                storage_options=dict(env.table_storage_options)),
+                                storage_options=dict(env.table_storage_options), **credentials),
         "requests": RequestStoreResource(root=required(DeploymentSettings, "request_root")),
         "standing": StandingRequestsResource(root=required(DeploymentSettings, "standing_root")),
     }
+
+
+def object_store_credentials(environ: Mapping[str, str] | None = None) -> dict[str, dg.EnvVar]:
+    """The archive's and tables' credential fields as `dg.EnvVar`s, for the variables of
+    STORAGE_CREDENTIAL_ENV set now (unset ones are left to the store's other credential sources)."""
+    environ = os.environ if environ is None else environ
+    fields = {"AWS_ACCESS_KEY_ID": "access_key_id", "AWS_SECRET_ACCESS_KEY": "secret_access_key",
+              "AWS_SESSION_TOKEN": "session_token"}
+    return {fields[name]: dg.EnvVar(name) for name in STORAGE_CREDENTIAL_ENV if environ.get(name, "").strip()}
 
 
 RESOURCES_BY_DEPLOYMENT = {"local": local_resources, "production": production_resources}

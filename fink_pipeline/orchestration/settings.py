@@ -15,9 +15,10 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import SettingsConfigDict
 
-from fink_pipeline.env import EnvSettings, JsonObject
+from fink_pipeline.env import JsonObject
 from fink_pipeline.kafka.settings import KafkaEnvSettings
 from fink_pipeline.spark import LOCAL_MASTER
+from fink_pipeline.storage import CREDENTIAL_ENV, StorageEnvSettings
 
 DEPLOYMENTS: tuple[str, ...] = ("local", "production")
 REQUIRED_IN_PRODUCTION = "required in production"
@@ -28,13 +29,10 @@ def _state_folder_or_required(what: str, folder: str) -> Any:
     return Field(default=None, description=f"{what} ({REQUIRED_IN_PRODUCTION}; local default <state dir>/{folder})")
 
 
-def _storage_options(of: str) -> Any:
-    """The object-store options of a location (a JSON object)."""
-    return Field(default_factory=dict, description=f"object-store options of {of} as a JSON object, no secrets")
-
-
-class DeploymentSettings(EnvSettings):
-    """Where the pipeline runs and what it reads and writes, `FINK_<FIELD>` each."""
+class DeploymentSettings(StorageEnvSettings):
+    """Where the pipeline runs and what it reads and writes, `FINK_<FIELD>` each (the storage
+    options, `FINK_ARCHIVE_STORAGE_OPTIONS` and `FINK_TABLE_STORAGE_OPTIONS`, come from
+    `StorageEnvSettings`, which fink_datatransfer reads too)."""
 
     model_config = SettingsConfigDict(env_prefix="FINK_")
 
@@ -44,23 +42,36 @@ class DeploymentSettings(EnvSettings):
         description=f"Spark master URL, e.g. spark://spark-master:7077 ({REQUIRED_IN_PRODUCTION}; "
         f"local default {LOCAL_MASTER})",
     )
+    spark_remote: str | None = Field(
+        default=None,
+        description="Spark Connect URL, e.g. sc://spark-connect:15002: runs attach to that long-lived server "
+        "(warm JVM and Python workers) instead of starting Spark; FINK_SPARK_MASTER is then unused",
+    )
     spark_conf: JsonObject = Field(
         default_factory=dict, description='extra Spark conf as a JSON object, e.g. {"spark.executor.memory": "4g"}'
     )
     archive_root: str | None = _state_folder_or_required("alert archive root: a path or an object-store URI", "archive")
-    archive_storage_options: JsonObject = _storage_options("the archive")
     table_root: str | None = _state_folder_or_required("root of the transfer tables: a path or an object-store URI",
                                                        "tables")
-    table_storage_options: JsonObject = _storage_options("the tables")
     request_root: str | None = _state_folder_or_required("folder of submitted requests, shared by all services",
                                                          "requests")
     standing_root: str | None = _state_folder_or_required("folder of standing requests, shared by all services",
                                                           "standing")
 
-    @field_validator("spark_conf", "archive_storage_options", "table_storage_options", mode="before")
+    @field_validator("spark_conf", mode="before")
     @classmethod
     def _json(cls, value: Any, info) -> Any:
         return cls._json_object(value, info.field_name)
+
+    @field_validator("spark_remote")
+    @classmethod
+    def _connect_url(cls, value: str | None) -> str | None:
+        if value is not None and value.strip() == "":
+            return None
+        if value is not None and not (value.startswith("sc://") and len(value) > len("sc://")):
+            raise ValueError(f"{cls.env_name('spark_remote')}={value!r}: expected a Spark Connect URL "
+                             "sc://host:port (or leave it unset to start Spark from FINK_SPARK_MASTER)")
+        return value
 
     @field_validator("deployment")
     @classmethod
@@ -79,4 +90,12 @@ PRODUCTION_ENV: dict[str, str] = {
     for name, text in {**DeploymentSettings.env_doc(), **KafkaEnvSettings.env_doc()}.items()
     if name not in _NOT_IN_PRODUCTION
 }
+# Object-store credentials (not FINK_ variables: the names delta-rs, pyarrow and Spark's S3
+# connector read), passed to the archive and table resources as `dg.EnvVar`s when set.
+STORAGE_CREDENTIAL_ENV: dict[str, str] = {
+    name: "object-store credential of the archive and the tables (secret: read from the environment, "
+    "shown in the UI by name only); unset for local paths or instance credentials"
+    for name in CREDENTIAL_ENV
+}
+PRODUCTION_ENV.update(STORAGE_CREDENTIAL_ENV)
 REQUIRED_PRODUCTION_ENV: list[str] = [name for name, text in PRODUCTION_ENV.items() if REQUIRED_IN_PRODUCTION in text]

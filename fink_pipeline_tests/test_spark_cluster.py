@@ -1,0 +1,132 @@
+"""A whole transfer on a real Spark standalone cluster: a master and two workers (separate JVMs,
+one core each, from pyspark's own distribution) on loopback.
+
+The transfer runs as `request submit --wait` runs it (`run_transfer`, the Dagster run with the
+deployment's SparkResource), in a fresh Python process whose only Spark setting is the
+deployment's: FINK_SPARK_MASTER=spark://127.0.0.1:<port> (and FINK_SPARK_CONF). This test's own
+process keeps its local session (a process holds one SparkContext). The executors are other
+JVMs with their own Python workers, started in the workers' folders: whatever the tasks need
+(Arrow content reader, cached producers, status records) must come with the task. Checked: the
+topic and the Delta table hold exactly the selected alerts, and Spark's event log shows that
+tasks ran on both workers' executors (the master's JSON API lists both workers and the app).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from fink_pipeline.archive.generate import generate_archive
+from fink_pipeline.consumer.readers import read_delta_table
+from fink_pipeline.spark_services import master_state, start_master, start_worker, wait_for_workers
+from fink_pipeline.surveys import get_survey
+from fink_pipeline.transfer.request import TransferRequest
+from fink_pipeline.transfer.store import RequestStore
+from fink_pipeline_tests.test_end_to_end import independent_selection
+from fink_pipeline_tests.test_publish import candids, read_topic
+
+pytestmark = [pytest.mark.kafka]
+
+START = dt.date(2024, 3, 1)
+CLASSES = ["SN candidate", "Early SN Ia candidate", "Unknown", "RRLyr", "Ambiguous"]
+
+# What the run's process executes: the CLI's `request run` path, on the given broker.
+RUNNER = textwrap.dedent("""
+    import sys
+    from fink_pipeline.orchestration.launch import run_transfer
+    from fink_pipeline.transfer.store import RequestStore
+    topic, bootstrap, archive, tables, requests = sys.argv[1:6]
+    result = run_transfer(RequestStore(requests).load(topic), bootstrap=bootstrap, archive_root=archive,
+                          table_root=tables, request_root=requests)
+    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("transferred_alerts")}
+    print("published", meta["alert_topic"]["alerts_published"].value if result.success else -1)
+    sys.exit(0 if result.success else 1)
+""")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """(master URL, master web UI, archive) of a standalone master with two 1-core workers
+    (stopped after), and an archive of 2 nights x 2,000 alerts generated while they start."""
+    work, archive = tmp_path_factory.mktemp("spark-cluster"), str(tmp_path_factory.mktemp("archive"))
+    processes = []
+    with ThreadPoolExecutor(1) as pool:
+        generated = pool.submit(generate_archive, get_survey("ztf"), archive, START, nights=2,
+                                alerts_per_night=2000, seed=11, with_cutouts=False)
+        try:
+            master, url, ui = start_master(work)
+            processes.append(master)
+            processes += [start_worker(url, work, f"worker-{i}", cores=1, memory="1g") for i in (1, 2)]
+            wait_for_workers(ui, 2, processes)
+            generated.result()
+            yield url, ui, archive
+        finally:
+            for process in reversed(processes):
+                process.stop()
+
+
+def _task_executors(event_dir: Path) -> dict[str, dict]:
+    """Per executor id: its host, its worker's log URL and how many tasks it finished, from
+    the application's Spark event log."""
+    executors: dict[str, dict] = {}
+    (log,) = [p for p in event_dir.iterdir() if not p.name.endswith(".inprogress")]
+    for line in log.read_text().splitlines():
+        event = json.loads(line)
+        if event["Event"] == "SparkListenerExecutorAdded":
+            info = event["Executor Info"]
+            executors[event["Executor ID"]] = {"host": info["Host"], "log": info["Log Urls"]["stdout"], "tasks": 0}
+        elif event["Event"] == "SparkListenerTaskEnd" and event["Task End Reason"]["Reason"] == "Success":
+            executors[event["Task Info"]["Executor ID"]]["tasks"] += 1
+    return executors
+
+
+def test_transfer_on_a_standalone_cluster_uses_both_workers(cluster, kafka_broker, kafka_settings, tmp_path):
+    url, ui, archive = cluster
+    request = TransferRequest(survey="ztf", start=START.isoformat(), stop=(START + dt.timedelta(days=1)).isoformat(),
+                              classes=CLASSES, content="light").with_identity()
+    requests, tables, events = tmp_path / "requests", tmp_path / "tables", tmp_path / "events"
+    events.mkdir()
+    RequestStore(requests).save(request)
+    conf = {
+        "spark.executor.memory": "768m", "spark.executor.cores": "1", "spark.cores.max": "2",
+        "spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1", "spark.ui.enabled": "false",
+        # two Spark partitions whatever the split size: one task per worker
+        "spark.sql.files.maxPartitionBytes": "256k",
+        "spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(),
+        "spark.eventLog.rolling.enabled": "false", "spark.eventLog.compress": "false",
+    }
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("FINK_", "PYSPARK_", "SPARK_"))}
+    env.update(FINK_SPARK_MASTER=url, FINK_SPARK_CONF=json.dumps(conf), SPARK_LOCAL_IP="127.0.0.1",
+               FINK_PIPELINE_HOME=str(tmp_path / "state"))
+    # another folder as working directory: nothing may depend on the driver's
+    completed = subprocess.run(
+        [sys.executable, "-c", RUNNER, request.topic, kafka_broker, archive, str(tables), str(requests)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240,
+    )
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+
+    expected = independent_selection(archive, [START, START + dt.timedelta(days=1)], CLASSES)
+    expected_ids = sorted(expected["candid"].to_pylist())
+    assert len(expected_ids) > 500
+    assert f"published {len(expected_ids)}" in completed.stdout
+    assert sorted(candids(read_topic(kafka_settings, request.topic))) == expected_ids
+    table = read_delta_table(str(tables / request.topic))
+    assert sorted(table["candid"].to_pylist()) == expected_ids
+    assert set(table["finkclass"].to_pylist()) <= set(CLASSES)
+
+    # both workers' executors ran tasks of this application
+    executors = _task_executors(events)
+    working = {e["log"].split("/logPage")[0] for e in executors.values() if e["tasks"] > 0}
+    assert len(working) == 2, executors
+    state = master_state(ui)
+    worker_uis = {w["webuiaddress"] for w in state["workers"]}
+    assert working == worker_uis, (working, worker_uis)
+    assert [app["name"] for app in state["completedapps"]] == ["fink-pipeline"]
