@@ -16,6 +16,7 @@ from typing import Sequence
 import pyarrow as pa
 
 from fink_pipeline.consumer.partitioning import Partitioning
+from fink_pipeline.storage import explain_storage_error, missing_credentials_error
 from fink_pipeline.consumer.sinks import (
     ConcurrentConsumerError,
     DiskFullError,
@@ -70,10 +71,13 @@ class DeltaSink:
     """Append to a Delta table; Kafka offsets are Delta transaction identifiers."""
 
     def __init__(self, uri: str, partitioning: Partitioning,
-                 storage_options: dict[str, str] | None = None, max_commit_retries: int = 100) -> None:
+                 storage_options: dict[str, str] | None = None, max_commit_retries: int = 100,
+                 settings: tuple[str, str] = ("FINK_TABLE_ROOT", "FINK_TABLE_STORAGE_OPTIONS")) -> None:
         self.uri = str(uri)
         self.partitioning = partitioning
         self.storage_options = storage_options
+        # where the location and its options were configured, for error messages
+        self.settings = settings
         self.max_commit_retries = max_commit_retries
         self.publication: Publication | None = None
         self._table = None
@@ -141,10 +145,19 @@ class DeltaSink:
         from deltalake import DeltaTable
         from deltalake.exceptions import TableNotFoundError
 
+        if (missing := missing_credentials_error(self.uri, self.storage_options, self.settings[1])) is not None:
+            raise missing
         try:
             return DeltaTable(self.uri, storage_options=self.storage_options)
         except TableNotFoundError:
             return None
+        except OSError as exc:  # an object store that cannot be reached as configured
+            raise self._explained(exc) from None
+
+    def _explained(self, exc: BaseException) -> BaseException:
+        """The StorageError naming the setting to fix, or `exc` itself when it is not one."""
+        explained = explain_storage_error(exc, self.uri, self.storage_options, *self.settings)
+        return explained if explained is not None else exc
 
     def prepare(self, schema: pa.Schema) -> None:
         """Create the (empty) table with the output schema and partition columns, once.
@@ -160,8 +173,10 @@ class DeltaSink:
             DeltaTable.create(self.uri, schema=self.partitioning.output_schema(schema),
                               partition_by=self.partitioning.columns or None, mode="ignore",
                               configuration=DELTA_TABLE_CONFIGURATION, storage_options=self.storage_options)
-        except Exception:
+        except Exception as exc:
             if self._snapshot() is None:
+                if (explained := self._explained(exc)) is not exc:
+                    raise explained from None
                 raise
 
     def resume_offsets(self, partitions: Sequence[int]) -> dict[int, int]:
@@ -209,6 +224,8 @@ class DeltaSink:
             # what happened instead (data files without a commit are not part of the table)
             if is_disk_full(exc):
                 raise DiskFullError(self.uri) from None
+            if (explained := self._explained(exc)) is not exc:
+                raise explained from None
             raise
 
     def _conflict_message(self, moved: dict[int, int], start: dict[int, int]) -> str:

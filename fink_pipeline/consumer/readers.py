@@ -74,11 +74,13 @@ def pandas_types(dtype: pa.DataType):
     return pd.api.types.pandas_dtype(name) if name is not None else None
 
 
-def read_pandas(uri: str, fmt: str = "delta", columns: list[str] | None = None):
+def read_pandas(uri: str, fmt: str = "delta", columns: list[str] | None = None,
+                storage_options: dict[str, str] | None = None):
     """A Delta table or a `ParquetSink` folder as a pandas DataFrame whose integers stay exact:
     integer columns as pandas' nullable integers (`pandas_types`), integers inside records and
-    lists as Python ints (pandas' default makes those float when the field has a null)."""
-    table = read_delta_table(uri) if fmt == "delta" else read_parquet_dataset(uri, columns)
+    lists as Python ints (pandas' default makes those float when the field has a null).
+    `storage_options` (delta-rs keys) for a Delta table on object storage."""
+    table = read_delta_table(uri, storage_options) if fmt == "delta" else read_parquet_dataset(uri, columns)
     if columns is not None and fmt == "delta":
         table = table.select(columns)
     return table.to_pandas(types_mapper=pandas_types, integer_object_nulls=True)
@@ -117,7 +119,8 @@ def delta_table_counts(uri: str, id_column: str | Sequence[str],
     return int(result["n"][0].as_py()), int(result["d"][0].as_py())
 
 
-def rows_per_partition_value(uri: str, fmt: str, columns: list[str]) -> dict[str, int]:
+def rows_per_partition_value(uri: str, fmt: str, columns: list[str],
+                             storage_options: dict[str, str] | None = None) -> dict[str, int]:
     """Rows per partition folder value (`a/b/c` for several columns) without reading the data:
     Delta from the log's per-file record counts, Parquet from the file footers."""
     counts: dict[str, int] = {}
@@ -125,7 +128,7 @@ def rows_per_partition_value(uri: str, fmt: str, columns: list[str]) -> dict[str
         from deltalake import DeltaTable
 
         try:
-            actions = pa.table(DeltaTable(uri).get_add_actions(flatten=True))
+            actions = pa.table(DeltaTable(uri, storage_options=storage_options).get_add_actions(flatten=True))
         except Exception:  # no table yet
             return counts
         values = [actions[f"partition.{c}"].to_pylist() for c in columns] if columns else []
