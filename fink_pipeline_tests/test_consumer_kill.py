@@ -42,11 +42,16 @@ def kill_tree(process: psutil.Popen) -> None:
     assert not alive, f"consumer processes survived the killed command: {alive}"
 
 
-def transfer_with_kills(servers: str, topic: str, out: Path, fmt: str, kills: int, batchsize: int, seed: int) -> dict:
+def transfer_with_kills(servers: str, topic: str, out: Path | str, fmt: str, kills: int, batchsize: int, seed: int,
+                        commits=commits, extra_env: dict[str, str] | None = None) -> dict:
+    """Run fink_datatransfer into `out`, SIGKILL it `kills` times (each after a new commit
+    counted by `commits(out, fmt)`), then let a last run finish; `extra_env` for the command
+    (object-store options and credentials)."""
     rng = random.Random(seed)
     cmd = [str(BIN), "-topic", topic, "-outdir", str(out), "-servers", servers, "-nconsumers", "2",
            "-batchsize", str(batchsize), "-format", fmt]
     env = {k: v for k, v in os.environ.items() if k != "FINK_KAFKA_BOOTSTRAP_SERVERS"}
+    env.update(extra_env or {})
     done_kills, early_exits, killed_at = 0, 0, []
     while done_kills < kills:
         before = commits(out, fmt)

@@ -33,6 +33,7 @@ from fink_pipeline.consumer.delta_sink import DeltaSink
 from fink_pipeline.consumer.parquet_sink import ParquetSink
 from fink_pipeline.consumer.partitioning import Partitioning, default_partitioning
 from fink_pipeline.kafka.settings import KafkaEnvSettings, KafkaSettings
+from fink_pipeline.storage import StorageEnvSettings, arrow_filesystem, is_object_store
 
 LOGGER = logging.getLogger("fink_datatransfer")
 WORKER_ALLOCATOR_ENV = {
@@ -52,7 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
         "exactly once and resumable (kill it at any time, run it again to resume).",
     )
     parser.add_argument("-topic", required=True, help="topic name, e.g. ftransfer_ztf_2024-03-01_123456")
-    parser.add_argument("-outdir", required=True, help="output table folder")
+    parser.add_argument("-outdir", required=True, help="output table folder, or an object-store URI for Delta "
+                        "(s3://bucket/path; options in FINK_TABLE_STORAGE_OPTIONS, keys in AWS_ACCESS_KEY_ID/"
+                        "AWS_SECRET_ACCESS_KEY)")
     parser.add_argument("-partitionby", default=None,
                         help="time (year=/month=/day=), none, or a scalar field of the topic: finkclass, "
                         "tnsclass, classId, tns_type_recomputed, a nested one such as pred.main_label_classifier "
@@ -127,7 +130,33 @@ def make_sink(options: dict):
     partitioning = Partitioning(options["partitionby"], options["time_column"], options["time_scale"])
     if options["format"] == "parquet":
         return ParquetSink(options["outdir"], partitioning)
-    return DeltaSink(options["outdir"], partitioning)
+    return DeltaSink(options["outdir"], partitioning, storage_options=options.get("storage_options"),
+                     settings=("-outdir", StorageEnvSettings.env_name("table_storage_options")))
+
+
+def output_location(args: argparse.Namespace) -> tuple[str, str, dict[str, str] | None]:
+    """(output, quarantine folder, storage options): a local -outdir resolved, its quarantine
+    beside it; an object-store URI (s3://bucket/path, Delta only) as given, with the options of
+    FINK_TABLE_STORAGE_OPTIONS (credentials from the environment) and a local quarantine."""
+    if not is_object_store(args.outdir):
+        outdir = str(Path(args.outdir).expanduser().resolve())
+        return outdir, f"{outdir}_quarantine", None
+    if args.format != "delta":
+        raise ValueError(f"-outdir {args.outdir}: object storage takes -format delta only (the Parquet layout "
+                         "commits with local file locks and renames); write Parquet to a local folder")
+    options = StorageEnvSettings.load().table_storage_options
+    return args.outdir.rstrip("/"), str(Path.cwd() / f"{args.topic}_quarantine"), dict(options) or None
+
+
+def remove_output(location: str, storage_options: dict[str, str] | None) -> bool:
+    """Delete an output folder or object-store prefix; False when there was none."""
+    import pyarrow.fs as pafs
+
+    filesystem, path = arrow_filesystem(location, storage_options)
+    if filesystem.get_file_info(path).type == pafs.FileType.NotFound:
+        return False
+    filesystem.delete_dir(path)
+    return True
 
 
 def split_partitions(partitions: list[int], n: int) -> list[list[int]]:
@@ -274,11 +303,12 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
     from fink_pipeline.consumer.core import publication_of, read_publication_status, topic_partitions
     from fink_pipeline.consumer.readers import rows_per_partition_value
 
-    outdir = str(Path(args.outdir).expanduser().resolve())
-    quarantine = f"{outdir}_quarantine"
+    outdir, quarantine, storage_options = output_location(args)
     if args.restart_from_beginning:
+        if is_object_store(outdir) and remove_output(outdir, storage_options):
+            console.print(f"--restart_from_beginning: removed {outdir}")
         for folder in (outdir, quarantine):
-            if Path(folder).exists():
+            if not is_object_store(folder) and Path(folder).exists():
                 console.print(f"--restart_from_beginning: removing {folder}")
                 shutil.rmtree(folder)
     if args.dump_schema:
@@ -294,7 +324,7 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
         "outdir": outdir, "format": args.format, "partitionby": partitioning.mode,
         "time_column": survey.time_column, "time_scale": survey.time_scale,
         "batchsize": args.batchsize, "maxtimeout": maxtimeout,
-        "quarantine": quarantine, "schema": schema, "verbose": args.verbose,
+        "quarantine": quarantine, "schema": schema, "verbose": args.verbose, "storage_options": storage_options,
     }
     # Created and claimed once here: parallel consumers would otherwise race to create the
     # table, and a folder holding another publication is refused before any consumer starts.
@@ -304,7 +334,7 @@ def _run(args, console, survey, settings, group, maxtimeout, schema, partitionin
     console.print(f"{args.topic}: job {status.state}"
                   + (f", {status.total:,} alerts published" if status.total is not None else "")
                   + f"; {len(partitions)} partitions -> {outdir} ({args.format}, by {partitioning.mode})")
-    already = sum(rows_per_partition_value(outdir, args.format, []).values())
+    already = sum(rows_per_partition_value(outdir, args.format, [], storage_options).values())
     groups = split_partitions(partitions, args.nconsumers)
     limits = split_limit(args.limit, len(groups))
     started = time.monotonic()
@@ -374,7 +404,7 @@ def print_summary(console, options: dict, partitioning: Partitioning, consumed: 
     from fink_pipeline.consumer.readers import rows_per_partition_value
 
     columns = partitioning.columns
-    counts = rows_per_partition_value(options["outdir"], options["format"], columns)
+    counts = rows_per_partition_value(options["outdir"], options["format"], columns, options.get("storage_options"))
     summary = Table(title=f"{options['outdir']} ({options['format']})")
     summary.add_column("/".join(columns) if columns else "table")
     summary.add_column("alerts", justify="right")

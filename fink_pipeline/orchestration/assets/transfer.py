@@ -47,6 +47,7 @@ from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
 from fink_pipeline.transfer.estimate import estimate_request
 from fink_pipeline.transfer.plan import pin_catalog, plan_transfer
+from fink_pipeline.storage import spark_archive_access_error
 from fink_pipeline.transfer.select import build_publication
 from fink_pipeline.transfer.request import RequestError
 
@@ -120,6 +121,7 @@ def transfer_request(
     if _run_selects_spark(context):
         spark.warm_up()  # the JVM starts while the request is validated and estimated
     request, plan = _plan(context, archive, requests)
+    _check_spark_reads_archive(archive, spark)
     for note in plan.notes:
         context.log.warning(note)
     context.log.info(f"Request {request.request_id} for topic {request.topic} is valid")
@@ -262,6 +264,15 @@ def transferred_alerts(
     yield from _table_results(context, request, tables, uri, consumed, published, overlap)
 
 
+def _check_spark_reads_archive(archive: ArchiveResource | str, spark: SparkResource) -> None:
+    """Fail at once, without retries, when Spark lacks the connector of an object-store archive
+    (PyPI's pyspark has none), instead of failing inside a Spark job."""
+    uri = archive if isinstance(archive, str) else archive.uri
+    problem = None if getattr(spark, "remote", None) else spark_archive_access_error(uri, spark.conf)
+    if problem:
+        raise dg.Failure(description=problem, allow_retries=False)
+
+
 def _load_request(requests: RequestStoreResource, topic: str):
     """The stored request of `topic` (a missing or broken one fails at once, no retries)."""
     try:
@@ -273,7 +284,7 @@ def _load_request(requests: RequestStoreResource, topic: str):
 def _table_consume_options(tables: TableResource) -> dict:
     # The table is the pipeline's alone: when the topic was published again (the broker lost
     # it and alert_topic republished), the table restarts with the new publication.
-    return {"quarantine_dir": f"{tables.uri.rstrip('/')}/_quarantine", "replace_other_publication": True}
+    return {"quarantine_dir": tables.quarantine_dir(), "replace_other_publication": True}
 
 
 def _table_sink_factory(request, settings, tables: TableResource):
@@ -297,6 +308,7 @@ def _publish(context, request, plan, spark: SparkResource, settings, kafka: Kafk
     """The Spark selection published to the topic, checked against its status; (report, publication)."""
     survey = get_survey(request.survey)
     request_id = request.request_id or request.topic
+    _check_spark_reads_archive(plan.archive_root, spark)
     with _transient(context, f"publishing {request.topic}", settings.bootstrap_servers):
         publication = build_publication(spark.get_session(), plan, log=context.log)
         target = PublicationTarget(
