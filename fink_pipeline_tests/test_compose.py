@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fink_pipeline.orchestration.resources import PRODUCTION_ENV, REQUIRED_PRODUCTION_ENV
+from fink_pipeline.orchestration.resources import PRODUCTION_ENV, REQUIRED_PRODUCTION_ENV, STORAGE_CREDENTIAL_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "docker"
@@ -93,7 +93,7 @@ def test_code_server_environment_matches_production_resources(services):
     data = mounts["fink-data"]
     assert worker_mounts["fink-data"] == data
     for name in ("FINK_ARCHIVE_ROOT", "FINK_TABLE_ROOT", "FINK_REQUEST_ROOT", "FINK_STANDING_ROOT"):
-        assert env[name].startswith(data + "/"), name
+        assert _default(env[name]).startswith(data + "/"), name
     import json
 
     conf = json.loads(env["FINK_SPARK_CONF"])
@@ -138,3 +138,57 @@ def test_instance_storage_is_the_compose_postgres(services, monkeypatch):
     config, _ = dagster_instance_config(str(DOCKER), "dagster.yaml")
     assert config["run_coordinator"]["class"] == "QueuedRunCoordinator"
     assert "run_queue" not in config  # incompatible with concurrency.runs (dagster notes, gotcha 1)
+
+
+# services whose processes read the pipeline's settings (the webserver and daemon only talk to
+# the code server) and, for the executors, the object-store credentials
+CODE_SERVICES = ("fink-code-server",)
+
+
+def test_compose_sets_every_variable_production_reads_and_nothing_else(services):
+    """One to one: each variable of PRODUCTION_ENV (settings fields and object-store
+    credentials) is set for the code server; every FINK_ variable of any service is one the
+    settings know; secrets are only references to the caller's environment."""
+    for service in CODE_SERVICES:
+        env = services[service]["environment"]
+        assert sorted(set(PRODUCTION_ENV) - set(env)) == [], service
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        unknown = [v for v in env if v.startswith("FINK_") and v not in PRODUCTION_ENV
+                   and v not in ("FINK_DEPLOYMENT", "FINK_PIPELINE_HOME")]
+        assert unknown == [], name
+    for name in STORAGE_CREDENTIAL_ENV:  # the executors (S3A, Arrow tasks) need them too
+        for service in (*CODE_SERVICES, "spark-worker"):
+            assert services[service]["environment"][name] == f"${{{name}:-}}", (service, name)
+    code = services["fink-code-server"]["environment"]
+    for name in ("FINK_ARCHIVE_ROOT", "FINK_TABLE_ROOT", "FINK_ARCHIVE_STORAGE_OPTIONS", "FINK_TABLE_STORAGE_OPTIONS",
+                 "FINK_SPARK_REMOTE"):
+        assert code[name].startswith(f"${{{name}:-"), name  # the caller's environment chooses
+
+
+def test_compose_defaults_build_the_production_resources(services, monkeypatch):
+    """The code server's environment, as compose resolves it with nothing set by the caller, is
+    accepted by the settings classes and gives the production resources the compose values."""
+    import dagster as dg
+
+    from fink_pipeline.orchestration.resources import production_resources
+
+    env = {name: _default(value) for name, value in services["fink-code-server"]["environment"].items()}
+    for name in (*PRODUCTION_ENV, "FINK_DEPLOYMENT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        if value:
+            monkeypatch.setenv(name, str(value))
+    resources = production_resources()
+    assert resources["tables"].root == dg.EnvVar("FINK_TABLE_ROOT")
+    assert resources["tables"].storage_options == {} and resources["tables"].secret_access_key is None
+    assert resources["kafka"].retention_ms == int(env["FINK_KAFKA_RETENTION_MS"])
+    assert resources["kafka"].partitions == int(env["FINK_KAFKA_PARTITIONS"])
+    assert resources["spark"].conf["spark.driver.host"] == "fink-code-server"
+    # object storage chosen by the caller: options from the JSON variable, keys as EnvVars
+    monkeypatch.setenv("FINK_TABLE_STORAGE_OPTIONS", '{"AWS_ENDPOINT_URL": "https://s3.example.org"}')
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "id")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    tables = production_resources()["tables"]
+    assert tables.storage_options == {"AWS_ENDPOINT_URL": "https://s3.example.org"}
+    assert tables.secret_access_key == dg.EnvVar("AWS_SECRET_ACCESS_KEY")
