@@ -118,10 +118,10 @@ def transfer_request(
 ) -> dg.MaterializeResult:
     """The submitted request, validated against the survey schema and the archive's nights, with
     its estimated alert count and size (exact from the nightly statistics for nights and classes)."""
+    _check_spark_reads_archive(archive, spark)
     if _run_selects_spark(context):
         spark.warm_up()  # the JVM starts while the request is validated and estimated
     request, plan = _plan(context, archive, requests)
-    _check_spark_reads_archive(archive, spark)
     for note in plan.notes:
         context.log.warning(note)
     context.log.info(f"Request {request.request_id} for topic {request.topic} is valid")
