@@ -87,7 +87,7 @@ from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import StatusWriter, TransferStatus, publication_id_for, read_status
 from fink_pipeline.kafka.topics import ensure_topic
 from fink_pipeline.kafka.wire import owned_kafka_partitions, schema_message_value, schema_topic, status_topic
-from fink_pipeline.spark import spark_to_arrow_schema
+from fink_pipeline.spark import is_connect_session, spark_to_arrow_schema
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -98,6 +98,10 @@ LOGGER = logging.getLogger("fink_pipeline.publish")
 _CANCEL_TIMEOUT_S = SETTLE_TIMEOUT_S + 30.0
 # How long the publication waits for its worker warm-up before starting anyway.
 _WARM_UP_TIMEOUT_S = 60.0
+# Over Spark Connect, how long the driver waits after interrupting a failed publishing job:
+# Spark's default spark.python.task.killTimeout (15 s) plus margin; the server's tasks cannot be
+# watched from a client (see _collect_tagged).
+_CONNECT_SETTLE_S = 20.0
 # Spark applications whose Python workers were warmed up (workers live as long as it does).
 _WARMED_APPLICATIONS: set[str] = set()
 
@@ -179,8 +183,7 @@ def publish_dataframe(
     avro_schema = avro_schema_from_arrow(arrow_schema)
     fingerprint = schema_fingerprint(avro_schema)
     log.info("Schema OK...")
-    spark_conf = df.sparkSession.sparkContext.getConf()
-    if spark_conf.get("spark.speculation", "false").lower() == "true":
+    if str(df.sparkSession.conf.get("spark.speculation", "false")).lower() == "true":
         raise ValueError("spark.speculation=true runs two attempts of a task at once, which would both "
                          "write the same Kafka partitions: disable it for publishing")
 
@@ -197,10 +200,7 @@ def publish_dataframe(
         return report
 
     # At most one Spark partition per Kafka partition, each Kafka partition with one owner.
-    spark_partitions = df.rdd.getNumPartitions()
-    if spark_partitions > options.partitions:
-        df = df.coalesce(options.partitions)
-        spark_partitions = df.rdd.getNumPartitions()
+    df, spark_partitions = _owner_partitions(df, options.partitions, key_column)
     _check_ownership(previous, spark_partitions, options.partitions)
 
     status = StatusWriter(settings, topic, create=False)
@@ -296,6 +296,24 @@ def _check_same_publication(previous: TransferStatus, topic: str, request_id: st
         )
 
 
+def _owner_partitions(df: "DataFrame", kafka_partitions: int, key_column: str) -> tuple["DataFrame", int]:
+    """`df` with at most `kafka_partitions` Spark partitions, and how many it has.
+
+    A classic session coalesces (no shuffle: tasks publish from their first scanned rows). A
+    Spark Connect client cannot count a plan's partitions (no RDD), so there the rows are
+    hash-partitioned into exactly `kafka_partitions` by the message key (or, for selection rows
+    that locate the content in the archive, by all their columns): deterministic, every
+    evaluation puts each row in the same Spark partition, which exactly-once relies on."""
+    if not is_connect_session(df.sparkSession):
+        spark_partitions = df.rdd.getNumPartitions()
+        if spark_partitions > kafka_partitions:
+            df = df.coalesce(kafka_partitions)
+            spark_partitions = df.rdd.getNumPartitions()
+        return df, spark_partitions
+    keys = [key_column] if key_column in df.columns else list(df.columns)
+    return df.repartition(kafka_partitions, *keys), kafka_partitions
+
+
 def _check_ownership(previous: TransferStatus, spark_partitions: int, kafka_partitions: int) -> None:
     """A resumed run must give each Kafka partition the same owner as the interrupted one."""
     for spark_partition, progress in previous.progress_by_spark_partition.items():
@@ -324,6 +342,8 @@ def start_worker_warm_up(session: "SparkSession", job_group: str) -> threading.T
     otherwise spends seconds importing before its first alert. A tiny job in `job_group`, run
     in a thread, once per Spark application; Spark reuses its workers for the publishing
     tasks. Best effort: a failure only costs the warm start. None when already done."""
+    if is_connect_session(session):  # a long-lived server: its Python workers are warm already
+        return None
     application = session.sparkContext.applicationId
     if application in _WARMED_APPLICATIONS:
         return None
@@ -346,7 +366,12 @@ def start_worker_warm_up(session: "SparkSession", job_group: str) -> threading.T
 def _collect_in_job_group(mapped: "DataFrame", topic: str) -> list:
     """Run the publishing job; if it fails, wait for its cancelled tasks to stop before
     raising, so that none of them still produces when the caller re-runs it: if they do not
-    stop within `_CANCEL_TIMEOUT_S`, raise an error that says so instead of the job's."""
+    stop within `_CANCEL_TIMEOUT_S`, raise an error that says so instead of the job's.
+    Over Spark Connect (no SparkContext, no status tracker) the job is tagged and interrupted
+    on failure, then the driver waits `_CONNECT_SETTLE_S`, the time a failed attempt takes to
+    settle and a cancelled Python worker to be killed."""
+    if is_connect_session(mapped.sparkSession):
+        return _collect_tagged(mapped, topic)
     sc = mapped.sparkSession.sparkContext
     keys = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
     saved = {key: sc.getLocalProperty(key) for key in keys}
@@ -368,6 +393,24 @@ def _collect_in_job_group(mapped: "DataFrame", topic: str) -> list:
     finally:
         for key, value in saved.items():
             sc.setLocalProperty(key, value)
+
+
+def _collect_tagged(mapped: "DataFrame", topic: str) -> list:
+    """`_collect_in_job_group` over Spark Connect: an operation tag instead of a job group."""
+    session = mapped.sparkSession
+    tag = f"fink-publish-{uuid.uuid4().hex[:12]}"
+    session.addTag(tag)
+    try:
+        return mapped.collect()
+    except Exception:
+        try:
+            session.interruptTag(tag)
+        except Exception as interrupt_error:  # the server may be gone: nothing runs there any more
+            LOGGER.info(f"interrupting {tag} failed: {interrupt_error}")
+        time.sleep(_CONNECT_SETTLE_S)
+        raise
+    finally:
+        session.removeTag(tag)
 
 
 def _wait_for_job_group(sc, group: str, timeout_s: float) -> int:
