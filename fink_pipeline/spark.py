@@ -112,12 +112,7 @@ def open_spark_session(
 
 def is_connect_session(session) -> bool:
     """Whether `session` is a Spark Connect client (no SparkContext, no JVM in this process)."""
-    try:
-        from pyspark.sql.utils import is_remote
-    except ImportError:  # pragma: no cover - pyspark without Connect
-        return False
-    return type(session).__module__.startswith("pyspark.sql.connect") or (
-        is_remote() and not hasattr(session, "_jsc"))
+    return type(session).__module__.startswith("pyspark.sql.connect")
 
 
 def connect_session(remote: str, conf: Mapping[str, str] | None = None) -> "SparkSession":
@@ -131,7 +126,7 @@ def connect_session(remote: str, conf: Mapping[str, str] | None = None) -> "Spar
     try:
         from pyspark.sql.connect.utils import check_dependencies
 
-        check_dependencies("pyspark.sql.connect")
+        check_dependencies()
     except ImportError as exc:
         raise ImportError(f"Spark Connect needs pyspark's Connect client packages ({exc}): "
                           "pip install 'pyspark[connect]' (scripts/run setup installs them)") from None

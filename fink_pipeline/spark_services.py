@@ -59,8 +59,6 @@ def service_env(host: str, work_dir: Path, extra: Mapping[str, str] | None = Non
         "SPARK_LOG_DIR": str(work_dir / "logs"),
         "SPARK_PID_DIR": str(work_dir / "pids"),
         "PYSPARK_PYTHON": env.get("PYSPARK_PYTHON", sys.executable),
-        # the master and workers only schedule: a small heap (executors get their own JVMs)
-        "SPARK_DAEMON_MEMORY": env.get("SPARK_DAEMON_MEMORY", "256m"),
     })
     env.update(extra or {})
     return env
@@ -105,7 +103,7 @@ def start_master(work_dir: Path, host: str = "127.0.0.1", timeout_s: float = 60.
     port, ui_port = free_port(host), free_port(host)
     args = [os.path.join(spark_home(), "bin", "spark-class"), MASTER_CLASS,
             "--host", host, "--port", str(port), "--webui-port", str(ui_port)]
-    process = start_process("master", args, service_env(host, work_dir), work_dir / "logs" / "master.out")
+    process = start_process("master", args, _daemon_env(host, work_dir), work_dir / "logs" / "master.out")
     ui = f"http://{host}:{ui_port}"
     try:
         _wait(lambda: master_state(ui) is not None, process, timeout_s)
@@ -121,7 +119,13 @@ def start_worker(master_url: str, work_dir: Path, name: str, host: str = "127.0.
     args = [os.path.join(spark_home(), "bin", "spark-class"), WORKER_CLASS,
             "--cores", str(cores), "--memory", memory, "--host", host,
             "--webui-port", str(free_port(host)), "--work-dir", str(work_dir / name), master_url]
-    return start_process(name, args, service_env(host, work_dir), work_dir / "logs" / f"{name}.out")
+    return start_process(name, args, _daemon_env(host, work_dir), work_dir / "logs" / f"{name}.out")
+
+
+def _daemon_env(host: str, work_dir: Path) -> dict[str, str]:
+    """A master's or worker's environment: they only schedule, a small heap does (executors get
+    their own JVMs; the Connect server's driver heap is its spark.driver.memory)."""
+    return service_env(host, work_dir, {"SPARK_DAEMON_MEMORY": os.environ.get("SPARK_DAEMON_MEMORY", "256m")})
 
 
 def master_state(ui: str, timeout_s: float = 2.0) -> dict | None:
@@ -194,3 +198,105 @@ def _stop_group(pid: int, timeout_s: float, popen: subprocess.Popen | None = Non
             popen.wait(5)
         except subprocess.TimeoutExpired:
             pass
+
+
+# --- Spark Connect: one long-lived Spark that runs attach to ------------------------------------
+
+CONNECT_STATE_FILE = "spark-connect.json"
+# Server defaults: the embedded stack's conf (fink_pipeline.spark), minus what a long-lived JVM
+# should not take (the short-lived driver's C1-only JIT: a server's C2 compiles pay back), plus a
+# session per run that its Python workers outlive.
+CONNECT_SERVER_CONF: dict[str, str] = {
+    "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods",
+    "spark.python.worker.reuse": "true",
+}
+
+
+def connect_server_conf(master: str, conf: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The conf a Connect server starts with: `fink_pipeline.spark.default_conf(master)` (so a
+    run through the server publishes what a local run does), `CONNECT_SERVER_CONF`, then `conf`."""
+    from fink_pipeline.spark import default_conf
+
+    settings = default_conf(master)
+    settings.update(CONNECT_SERVER_CONF)
+    settings.update(conf or {})
+    return settings
+
+
+def start_connect_server(work_dir: Path, port: int | None = None, host: str = "127.0.0.1",
+                         master: str = "local[*]", conf: Mapping[str, str] | None = None,
+                         timeout_s: float = 120.0) -> tuple[SparkProcess, str]:
+    """A Spark Connect server (`SparkConnectServer`, as `sbin/start-connect-server.sh` starts it)
+    on `host:port` (default a free port), its own Spark application on `master`:
+    (process, sc://host:port), once a client session answers a query."""
+    port = port or free_port(host)
+    settings = connect_server_conf(master, conf)
+    settings.update({"spark.connect.grpc.binding.address": host, "spark.connect.grpc.binding.port": str(port)})
+    args = [os.path.join(spark_home(), "bin", "spark-submit"), "--class", CONNECT_SERVER_CLASS,
+            "--name", "fink-pipeline Spark Connect", "--master", master]
+    if "spark.driver.memory" in settings:  # a JVM option: only spark-submit can set it
+        args += ["--driver-memory", settings["spark.driver.memory"]]
+    for key, value in sorted(settings.items()):
+        args += ["--conf", f"{key}={value}"]
+    env = service_env(host, work_dir, {"SPARK_CONNECT_MODE": "0"})
+    process = start_process("connect", args, env, work_dir / "logs" / "connect.out")
+    url = f"sc://{host}:{port}"
+    try:
+        _wait(lambda: _port_open(host, port), process, timeout_s)
+    except BaseException:
+        process.stop()
+        raise
+    return process, url
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def start_managed_connect(state_dir: Path, port: int | None = None, host: str = "127.0.0.1",
+                          master: str = "local[*]", conf: Mapping[str, str] | None = None) -> str:
+    """Start the state directory's Connect server (`fink-pipeline spark connect start`); its URL.
+
+    Refused when one already runs (its URL is in the message)."""
+    running = status_managed_connect(state_dir)
+    if running:
+        raise SparkServiceError(f"a Spark Connect server already runs at {running}: "
+                                "`fink-pipeline spark connect stop` first")
+    work = state_dir / "spark-connect"
+    process, url = start_connect_server(work, port=port, host=host, master=master, conf=conf)
+    state = {"pid": process.pid, "url": url, "host": host, "port": int(url.rsplit(":", 1)[1]),
+             "log": str(process.log)}
+    tmp = state_dir / f".{CONNECT_STATE_FILE}.tmp"
+    tmp.write_text(json.dumps(state))
+    tmp.replace(state_dir / CONNECT_STATE_FILE)
+    return url
+
+
+def status_managed_connect(state_dir: Path) -> str | None:
+    """The URL of the state directory's Connect server when it runs and listens, else None."""
+    try:
+        state = json.loads((state_dir / CONNECT_STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    if not _pid_alive(int(state["pid"])) or not _port_open(state["host"], int(state["port"])):
+        return None
+    return state["url"]
+
+
+def stop_managed_connect(state_dir: Path, timeout_s: float = 30.0) -> bool:
+    """Stop the state directory's Connect server; False when none was running."""
+    path = state_dir / CONNECT_STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    pid = int(state["pid"])
+    was_running = _pid_alive(pid)
+    if was_running:
+        _stop_group(pid, timeout_s)
+    path.unlink(missing_ok=True)
+    return was_running

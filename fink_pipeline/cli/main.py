@@ -10,6 +10,7 @@ import sys
 COMMAND_MODULES = (
     "fink_pipeline.cli.demo",
     "fink_pipeline.cli.broker",
+    "fink_pipeline.cli.spark",
     "fink_pipeline.cli.archive",
     "fink_pipeline.cli.request",
     "fink_pipeline.cli.standing",

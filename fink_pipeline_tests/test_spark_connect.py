@@ -1,0 +1,96 @@
+"""A whole transfer through a Spark Connect server (warm Spark that runs attach to).
+
+The server (`spark_services.start_connect_server`, what `fink-pipeline spark connect start`
+runs) is its own JVM with its own Python workers; the run is a fresh Python process whose only
+Spark setting is the deployment's FINK_SPARK_REMOTE=sc://127.0.0.1:<port> (a client: no JVM in
+it). Checked: the topic and the Delta table hold exactly the selected alerts, the run's
+SparkResource attached to the server instead of starting Spark, and a second run attaches too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from fink_pipeline.archive.generate import generate_archive
+from fink_pipeline.consumer.readers import read_delta_table
+from fink_pipeline.spark_services import start_connect_server
+from fink_pipeline.surveys import get_survey
+from fink_pipeline.transfer.request import TransferRequest
+from fink_pipeline.transfer.store import RequestStore
+from fink_pipeline_tests.test_end_to_end import independent_selection
+from fink_pipeline_tests.test_publish import candids, read_topic
+from fink_pipeline_tests.test_spark_cluster import RUNNER
+
+pytestmark = [pytest.mark.kafka]
+
+START = dt.date(2024, 3, 1)
+CLASSES = ["SN candidate", "Early SN Ia candidate", "Unknown", "RRLyr", "Ambiguous"]
+
+
+@pytest.fixture(scope="module")
+def connect_server(tmp_path_factory):
+    """(sc:// URL, archive): a Spark Connect server on local[2] (stopped after), and an archive of
+    2 nights x 1,500 alerts generated while it starts."""
+    work, archive = tmp_path_factory.mktemp("spark-connect"), str(tmp_path_factory.mktemp("archive"))
+    with ThreadPoolExecutor(1) as pool:
+        generated = pool.submit(generate_archive, get_survey("ztf"), archive, START, nights=2,
+                                alerts_per_night=1500, seed=5, with_cutouts=False)
+        process, url = start_connect_server(work, master="local[2]", conf={"spark.driver.memory": "1g"})
+        try:
+            generated.result()
+            yield url, archive
+        finally:
+            process.stop()
+
+
+def run_through_server(url: str, broker: str, archive: str, tmp_path, request: TransferRequest):
+    """`run_transfer` of `request` in a fresh process whose deployment names only the server."""
+    requests, tables = tmp_path / "requests", tmp_path / "tables"
+    RequestStore(requests).save(request)
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("FINK_", "PYSPARK_", "SPARK_"))}
+    # a master that cannot work: the run must not start Spark, only attach to the server
+    env.update(FINK_SPARK_REMOTE=url, FINK_SPARK_MASTER="spark://127.0.0.1:9",
+               FINK_PIPELINE_HOME=str(tmp_path / "state"))
+    return subprocess.run([sys.executable, "-c", RUNNER, request.topic, broker, archive, str(tables),
+                           str(requests)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.parametrize("classes", [
+    CLASSES,
+    # a second run of another process on the same server (opt-in: -m slow; ~15 s)
+    pytest.param(["SN candidate", "Unknown"], marks=pytest.mark.slow),
+], ids=["first-run", "second-run"])
+def test_transfer_through_a_spark_connect_server(connect_server, kafka_broker, kafka_settings, tmp_path, classes):
+    url, archive = connect_server
+    request = TransferRequest(survey="ztf", start=START.isoformat(), stop=(START + dt.timedelta(days=1)).isoformat(),
+                              classes=classes, content="light").with_identity()
+    completed = run_through_server(url, kafka_broker, archive, tmp_path, request)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
+
+    expected = independent_selection(archive, [START, START + dt.timedelta(days=1)], classes)
+    expected_ids = sorted(expected["candid"].to_pylist())
+    assert len(expected_ids) > 300
+    assert f"published {len(expected_ids)}" in completed.stdout
+    assert sorted(candids(read_topic(kafka_settings, request.topic))) == expected_ids
+    table = read_delta_table(str(tmp_path / "tables" / request.topic))
+    assert sorted(table["candid"].to_pylist()) == expected_ids
+    assert set(table["finkclass"].to_pylist()) <= set(classes)
+    # the run attached to the server: no JVM of its own (its Spark master would have failed)
+    assert "spark://127.0.0.1:9" not in completed.stderr
+
+
+def test_bad_remote_url_names_the_variable(monkeypatch):
+    from fink_pipeline.env import EnvSettingsError
+    from fink_pipeline.orchestration.settings import DeploymentSettings
+
+    monkeypatch.setenv("FINK_SPARK_REMOTE", "127.0.0.1:15002")
+    with pytest.raises((EnvSettingsError, ValueError), match="FINK_SPARK_REMOTE=.*sc://host:port"):
+        DeploymentSettings.load()
+    monkeypatch.setenv("FINK_SPARK_REMOTE", "sc://127.0.0.1:15002")
+    assert DeploymentSettings.load().spark_remote == "sc://127.0.0.1:15002"
