@@ -227,3 +227,37 @@ def test_spark_without_the_s3_connector_is_told_before_it_fails(spark, s3_env, b
     assert spark_archive_access_error("/data/archive", {}) is None
     assert spark_archive_access_error(f"{bucket}/archive",
                                       {"spark.jars.packages": f"org.apache.hadoop:hadoop-aws:{version}"}) is None
+
+
+@pytest.mark.kafka
+def test_pipeline_transfer_materializes_its_table_on_s3(spark, kafka_broker, s3_env, bucket, tmp_path, monkeypatch):
+    """A whole transfer (Spark, Kafka, the alert_table asset) with FINK_TABLE_STORAGE_OPTIONS and
+    an s3:// table root: the Delta table on the server holds each published alert once, with the
+    Kafka offsets it resumes from committed in its log."""
+    import dagster as dg
+    import polars as pl
+
+    from fink_pipeline.archive.generate import generate_archive
+    from fink_pipeline.consumer.readers import delta_committed_offsets
+    from fink_pipeline.orchestration.launch import run_transfer
+    from fink_pipeline.transfer.request import TransferRequest
+
+    archive = str(tmp_path / "archive")
+    generate_archive(get_survey("ztf"), archive, dt.date(2024, 3, 1), 1, 1_000, seed=3, with_cutouts=False)
+    monkeypatch.setenv("FINK_TABLE_STORAGE_OPTIONS", json.dumps(s3_env.storage_options))
+    request = TransferRequest(start="2024-03-01", stop="2024-03-01", content="light").with_identity()
+    tables = f"{bucket}/tables"
+    with dg.instance_for_test() as instance:
+        result = run_transfer(request, bootstrap=kafka_broker, archive_root=archive, table_root=tables,
+                              request_root=str(tmp_path / "requests"), instance=instance)
+    assert result.success
+    meta = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("transferred_alerts")}
+    uri = f"{tables}/{request.topic}"
+    assert meta["alert_table"]["path"].value == uri
+    published = meta["alert_topic"]["alerts_published"].value
+    assert published == 1_000
+    options = {**s3_env.storage_options, **s3_env.credentials_env}
+    ids = pl.read_delta(uri, storage_options=options)["candid"].to_list()
+    assert len(ids) == len(set(ids)) == published
+    # where a rerun resumes: every message's offset, committed with the rows
+    assert sum(delta_committed_offsets(uri, range(10), options).values()) == published
