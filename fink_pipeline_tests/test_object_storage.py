@@ -261,3 +261,19 @@ def test_pipeline_transfer_materializes_its_table_on_s3(spark, kafka_broker, s3_
     assert len(ids) == len(set(ids)) == published
     # where a rerun resumes: every message's offset, committed with the rows
     assert sum(delta_committed_offsets(uri, range(10), options).values()) == published
+
+
+def test_restart_from_beginning_removes_an_s3_table(s3_env, bucket):
+    """`fink_datatransfer --restart_from_beginning` on an s3:// output deletes its objects (the
+    local rmtree it used would not see them)."""
+    from fink_pipeline.cli.datatransfer import remove_output
+    from fink_pipeline.consumer.sinks import Publication
+
+    uri = f"{bucket}/tables/ftransfer_ztf_2024-03-01_rm"
+    sink = _sink(uri, s3_env.storage_options)
+    sink.prepare(pa.schema([("candid", pa.int64())]))
+    sink.claim(Publication("ftransfer_ztf_2024-03-01_rm", "p"))
+    assert sink.held_publication() is not None
+    assert remove_output(uri, s3_env.storage_options)
+    assert _sink(uri, s3_env.storage_options).held_publication() is None
+    assert not remove_output(uri, s3_env.storage_options)
