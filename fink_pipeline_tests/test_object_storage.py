@@ -277,3 +277,21 @@ def test_restart_from_beginning_removes_an_s3_table(s3_env, bucket):
     assert remove_output(uri, s3_env.storage_options)
     assert _sink(uri, s3_env.storage_options).held_publication() is None
     assert not remove_output(uri, s3_env.storage_options)
+
+
+def test_s3_commits_are_conditional_puts_without_any_locking_option(s3_env, bucket):
+    """Two writers committing the same table version on S3: delta-rs's put-if-absent lets one
+    win and the other fail (no AWS_S3_ALLOW_UNSAFE_RENAME, no lock), so no commit is overwritten:
+    what the consumers' exactly-once offsets rely on."""
+    from deltalake import CommitProperties, DeltaTable, write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    uri, options = f"{bucket}/race", s3_env.storage_options
+    rows = pa.table({"candid": pa.array([1], pa.int64())})
+    write_deltalake(uri, rows, storage_options=options)
+    first, second = DeltaTable(uri, storage_options=options), DeltaTable(uri, storage_options=options)
+    write_deltalake(first, rows, mode="append")
+    with pytest.raises(CommitFailedError):
+        write_deltalake(second, rows, mode="append", commit_properties=CommitProperties(max_commit_retries=0))
+    table = DeltaTable(uri, storage_options=options)
+    assert table.version() == 1 and len(table.file_uris()) == 2
