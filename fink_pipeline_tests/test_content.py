@@ -136,6 +136,39 @@ def test_request_that_cannot_read_a_night_fails_before_spark_naming_the_column(n
         assert "stores 'mangrove' as null where the archive schema has map<string, string>" in message
 
 
+def test_replanning_rereads_only_changed_files_and_still_checks_each_one(night_archive, monkeypatch) -> None:
+    """A run plans its request three times: unchanged footers are read once per process, yet a
+    file rewritten since (another size and time) is read again and checked on its own, even
+    when every other file of the night has the schema already checked."""
+    import shutil
+
+    (first, _), = night_files(night_archive, "ztf", NIGHT)
+    last = first.rsplit("/", 1)[0] + "/part-90001.parquet"
+    for copy in ("part-90000.parquet", "part-90001.parquet"):
+        shutil.copy(first, first.rsplit("/", 1)[0] + "/" + copy)
+    opened: list[str] = []
+    real = pq.ParquetFile
+
+    def counting(source, *args, **kwargs):
+        opened.append(getattr(source, "path", source))
+        return real(source, *args, **kwargs)
+
+    monkeypatch.setattr(pq, "ParquetFile", counting)
+
+    def plan():
+        return plan_transfer(_map_key_request(), night_archive, list_nights(night_archive, "ztf"))
+
+    assert len(plan().footers[NIGHT]) == 3
+    opened.clear()
+    assert len(plan().footers[NIGHT]) == 3 and opened == []
+    table = real(last).read()
+    index = table.schema.get_field_index("mangrove")
+    pq.write_table(table.set_column(index, pa.field("mangrove", pa.null()), pa.nulls(table.num_rows)), last)
+    with pytest.raises(RequestError, match=f"file {last} stores 'mangrove' as null"):
+        plan()
+    assert len(opened) == 1
+
+
 @pytest.mark.spark
 def test_map_key_on_a_night_lacking_the_map_column_reaches_no_traceback(spark, night_archive) -> None:
     _rewrite_mangrove(night_archive, "drop")

@@ -27,8 +27,9 @@ import datetime as dt
 import hashlib
 import json
 import re
+import threading
 import uuid
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Iterable, Sequence
 
@@ -181,24 +182,44 @@ def night_files(root: str, survey: str, night: dt.date) -> list[tuple[str, int]]
     """(path, size) of the night's visible Parquet files, sorted by name ([] for no night)."""
     fs, base = resolve(night_dir(root, survey, night))
     infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    files = [
-        (info.path, info.size)
-        for info in infos
-        if info.type == pafs.FileType.File
-        and info.base_name.endswith(".parquet")
-        and not info.base_name.startswith((".", "_"))
-    ]
+    files = [(info.path, info.size) for info in infos if _visible_parquet(info)]
     return sorted(files)
 
 
 def night_footers(root: str, survey: str, night: dt.date) -> dict[str, pq.FileMetaData]:
-    """The footer of each of the night's files (`night_files` order), by path ({} for no night)."""
-    fs, _ = resolve(root)
+    """The footer of each of the night's files (`night_files` order), by path ({} for no night).
+
+    Footers this process read already are reused while the file's size and modification time
+    are unchanged: a run plans its request three times (the command's check, then the run's
+    two steps), ~1 s of footers each for 4 nights of 100 files."""
+    fs, base = resolve(night_dir(root, survey, night))
+    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
     footers = {}
-    for path, _ in night_files(root, survey, night):
-        with fs.open_input_file(path) as handle:
-            footers[path] = pq.ParquetFile(handle).metadata
+    for info in sorted((i for i in infos if _visible_parquet(i)), key=lambda i: i.path):
+        # a store that gives no modification time gets no reuse
+        key = (info.path, info.size, info.mtime_ns) if info.mtime_ns is not None else None
+        with _FOOTER_CACHE_LOCK:
+            footer = _FOOTER_CACHE.get(key) if key else None
+        if footer is None:
+            with fs.open_input_file(info.path) as handle:
+                footer = pq.ParquetFile(handle).metadata
+        if key is not None:
+            with _FOOTER_CACHE_LOCK:
+                _FOOTER_CACHE[key] = footer
+                while len(_FOOTER_CACHE) > _FOOTER_CACHE_SIZE:
+                    _FOOTER_CACHE.popitem(last=False)
+        footers[info.path] = footer
     return footers
+
+
+_FOOTER_CACHE: OrderedDict[tuple[str, int, int], pq.FileMetaData] = OrderedDict()
+_FOOTER_CACHE_SIZE = 1024  # ~0.5 MiB each in memory for ZTF files (~1,000 columns)
+_FOOTER_CACHE_LOCK = threading.Lock()
+
+
+def _visible_parquet(info: pafs.FileInfo) -> bool:
+    return (info.type == pafs.FileType.File and info.base_name.endswith(".parquet")
+            and not info.base_name.startswith((".", "_")))
 
 
 def night_row_count(root: str, survey: str, night: dt.date) -> int:
