@@ -102,6 +102,10 @@ _WARM_UP_TIMEOUT_S = 60.0
 # Spark's default spark.python.task.killTimeout (15 s) plus margin; the server's tasks cannot be
 # watched from a client (see _collect_tagged).
 _CONNECT_SETTLE_S = 20.0
+# Over Spark Connect, the tasks of the Python worker warm-up (a client cannot see the cores).
+_CONNECT_WARM_UP_TASKS = 8
+# Over Spark Connect, archive rows go to publishing tasks by blocks of this many rows of a file.
+_CONNECT_BLOCK_ROWS = 65536
 # Spark applications whose Python workers were warmed up (workers live as long as it does).
 _WARMED_APPLICATIONS: set[str] = set()
 
@@ -301,16 +305,25 @@ def _owner_partitions(df: "DataFrame", kafka_partitions: int, key_column: str) -
 
     A classic session coalesces (no shuffle: tasks publish from their first scanned rows). A
     Spark Connect client cannot count a plan's partitions (no RDD), so there the rows are
-    hash-partitioned into exactly `kafka_partitions` by the message key (or, for selection rows
-    that locate the content in the archive, by all their columns): deterministic, every
-    evaluation puts each row in the same Spark partition, which exactly-once relies on."""
+    hash-partitioned into exactly `kafka_partitions`: deterministic, every evaluation puts each
+    row in the same Spark partition, which exactly-once relies on. Rows holding content go by
+    their message key; selection rows that locate the content in the archive go by blocks of
+    `_CONNECT_BLOCK_ROWS` rows of a file, so that a task decodes the row groups of its own
+    blocks only (by single rows, every task would decode every row group)."""
     if not is_connect_session(df.sparkSession):
         spark_partitions = df.rdd.getNumPartitions()
         if spark_partitions > kafka_partitions:
             df = df.coalesce(kafka_partitions)
             spark_partitions = df.rdd.getNumPartitions()
         return df, spark_partitions
-    keys = [key_column] if key_column in df.columns else list(df.columns)
+    from pyspark.sql import functions as F
+
+    from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN
+
+    if FILE_COLUMN in df.columns and ROW_COLUMN in df.columns:
+        keys = [F.col(FILE_COLUMN), F.floor(F.col(ROW_COLUMN) / _CONNECT_BLOCK_ROWS)]
+    else:
+        keys = [F.col(key_column)] if key_column in df.columns else [F.col(c) for c in df.columns]
     return df.repartition(kafka_partitions, *keys), kafka_partitions
 
 
@@ -342,18 +355,21 @@ def start_worker_warm_up(session: "SparkSession", job_group: str) -> threading.T
     otherwise spends seconds importing before its first alert. A tiny job in `job_group`, run
     in a thread, once per Spark application; Spark reuses its workers for the publishing
     tasks. Best effort: a failure only costs the warm start. None when already done."""
-    if is_connect_session(session):  # a long-lived server: its Python workers are warm already
-        return None
-    application = session.sparkContext.applicationId
+    connect = is_connect_session(session)
+    # a Spark Connect server starts Python workers per client session (its own environment)
+    application = f"connect:{session.session_id}" if connect else session.sparkContext.applicationId
     if application in _WARMED_APPLICATIONS:
         return None
     _WARMED_APPLICATIONS.add(application)
 
     def run() -> None:
-        sc = session.sparkContext
         try:
-            sc.setJobGroup(job_group, "warm up the Python workers for publishing")
-            workers = max(1, sc.defaultParallelism)
+            if connect:  # no SparkContext: enough tiny tasks to reach every core of a small server
+                workers = _CONNECT_WARM_UP_TASKS
+            else:
+                sc = session.sparkContext
+                sc.setJobGroup(job_group, "warm up the Python workers for publishing")
+                workers = max(1, sc.defaultParallelism)
             session.range(workers, numPartitions=workers).mapInArrow(warm_worker, "id long").collect()
         except Exception as exc:  # the publication itself reports real problems
             LOGGER.info(f"Python worker warm-up skipped: {exc}")
