@@ -20,7 +20,18 @@ rows; content: reading and classifying their content with Arrow; route, encode, 
 commit), and the raw produce rate. Last line:
 `publish vs raw produce: X` (best warm publish rate / raw produce rate).
 
+`--spark connect` measures warm Spark instead (issue 18): a Spark Connect server (`local[2]`,
+started as `fink-pipeline spark connect start` starts it, then warmed by `--warm-runs`
+publications from a throwaway process) against today's cold local session. `--runs` times,
+interleaved, a fresh Python process publishes the night once: `local` builds its own
+`local[2]` session (a cold JVM, as every Dagster run does today), `connect` attaches to the warm
+server (FINK_SPARK_REMOTE). Printed per mode: the first publication's rate (`publish_dataframe`
+alone, the session's start not counted) and the whole process's wall time (interpreter start,
+imports, session, publication), medians of the runs. Last line:
+`connect first run vs cold local: X` (median first-publication rates).
+
     .venv/bin/python bench/publish.py [--alerts 100000] [--runs 5] [--conf spark.key=value ...]
+    .venv/bin/python bench/publish.py --spark connect [--alerts 100000] [--runs 3] [--warm-runs 3]
 """
 
 from __future__ import annotations
@@ -144,8 +155,107 @@ def raw_produce(settings, df, options) -> tuple[int, float]:
     return len(values), seconds
 
 
+def publish_once(mode: str, bootstrap: str, root: Path, remote: str | None, runs: int = 1) -> list[dict]:
+    """In this (fresh) process: a session (`local`: a new local[2] JVM; `connect`: a client of
+    `remote`), then `runs` publications of the night; what each took."""
+    from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
+    from fink_pipeline.kafka.settings import KafkaSettings
+    from fink_pipeline.spark import build_spark_session, connect_session
+    from fink_pipeline.surveys.base import JD_UNIX_EPOCH
+    from fink_pipeline.transfer.select import build_publication
+
+    started = time.perf_counter()
+    spark = connect_session(remote) if mode == "connect" else build_spark_session("local[2]", "bench-publish-cold")
+    session_s = time.perf_counter() - started
+    results = []
+    try:
+        for _ in range(runs):
+            publication = build_publication(spark, light_plan(root))
+            topic = f"ftransfer_ztf_bench_{mode}_{uuid.uuid4().hex[:8]}"
+            target = PublicationTarget(topic=topic, request_id=topic, time_column="candidate.jd",
+                                       time_epoch=JD_UNIX_EPOCH)
+            report = publish_dataframe(publication.rows, target, KafkaSettings(bootstrap_servers=bootstrap),
+                                       arrow_content=publication.arrow_content)
+            results.append({"alerts": report.total, "seconds": report.seconds, "session_s": session_s,
+                            "tasks": report.spark_partitions, "task_seconds": report.task_seconds})
+    finally:
+        spark.stop()
+    return results
+
+
+def run_child(mode: str, bootstrap: str, alerts: int, remote: str | None, runs: int = 1) -> tuple[list[dict], float]:
+    """`publish_once` in a fresh Python process: (its results, whole-process wall seconds)."""
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_CONNECT"))}
+    args = [sys.executable, __file__, "--child", mode, "--bootstrap", bootstrap, "--alerts", str(alerts),
+            "--child-runs", str(runs)] + (["--remote", remote] if remote else [])
+    started = time.perf_counter()
+    completed = subprocess.run(args, env=env, capture_output=True, text=True, timeout=1800)
+    wall = time.perf_counter() - started
+    if completed.returncode != 0:
+        raise RuntimeError(f"{mode} child failed:\n{completed.stdout[-2000:]}\n{completed.stderr[-4000:]}")
+    line = next(x for x in completed.stdout.splitlines() if x.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):]), wall
+
+
+def connect_main(args) -> int:
+    """`--spark connect`: first runs of fresh processes on a warm Connect server vs cold local sessions."""
+    import statistics
+    import tempfile
+
+    from fink_pipeline.kafka.broker import EmbeddedBroker
+    from fink_pipeline.spark_services import start_connect_server
+
+    root, generated = ensure_archive(args.alerts)
+    rows: list[tuple[str, str, str]] = [("archive", f"{args.alerts:,} alerts, 1 night, no cutouts",
+                                         f"generated in {generated:.1f} s" if generated else "reused")]
+    rates: dict[str, list[float]] = {"local": [], "connect": []}
+    walls: dict[str, list[float]] = {"local": [], "connect": []}
+    with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="bench-connect-") as work:
+        started = time.perf_counter()
+        server, url = start_connect_server(Path(work), master="local[2]")
+        try:
+            rows.append(("connect server start (not counted)", f"{time.perf_counter() - started:.1f} s", url))
+            warm, wall = run_child("connect", broker.address, args.alerts, url, runs=args.warm_runs)
+            rows.append(("server warm-up (not counted)", f"{wall:.1f} s", ", ".join(
+                f"{r['alerts'] / r['seconds']:,.0f}" for r in warm) + " alerts/s (one process)"))
+            for run in range(1, args.runs + 1):
+                for mode in ("local", "connect"):  # interleaved: both meet the same machine load
+                    load = os.getloadavg()[0]
+                    (result,), wall = run_child(mode, broker.address, args.alerts, url if mode == "connect" else None)
+                    assert result["alerts"] == args.alerts, f"{mode}: published {result['alerts']} of {args.alerts}"
+                    rate = result["alerts"] / result["seconds"]
+                    rates[mode].append(rate)
+                    walls[mode].append(wall)
+                    rows.append((f"run {run} {mode}", f"{rate:,.0f} alerts/s",
+                                 f"publication {result['seconds']:.2f} s ({result['tasks']} Spark tasks), session "
+                                 f"{result['session_s']:.1f} s, whole process {wall:.1f} s, machine load {load:.1f}"))
+                    rows.append(("  task wall s by phase", "", ", ".join(f"{k} {v:.2f}" for k, v in sorted(
+                        result["task_seconds"].items(), key=lambda kv: -kv[1]))))
+        finally:
+            server.stop()
+    for mode, label in (("local", "cold local session"), ("connect", "fresh process, warm Connect server")):
+        rows.append((f"median first run: {label}", f"{statistics.median(rates[mode]):,.0f} alerts/s",
+                     f"whole process {statistics.median(walls[mode]):.1f} s (median of {args.runs})"))
+    width = max(len(r[0]) for r in rows)
+    for name, value, detail in rows:
+        print(f"{name:<{width}}  {value:>18}  {detail}")
+    ratio = statistics.median(rates["connect"]) / statistics.median(rates["local"])
+    print(f"connect first run vs cold local: {ratio:.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spark", choices=("local", "connect"), default="local",
+                        help="local: warm runs in this process (default); connect: fresh processes on a warm "
+                             "Spark Connect server vs cold local sessions")
+    parser.add_argument("--warm-runs", type=int, default=3, help="--spark connect: publications warming the server")
+    parser.add_argument("--child", choices=("local", "connect"), help=argparse.SUPPRESS)
+    parser.add_argument("--child-runs", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--bootstrap", help=argparse.SUPPRESS)
+    parser.add_argument("--remote", help=argparse.SUPPRESS)
     parser.add_argument("--alerts", type=int, default=100_000, help="alerts in the night (default 100000)")
     parser.add_argument("--runs", type=int, default=5, help="publications to fresh topics (default 5)")
     parser.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE",
@@ -154,6 +264,14 @@ def main() -> int:
                         help="let Spark read and project the content (the path taken for object storage "
                              "and map-key fields) instead of the tasks reading it with Arrow")
     args = parser.parse_args()
+    if args.child:
+        results = publish_once(args.child, args.bootstrap, archive_root(args.alerts), args.remote, args.child_runs)
+        print("RESULT " + json.dumps(results), flush=True)
+        return 0
+    if args.spark == "connect":
+        if args.runs == parser.get_default("runs"):
+            args.runs = 3
+        return connect_main(args)
 
     from fink_pipeline.kafka.broker import EmbeddedBroker
     from fink_pipeline.kafka.options import PublishOptions

@@ -99,8 +99,8 @@ def open_spark_session(
     `owned` is False and the caller must not stop it; otherwise the caller owns the new
     session and stops it when done. The one place that decides who stops a session.
     With `remote` (a Spark Connect URL, `sc://host:port`) the session is a client of that
-    long-lived server: never owned (stopping it would only close this client's channel, which
-    `stop_session` does), `master` is the server's business.
+    long-lived server: not owned (stopping it releases only this client's server-side session,
+    which `SparkResource` does at the end of a run), `master` is the server's business.
     """
     if remote:
         return connect_session(remote, conf), False
@@ -130,6 +130,7 @@ def connect_session(remote: str, conf: Mapping[str, str] | None = None) -> "Spar
     except ImportError as exc:
         raise ImportError(f"Spark Connect needs pyspark's Connect client packages ({exc}): "
                           "pip install 'pyspark[connect]' (scripts/run setup installs them)") from None
+    _check_connect_server(remote)
     from pyspark.sql import SparkSession
 
     session = SparkSession.builder.remote(remote).getOrCreate()
@@ -140,6 +141,22 @@ def connect_session(remote: str, conf: Mapping[str, str] | None = None) -> "Spar
             raise ValueError(f"the Spark Connect server at {remote} refused {key}={value} ({type(exc).__name__}): "
                              "set static conf on the server (`fink-pipeline spark connect start --conf`)") from None
     return session
+
+
+def _check_connect_server(remote: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, naming the fix, when nothing listens at `remote` (the Connect client would
+    retry for minutes before saying so)."""
+    import socket
+    import urllib.parse
+
+    parsed = urllib.parse.urlparse("http://" + remote[len("sc://"):].split("/", 1)[0])
+    host, port = parsed.hostname or "localhost", parsed.port or 15002
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return
+    except OSError as exc:
+        raise ConnectionError(f"no Spark Connect server answers at {remote} ({exc.strerror or exc}): start one "
+                              "(`fink-pipeline spark connect start` prints its URL) or fix FINK_SPARK_REMOTE") from None
 
 
 def build_spark_session(

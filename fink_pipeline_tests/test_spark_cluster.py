@@ -130,3 +130,30 @@ def test_transfer_on_a_standalone_cluster_uses_both_workers(cluster, kafka_broke
     worker_uis = {w["webuiaddress"] for w in state["workers"]}
     assert working == worker_uis, (working, worker_uis)
     assert [app["name"] for app in state["completedapps"]] == ["fink-pipeline"]
+
+
+def test_cluster_masters_get_the_defaults_that_change_results_not_the_machine_ones():
+    from fink_pipeline.spark import LOCAL_DEFAULT_CONF, default_conf
+
+    cluster = default_conf("spark://10.0.0.1:7077")
+    assert cluster["spark.sql.session.timeZone"] == "UTC"
+    assert cluster["spark.sql.execution.arrow.pyspark.enabled"] == "true"
+    assert cluster["spark.sql.codegen.maxFields"] == LOCAL_DEFAULT_CONF["spark.sql.codegen.maxFields"]
+    assert "-XX:-DontCompileHugeMethods" in cluster["spark.executor.extraJavaOptions"]
+    # about this machine only: a cluster's driver binds where its executors reach it
+    assert not {"spark.driver.bindAddress", "spark.driver.host", "spark.ui.enabled", "spark.driver.memory",
+                "spark.driver.extraJavaOptions"} & set(cluster)
+    assert default_conf("local[2]") == LOCAL_DEFAULT_CONF
+
+
+def test_spark_resource_from_the_deployment_environment(monkeypatch):
+    from fink_pipeline.orchestration.resources import SparkResource, local_resources
+
+    monkeypatch.setenv("FINK_SPARK_MASTER", "spark://10.0.0.1:7077")
+    monkeypatch.setenv("FINK_SPARK_CONF", '{"spark.executor.memory": "4g"}')
+    monkeypatch.delenv("FINK_SPARK_REMOTE", raising=False)
+    resource = SparkResource.from_env()
+    assert (resource.master, resource.remote, resource.conf) == ("spark://10.0.0.1:7077", None,
+                                                                 {"spark.executor.memory": "4g"})
+    monkeypatch.setenv("FINK_SPARK_REMOTE", "sc://connect:15002")
+    assert local_resources()["spark"].remote == "sc://connect:15002"

@@ -94,3 +94,14 @@ def test_bad_remote_url_names_the_variable(monkeypatch):
         DeploymentSettings.load()
     monkeypatch.setenv("FINK_SPARK_REMOTE", "sc://127.0.0.1:15002")
     assert DeploymentSettings.load().spark_remote == "sc://127.0.0.1:15002"
+
+
+def test_no_server_at_the_url_fails_at_once_naming_the_fix():
+    from fink_pipeline.spark import connect_session
+    from fink_pipeline.spark_services import free_port
+
+    url = f"sc://127.0.0.1:{free_port()}"  # nothing listens there: the client would retry for minutes
+    with pytest.raises(ConnectionError, match=f"no Spark Connect server answers at {url}.*spark connect start"):
+        connect_session(url)
+    with pytest.raises(ValueError, match="expected sc://host:port"):
+        connect_session("http://127.0.0.1:15002")

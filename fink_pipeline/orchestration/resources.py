@@ -93,7 +93,9 @@ class SparkResource(dg.ConfigurableResource):
                 self.get_session()
             except Exception:  # it failed to start: nothing to stop
                 pass
-        if self._session is not None and self._owned:
+        if self._session is not None and (self._owned or self.remote):
+            # a Spark Connect client releases its server-side session (and that session's Python
+            # workers); the server itself keeps running
             self._session.stop()
         self._session = None
 
