@@ -148,12 +148,18 @@ def test_replanning_rereads_only_changed_files_and_still_checks_each_one(night_a
         shutil.copy(first, first.rsplit("/", 1)[0] + "/" + copy)
     opened: list[str] = []
     real = pq.ParquetFile
+    real_reader = pq.ParquetReader
 
     def counting(source, *args, **kwargs):
         opened.append(getattr(source, "path", source))
         return real(source, *args, **kwargs)
 
+    def counting_reader(*args, **kwargs):  # footers are read with pq.ParquetFile's own reader
+        opened.append("footer")
+        return real_reader(*args, **kwargs)
+
     monkeypatch.setattr(pq, "ParquetFile", counting)
+    monkeypatch.setattr(pq, "ParquetReader", counting_reader)
 
     def plan():
         return plan_transfer(_map_key_request(), night_archive, list_nights(night_archive, "ztf"))

@@ -14,7 +14,8 @@ import datetime as dt
 from typing import Iterable, Mapping
 
 import pyarrow as pa
-import pyarrow.parquet as pq
+
+from fink_pipeline.archive.footers import FooterSchema, FooterSummary
 
 
 class ArchiveFileSchemaError(ValueError):
@@ -60,19 +61,20 @@ def type_mismatch(stored: pa.DataType, wanted: pa.DataType, path: str) -> str | 
     return None
 
 
-def check_night_files(footers_by_night: Iterable[tuple[dt.date, Mapping[str, pq.FileMetaData]]],
+def check_night_files(footers_by_night: Iterable[tuple[dt.date, Mapping[str, FooterSummary]]],
                       archive_schema: pa.Schema) -> None:
-    """Raise ArchiveFileSchemaError for the first file whose footer (path -> footer per night,
+    """Raise ArchiveFileSchemaError for the first file whose footer (path -> summary per night,
     `archive.stats.night_footers`) stores a column of the archive schema with another kind of
-    type (see the module docstring). Files with the same Parquet schema as a file already
-    checked are not walked again (a night of 100 files has one schema: 3.1 s -> 0.01 s)."""
-    checked: list[pq.ParquetSchema] = []
+    type (see the module docstring). Files sharing the Parquet schema of a file already checked
+    (one `FooterSchema` per distinct schema) are not walked again (a night of 100 files has one
+    schema: 3.1 s -> 0.01 s)."""
+    checked: set[FooterSchema] = set()
     for night, footers in footers_by_night:
         for path, footer in footers.items():
-            if any(footer.schema.equals(schema) for schema in checked):
+            if footer.schema in checked:
                 continue
-            checked.append(footer.schema)
-            stored = footer.schema.to_arrow_schema()
+            checked.add(footer.schema)
+            stored = footer.schema.arrow
             for field in stored:
                 index = archive_schema.get_field_index(field.name)
                 if index < 0:

@@ -24,8 +24,9 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
 
-import pyarrow.parquet as pq
+import numpy as np
 
+from fink_pipeline.archive.footers import FooterSchema, FooterSummary, read_footer, summarize
 from fink_pipeline.archive.layout import resolve
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def logical_path(leaf_path: str) -> str:
     out: list[str] = []
     i = 0
     while i < len(parts):
-        pair = tuple(parts[i : i + 2])
+        pair = tuple(parts[i:i + 2])
         if pair in _LIST_WRAPPERS:
             i += 2
             continue
@@ -79,14 +80,14 @@ def logical_path(leaf_path: str) -> str:
     return ".".join(out)
 
 
-def parquet_leaf_paths(schema: pq.ParquetSchema, fields: Iterable[str]) -> list[str]:
+def parquet_leaf_paths(schema: FooterSchema, fields: Iterable[str]) -> list[str]:
     """Parquet leaf column paths holding `fields` (each field: itself and everything under it).
 
     A field that matches no leaf is shortened from the right until one does, so a map key such
     as `mangrove.HyperLEDA_name` reads the `mangrove` map. Fields absent from the file give
     nothing (Spark reads them as nulls).
     """
-    under = _leaves_under(tuple(schema.column(i).path for i in range(len(schema))))
+    under = _leaves_under(schema.leaf_paths)
     selected: dict[str, None] = {}
     for field in fields:
         probe = field
@@ -117,29 +118,32 @@ def footer_input_bytes(files: Sequence[str], fields: Iterable[str] | None = None
     footers = []
     for path in files:
         fs, inner = resolve(path)
-        with fs.open_input_file(inner) as handle:
-            footers.append(pq.ParquetFile(handle).metadata)
+        footers.append(summarize(path, read_footer(fs, inner)))
     return footers_input_bytes(footers, fields)
 
 
-def footers_input_bytes(footers: Iterable[pq.FileMetaData], fields: Iterable[str] | None = None) -> FooterBytes:
-    """`footer_input_bytes` over footers already read (`TransferPlan.footers`)."""
+def footers_input_bytes(footers: Iterable[FooterSummary], fields: Iterable[str] | None = None) -> FooterBytes:
+    """`footer_input_bytes` over footers already summarized (`TransferPlan.footers`)."""
     fields = None if fields is None else list(fields)
     total = rows = columns = files = 0
-    for meta in footers:
+    # leaf column indices of `fields` per distinct schema (the files of a night share one)
+    selected: dict[FooterSchema, np.ndarray] = {}
+    for footer in footers:
         files += 1
-        rows += meta.num_rows
+        rows += footer.num_rows
+        if not footer.num_row_groups:
+            continue  # no column chunk
         if fields is None:
-            indices = range(meta.num_columns)
-        else:  # only the wanted chunks' metadata (a ZTF row group has ~1,000)
-            schema = meta.schema
-            wanted = set(parquet_leaf_paths(schema, fields))
-            indices = [i for i in range(len(schema)) if schema.column(i).path in wanted]
-        for g in range(meta.num_row_groups):
-            group = meta.row_group(g)
-            for c in indices:
-                total += group.column(c).total_compressed_size
-            columns += len(indices) if g == 0 else 0
+            total += int(footer.leaf_bytes.sum())
+            columns += len(footer.leaf_bytes)
+            continue
+        indices = selected.get(footer.schema)
+        if indices is None:
+            wanted = set(parquet_leaf_paths(footer.schema, fields))
+            indices = np.array([i for i, path in enumerate(footer.schema.leaf_paths) if path in wanted], np.intp)
+            selected[footer.schema] = indices
+        total += int(footer.leaf_bytes[indices].sum())
+        columns += len(indices)
     return FooterBytes(total, rows, files, columns)
 
 

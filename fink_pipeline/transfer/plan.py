@@ -47,7 +47,7 @@ class TransferPlan:
     notes: list[str] = field(default_factory=list)
     # prepared TNS catalogue (pyarrow Table) the tnsclass is computed with; None: all "Unknown"
     tns_catalog: Any = None
-    # each present night's Parquet files (path -> pq.FileMetaData), listed and read once here
+    # each present night's Parquet files (path -> archive.footers.FooterSummary), listed and read once here
     footers: dict[dt.date, dict[str, Any]] = field(default_factory=dict)
     # the catalogue cross-match (its id column is the content's last column); None: no catalogue
     crossmatch: CrossmatchPlan | None = None
@@ -69,7 +69,7 @@ class TransferPlan:
         footers the plan already read (`metrics.FooterBytes`); None without archive files."""
         from fink_pipeline.transfer.metrics import footers_input_bytes
 
-        footers = [meta for night in self.footers.values() for meta in night.values()]
+        footers = [footer for night in self.footers.values() for footer in night.values()]
         return footers_input_bytes(footers, self.read_fields()) if footers else None
 
     def read_fields(self, *, content: bool = True, selection: bool = True) -> list[str]:

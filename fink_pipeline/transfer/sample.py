@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from fink_pipeline.archive.footers import FooterSummary
 from fink_pipeline.archive.layout import resolve
 from fink_pipeline.archive.stats import classify_table, night_footers
 from fink_pipeline.surveys.base import Survey
@@ -36,12 +37,12 @@ def _sample_indices(total: int, size: int, seed: int, night: dt.date) -> np.ndar
 
 
 def read_sample(root: str, survey: Survey, night: dt.date, fields: Sequence[str], size: int,
-                seed: int = 0, *, footers: Mapping[str, pq.FileMetaData] | None = None,
+                seed: int = 0, *, footers: Mapping[str, FooterSummary] | None = None,
                 one_group: bool = False) -> tuple[pa.Table, int]:
     """(sample, rows in the night): `size` random rows of the night with only `fields` (nested
     as in the archive), plus the partition columns year/month/day. Reads only the row groups
     holding sampled rows, and within them only the columns of `fields`. `footers`: the night's
-    files and footers already read (`TransferPlan.footers`), else listed and read here.
+    files and footer summaries already made (`TransferPlan.footers`), else listed and read here.
 
     `one_group`: the first `size` rows of one row group drawn at random instead, decoded alone
     (a random sample of a few hundred rows touches every row group of a night, i.e. reads
@@ -49,28 +50,37 @@ def read_sample(root: str, survey: Survey, night: dt.date, fields: Sequence[str]
     if footers is None:
         footers = night_footers(root, survey.name, night)
     fs, _ = resolve(root)
+    groups = [(footer, g, int(n)) for footer in footers.values() for g, n in enumerate(footer.row_group_rows)]
+    total = sum(n for _, _, n in groups)
+    pieces = []
     with contextlib.ExitStack() as stack:
-        handles = [pq.ParquetFile(stack.enter_context(fs.open_input_file(path)), metadata=meta)
-                   for path, meta in footers.items()]
-        groups = [(h, g, h.metadata.row_group(g).num_rows) for h in handles for g in range(h.num_row_groups)]
-        total = sum(n for _, _, n in groups)
-        pieces = []
+        current: dict[str, pq.ParquetFile] = {}
+
+        def handle_of(footer: FooterSummary) -> pq.ParquetFile:
+            # only files holding sampled rows are opened, their footer read again (summaries do
+            # not keep it), one at a time: row groups come file by file
+            if footer.path not in current:
+                stack.close()
+                current.clear()
+                current[footer.path] = pq.ParquetFile(stack.enter_context(fs.open_input_file(footer.path)))
+            return current[footer.path]
+
         if one_group:
             filled = [group for group in groups if group[2]]
             if filled and size > 0:
                 rng = np.random.default_rng([seed, night.toordinal()])
-                handle, g, _ = filled[int(rng.integers(len(filled)))]
-                batches = handle.iter_batches(batch_size=size, row_groups=[g],
-                                              columns=parquet_leaf_paths(handle.schema, fields), use_threads=False)
+                footer, g, _ = filled[int(rng.integers(len(filled)))]
+                batches = handle_of(footer).iter_batches(batch_size=size, row_groups=[g],
+                                                         columns=parquet_leaf_paths(footer.schema, fields),
+                                                         use_threads=False)
                 pieces.append(pa.Table.from_batches([next(batches)]))
         else:
             wanted = _sample_indices(total, size, seed, night)
             start = 0
-            for handle, g, n in groups:
+            for footer, g, n in groups:
                 lo, hi = np.searchsorted(wanted, [start, start + n])
                 if hi > lo:
-                    columns = parquet_leaf_paths(handle.schema, fields)
-                    table = handle.read_row_group(g, columns=columns)
+                    table = handle_of(footer).read_row_group(g, columns=parquet_leaf_paths(footer.schema, fields))
                     pieces.append(table.take(pa.array(wanted[lo:hi] - start)))
                 start += n
     sample = pa.concat_tables(pieces, promote_options="permissive") if pieces else pa.table({})
