@@ -37,6 +37,7 @@ pytestmark = [pytest.mark.kafka]
 
 START = dt.date(2024, 3, 1)
 CLASSES = ["SN candidate", "Early SN Ia candidate", "Unknown", "RRLyr", "Ambiguous"]
+C1_ONLY = "-XX:-DontCompileHugeMethods -XX:TieredStopAtLevel=1"
 
 # What the run's process executes: the CLI's `request run` path, on the given broker.
 RUNNER = textwrap.dedent("""
@@ -58,6 +59,8 @@ def cluster(tmp_path_factory):
     (stopped after), and an archive of 2 nights x 2,000 alerts generated while they start."""
     work, archive = tmp_path_factory.mktemp("spark-cluster"), str(tmp_path_factory.mktemp("archive"))
     processes = []
+    monkeypatch = pytest.MonkeyPatch()
+    monkeypatch.setenv("SPARK_DAEMON_JAVA_OPTS", "-XX:TieredStopAtLevel=1")  # the master and workers
     with ThreadPoolExecutor(1) as pool:
         generated = pool.submit(generate_archive, get_survey("ztf"), archive, START, nights=2,
                                 alerts_per_night=2000, seed=11, with_cutouts=False)
@@ -71,6 +74,7 @@ def cluster(tmp_path_factory):
         finally:
             for process in reversed(processes):
                 process.stop()
+            monkeypatch.undo()
 
 
 def _task_executors(event_dir: Path) -> dict[str, dict]:
@@ -102,6 +106,8 @@ def test_transfer_on_a_standalone_cluster_uses_both_workers(cluster, kafka_broke
         "spark.sql.files.maxPartitionBytes": "256k",
         "spark.eventLog.enabled": "true", "spark.eventLog.dir": events.as_uri(),
         "spark.eventLog.rolling.enabled": "false", "spark.eventLog.compress": "false",
+        # short-lived JVMs on 2 shared cores: C1 only (C2's compiles would not pay back)
+        "spark.driver.extraJavaOptions": C1_ONLY, "spark.executor.extraJavaOptions": C1_ONLY,
     }
     env = {key: value for key, value in os.environ.items() if not key.startswith(("FINK_", "PYSPARK_", "SPARK_"))}
     env.update(FINK_SPARK_MASTER=url, FINK_SPARK_CONF=json.dumps(conf), SPARK_LOCAL_IP="127.0.0.1",

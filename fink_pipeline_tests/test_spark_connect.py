@@ -25,7 +25,7 @@ from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline.transfer.store import RequestStore
 from fink_pipeline_tests.test_end_to_end import independent_selection
 from fink_pipeline_tests.test_publish import candids, read_topic
-from fink_pipeline_tests.test_spark_cluster import RUNNER
+from fink_pipeline_tests.test_spark_cluster import C1_ONLY, RUNNER
 
 pytestmark = [pytest.mark.kafka]
 
@@ -41,7 +41,8 @@ def connect_server(tmp_path_factory):
     with ThreadPoolExecutor(1) as pool:
         generated = pool.submit(generate_archive, get_survey("ztf"), archive, START, nights=2,
                                 alerts_per_night=1500, seed=5, with_cutouts=False)
-        process, url = start_connect_server(work, master="local[2]", conf={"spark.driver.memory": "1g"})
+        process, url = start_connect_server(work, master="local[2]", conf={"spark.driver.memory": "1g",
+                                                                           "spark.driver.extraJavaOptions": C1_ONLY})
         try:
             generated.result()
             yield url, archive
