@@ -106,3 +106,19 @@ def test_no_server_at_the_url_fails_at_once_naming_the_fix():
         connect_session(url)
     with pytest.raises(ValueError, match="expected sc://host:port"):
         connect_session("http://127.0.0.1:15002")
+
+
+def test_connect_cli_without_a_server_and_with_bad_flags(monkeypatch, tmp_path, capsys):
+    from fink_pipeline.cli.main import main
+
+    monkeypatch.setenv("FINK_PIPELINE_HOME", str(tmp_path))
+    assert main(["spark", "connect", "status"]) == 1
+    assert "not running" in capsys.readouterr().err
+    assert main(["spark", "connect", "stop"]) == 0
+    assert "not running" in capsys.readouterr().err
+    # refused before any JVM starts, naming the flag and its form
+    assert main(["spark", "connect", "start", "--conf", "spark.driver.memory"]) == 2
+    assert "--conf 'spark.driver.memory': expected KEY=VALUE" in capsys.readouterr().err
+    assert main(["spark", "connect", "start", "--host", "0.0.0.0"]) == 2
+    assert "not a wildcard" in capsys.readouterr().err
+    assert not (tmp_path / "spark-connect").exists()
