@@ -295,3 +295,43 @@ def test_s3_commits_are_conditional_puts_without_any_locking_option(s3_env, buck
         write_deltalake(second, rows, mode="append", commit_properties=CommitProperties(max_commit_retries=0))
     table = DeltaTable(uri, storage_options=options)
     assert table.version() == 1 and len(table.file_uris()) == 2
+
+
+@pytest.mark.spark
+def test_arrow_content_reader_reads_an_s3_archive_as_the_local_one(spark, s3_env, bucket, tmp_path, monkeypatch):
+    """The publishing tasks' Arrow content reader opens archive files on S3 through pyarrow's
+    filesystem (endpoint and keys from the executor's environment), Spark's `s3a://` paths
+    included: the same selection rows, pointed at a copy of the archive on the server, give the
+    same content, byte for byte, as the local archive (several files and row groups)."""
+    import pyarrow.compute as pc
+    import pyarrow.fs as pafs
+
+    from fink_pipeline.archive.generate import generate_archive
+    from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
+    from fink_pipeline.storage import arrow_filesystem
+    from fink_pipeline.transfer.arrow_content import FILE_COLUMN, is_arrow_readable_archive
+    from fink_pipeline_tests.test_arrow_content import plan_for
+    from fink_pipeline.transfer.select import build_publication
+
+    survey, night = get_survey("ztf"), dt.date(2024, 3, 1)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
+    local = str(tmp_path / "archive")
+    remote = f"{bucket}/archive"
+    generate_archive(survey, local, night, 1, 200, seed=9, with_cutouts=False, rows_per_group=40,
+                     max_file_bytes=256 * 1024)
+    filesystem, base = arrow_filesystem(remote, s3_env.storage_options)
+    pafs.copy_files(local, base, destination_filesystem=filesystem)
+    assert is_arrow_readable_archive(remote) and is_arrow_readable_archive(f"s3a://{remote[5:]}")
+    publication = build_publication(spark, plan_for(local, content=["light"]))
+    content, selection = publication.arrow_content, publication.rows.toArrow()
+    files = selection.column(FILE_COLUMN)
+    prefix = "file:" + local if pc.any(pc.starts_with(files, "file:")).as_py() else local  # Spark: file:/tmp/...
+    assert pc.all(pc.starts_with(files, prefix)).as_py()
+    for scheme in ("s3://", "s3a://"):
+        moved = pc.replace_substring(files, prefix, scheme + remote.removeprefix("s3://"))
+        on_s3 = selection.set_column(selection.schema.get_field_index(FILE_COLUMN), FILE_COLUMN, moved)
+        avro_schema = avro_schema_from_arrow(content.output_schema)
+        got = [pa.Table.from_batches(list(content.stream(table.to_batches(max_chunksize=120))),
+                                     schema=content.output_schema) for table in (selection, on_s3)]
+        assert got[0].num_rows == got[1].num_rows == 200
+        assert encode_batch(got[1], avro_schema).to_pylist() == encode_batch(got[0], avro_schema).to_pylist()

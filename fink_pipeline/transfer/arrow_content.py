@@ -171,10 +171,9 @@ class _ArchiveFile:
 
     def __init__(self, uri: str, file_columns: Sequence[str]) -> None:
         self.uri = uri
-        self.parquet = pq.ParquetFile(local_path(uri))
+        self.parquet = pq.ParquetFile(_open_archive_file(uri))
         self.metadata = self.parquet.metadata
-        file_schema = self.parquet.schema_arrow  # built on each access: once per file
-        self.columns = [path for path in file_columns if schema_field_type(file_schema, path) is not None]
+        self.columns = _present_columns(self.metadata.schema, tuple(file_columns))
         group_rows = [self.metadata.row_group(g).num_rows for g in range(self.metadata.num_row_groups)]
         self.group_starts = np.r_[0, np.cumsum(group_rows, dtype=np.int64)]
 
@@ -283,13 +282,55 @@ def local_path(uri: str) -> str:
     """The local path of a `file:` URI as Spark reports it (`_metadata.file_path`)."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme not in ("", "file"):
-        raise ValueError(f"{uri}: only local archives are read with Arrow, not {parsed.scheme}://")
+        raise ValueError(f"{uri}: not a local file")
     return urllib.parse.unquote(parsed.path) if parsed.scheme else uri
 
 
 def is_local_archive(root: str) -> bool:
-    """Whether Arrow can read the archive at `root` directly (a local path or `file:` URI)."""
+    """Whether the archive at `root` is a local path or `file:` URI."""
     return urllib.parse.urlparse(str(root)).scheme in ("", "file")
+
+
+def is_arrow_readable_archive(root: str) -> bool:
+    """Whether the publishing tasks can read the archive at `root` with Arrow: a local path, or an
+    S3 bucket through pyarrow's S3 filesystem (endpoint, region and keys from the executors'
+    environment: AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, ...)."""
+    from fink_pipeline.storage import S3_SCHEMES, scheme_of
+
+    return is_local_archive(root) or scheme_of(str(root)) in S3_SCHEMES
+
+
+def _open_archive_file(uri: str):
+    """A local path, or an open pyarrow file of an object-store URI (Spark's `s3a://` included)."""
+    if is_local_archive(uri):
+        return local_path(uri)
+    from fink_pipeline.storage import arrow_filesystem
+
+    scheme, path = uri.split("://", 1)  # the path inside an S3 filesystem: bucket/key
+    key = (scheme, path.split("/", 1)[0])
+    filesystem = _ARCHIVE_FILESYSTEMS.get(key)
+    if filesystem is None:  # one client per bucket and worker process (one per file doubled the reads' time)
+        filesystem = _ARCHIVE_FILESYSTEMS[key] = arrow_filesystem(uri)[0]
+    return filesystem.open_input_file(path)
+
+
+_ARCHIVE_FILESYSTEMS: dict[tuple[str, str], object] = {}
+
+
+# Content columns present in a file schema, by (schema, wanted columns): a task opens every
+# file of its split, and the files of an archive share one schema (~0.4 ms saved per file).
+_PRESENT_COLUMNS: list[tuple[pq.ParquetSchema, tuple[str, ...], list[str]]] = []
+
+
+def _present_columns(schema: pq.ParquetSchema, file_columns: tuple[str, ...]) -> list[str]:
+    for known, wanted, present in _PRESENT_COLUMNS:
+        if wanted == file_columns and known.equals(schema):
+            return present
+    arrow_schema = schema.to_arrow_schema()
+    present = [path for path in file_columns if schema_field_type(arrow_schema, path) is not None]
+    del _PRESENT_COLUMNS[:-7]  # a few schemas at most (nights written by older versions)
+    _PRESENT_COLUMNS.append((schema, file_columns, present))
+    return present
 
 
 def spark_timestamp_strings(column: pa.Array) -> pa.Array:
@@ -377,8 +418,6 @@ def file_paths(sources: Sequence[str]) -> tuple[str, ...]:
     """The Parquet column paths to read for dotted `sources` (a whole struct covers its fields)."""
     paths = sorted(set(sources))
     return tuple(p for p in paths if not any(p.startswith(other + ".") for other in paths))
-
-
 
 
 def _nested_type(dtype: pa.DataType, path: Sequence[str]) -> pa.DataType:

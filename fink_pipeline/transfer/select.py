@@ -21,7 +21,13 @@ from fink_pipeline.archive.layout import science_root
 from fink_pipeline.archive.stats import catalog_fingerprint, is_current, read_night_statistics
 from fink_pipeline.spark import spark_to_arrow_schema
 from fink_pipeline.surveys.base import Survey
-from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN, ArrowContent, file_paths, is_local_archive
+from fink_pipeline.transfer.arrow_content import (
+    FILE_COLUMN,
+    ROW_COLUMN,
+    ArrowContent,
+    file_paths,
+    is_arrow_readable_archive,
+)
 from fink_pipeline.transfer.conditions import ValidatedCondition
 from fink_pipeline.transfer.content import PARTITION_COLUMNS, field_type, project
 from fink_pipeline.transfer.crossmatch.spark_step import crossmatch_dataframe
@@ -127,7 +133,7 @@ def build_publication(
     from pyspark.sql import functions as F
 
     log = log or LOGGER
-    deferrable = arrow_content and is_local_archive(plan.archive_root)
+    deferrable = arrow_content and is_arrow_readable_archive(plan.archive_root)
     content = plan.content
     survey = plan.survey
     # Nothing filters on the classes: the tasks classify the rows they publish with the
