@@ -53,3 +53,15 @@ def test_survey_specific_branches_live_in_the_surveys() -> None:
              if PACKAGE / "surveys" not in path.parents
              for i, line in enumerate(path.read_text().splitlines(), 1) if branch.search(line)]
     assert found == []
+
+
+def test_publishing_workers_import_neither_polars_nor_pandas():
+    """What a publishing task unpickles and runs (the task, the Arrow content reader, a survey's
+    Arrow classifier) imports no polars or pandas: each Python worker would carry ~30 MiB more
+    for the decoder it never uses (and there are 2-4 workers beside the JVM)."""
+    code = ("import sys, fink_pipeline.kafka.publish_task, fink_pipeline.transfer.arrow_content\n"
+            "from fink_pipeline.surveys import get_survey\n"
+            "[get_survey(name).classify_arrow for name in ('ztf', 'lsst', 'elasticc')]\n"
+            "print(sorted(m for m in ('polars', 'pandas') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -4,7 +4,6 @@ Pure Python on numpy/pyarrow/polars/fastavro (no Spark, no Dagster), usable on S
 executors (`mapInArrow`) as well as in the Kafka consumer.
 """
 
-from fink_pipeline.avro.decode import AvroDecodeError, decode_batch, decode_batch_safe
 from fink_pipeline.avro.encode import encode_batch
 from fink_pipeline.avro.schema import (
     arrow_schema_for_avro,
@@ -12,6 +11,19 @@ from fink_pipeline.avro.schema import (
     schema_fingerprint,
     schema_json,
 )
+
+# The decoder imports polars (~30 MiB, 0.2 s): loaded when first used, so that the publishing
+# Python workers, which only encode, never import it.
+_DECODE_NAMES = ("AvroDecodeError", "decode_batch", "decode_batch_safe")
+
+
+def __getattr__(name: str):
+    if name in _DECODE_NAMES:
+        from fink_pipeline.avro import decode
+
+        return getattr(decode, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "AvroDecodeError",
