@@ -25,9 +25,11 @@ started as `fink-pipeline spark connect start` starts it, then warmed by `--warm
 publications from a throwaway process) against today's cold local session. `--runs` times,
 interleaved, a fresh Python process publishes the night once: `local` builds its own
 `local[2]` session (a cold JVM, as every Dagster run does today), `connect` attaches to the warm
-server (FINK_SPARK_REMOTE). Printed per mode: the first publication's rate (`publish_dataframe`
-alone, the session's start not counted) and the whole process's wall time (interpreter start,
-imports, session, publication), medians of the runs. Last line:
+server's shared session (FINK_SPARK_REMOTE as `spark connect start` prints it: its Python
+workers and their producers stay warm between processes). Printed per mode: the first
+publication's rate (`publish_dataframe` alone, the session's start not counted) and the whole
+process's wall time (interpreter start, imports, session, publication), medians of the runs.
+Last line:
 `connect first run vs cold local: X` (median first-publication rates).
 
     .venv/bin/python bench/publish.py [--alerts 100000] [--runs 5] [--conf spark.key=value ...]
@@ -160,7 +162,7 @@ def publish_once(mode: str, bootstrap: str, root: Path, remote: str | None, runs
     `remote`), then `runs` publications of the night; what each took."""
     from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
     from fink_pipeline.kafka.settings import KafkaSettings
-    from fink_pipeline.spark import build_spark_session, connect_session
+    from fink_pipeline.spark import build_spark_session, connect_session, shares_connect_session
     from fink_pipeline.surveys.base import JD_UNIX_EPOCH
     from fink_pipeline.transfer.select import build_publication
 
@@ -179,7 +181,8 @@ def publish_once(mode: str, bootstrap: str, root: Path, remote: str | None, runs
             results.append({"alerts": report.total, "seconds": report.seconds, "session_s": session_s,
                             "tasks": report.spark_partitions, "task_seconds": report.task_seconds})
     finally:
-        spark.stop()
+        if not shares_connect_session(remote):  # as SparkResource: a shared session stays
+            spark.stop()
     return results
 
 
@@ -205,7 +208,7 @@ def connect_main(args) -> int:
     import tempfile
 
     from fink_pipeline.kafka.broker import EmbeddedBroker
-    from fink_pipeline.spark_services import start_connect_server
+    from fink_pipeline.spark_services import shared_session_url, start_connect_server
 
     root, generated = ensure_archive(args.alerts)
     rows: list[tuple[str, str, str]] = [("archive", f"{args.alerts:,} alerts, 1 night, no cutouts",
@@ -215,6 +218,7 @@ def connect_main(args) -> int:
     with EmbeddedBroker() as broker, tempfile.TemporaryDirectory(prefix="bench-connect-") as work:
         started = time.perf_counter()
         server, url = start_connect_server(Path(work), master="local[2]")
+        url = shared_session_url(url)  # as `fink-pipeline spark connect start` prints it
         try:
             rows.append(("connect server start (not counted)", f"{time.perf_counter() - started:.1f} s", url))
             warm, wall = run_child("connect", broker.address, args.alerts, url, runs=args.warm_runs)

@@ -115,6 +115,14 @@ def is_connect_session(session) -> bool:
     return type(session).__module__.startswith("pyspark.sql.connect")
 
 
+def shares_connect_session(remote: str | None) -> bool:
+    """Whether the Connect URL names a server-side session (`sc://host:port/;session_id=<uuid>`):
+    runs then attach to that one session, whose Python workers (and their Kafka producers) stay
+    warm from run to run, so a run must not release it. Without one, each client gets a new
+    session, and the server starts new Python workers for it (seconds per run)."""
+    return bool(remote) and "session_id=" in remote
+
+
 def connect_session(remote: str, conf: Mapping[str, str] | None = None) -> "SparkSession":
     """A Spark Connect client session on `remote` (`sc://host:port`), with `conf` set on it.
 

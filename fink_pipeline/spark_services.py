@@ -257,9 +257,18 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+def shared_session_url(url: str) -> str:
+    """`url` naming a new server-side session that runs share (`fink_pipeline.spark.shares_connect_session`):
+    its Python workers and their Kafka producers stay warm between runs."""
+    import uuid
+
+    return f"{url}/;session_id={uuid.uuid4()}"
+
+
 def start_managed_connect(state_dir: Path, port: int | None = None, host: str = "127.0.0.1",
                           master: str = "local[*]", conf: Mapping[str, str] | None = None) -> str:
-    """Start the state directory's Connect server (`fink-pipeline spark connect start`); its URL.
+    """Start the state directory's Connect server (`fink-pipeline spark connect start`); the URL
+    runs attach to (`shared_session_url`: one server-side session that runs share).
 
     Refused when one already runs (its URL is in the message)."""
     running = status_managed_connect(state_dir)
@@ -268,7 +277,7 @@ def start_managed_connect(state_dir: Path, port: int | None = None, host: str = 
                                 "`fink-pipeline spark connect stop` first")
     work = state_dir / "spark-connect"
     process, url = start_connect_server(work, port=port, host=host, master=master, conf=conf)
-    state = {"pid": process.pid, "url": url, "host": host, "port": int(url.rsplit(":", 1)[1]),
+    state = {"pid": process.pid, "url": shared_session_url(url), "host": host, "port": int(url.rsplit(":", 1)[1]),
              "log": str(process.log)}
     tmp = state_dir / f".{CONNECT_STATE_FILE}.tmp"
     tmp.write_text(json.dumps(state))

@@ -4,7 +4,8 @@ The server (`spark_services.start_connect_server`, what `fink-pipeline spark con
 runs) is its own JVM with its own Python workers; the run is a fresh Python process whose only
 Spark setting is the deployment's FINK_SPARK_REMOTE=sc://127.0.0.1:<port> (a client: no JVM in
 it). Checked: the topic and the Delta table hold exactly the selected alerts, the run's
-SparkResource attached to the server instead of starting Spark, and a second run attaches too.
+SparkResource attached to the server instead of starting Spark; a second run (opt-in) attaches to
+the same server-side session after the first process ended (the run did not release it).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.consumer.readers import read_delta_table
-from fink_pipeline.spark_services import start_connect_server
+from fink_pipeline.spark_services import shared_session_url, start_connect_server
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline.transfer.store import RequestStore
@@ -35,8 +36,9 @@ CLASSES = ["SN candidate", "Early SN Ia candidate", "Unknown", "RRLyr", "Ambiguo
 
 @pytest.fixture(scope="module")
 def connect_server(tmp_path_factory):
-    """(sc:// URL, archive): a Spark Connect server on local[2] (stopped after), and an archive of
-    2 nights x 1,500 alerts generated while it starts."""
+    """(sc:// URL naming a shared session, as `spark connect start` prints it; archive): a Spark
+    Connect server on local[2] (stopped after), and an archive of 2 nights x 1,500 alerts
+    generated while it starts."""
     work, archive = tmp_path_factory.mktemp("spark-connect"), str(tmp_path_factory.mktemp("archive"))
     with ThreadPoolExecutor(1) as pool:
         generated = pool.submit(generate_archive, get_survey("ztf"), archive, START, nights=2,
@@ -45,7 +47,7 @@ def connect_server(tmp_path_factory):
                                                                            "spark.driver.extraJavaOptions": C1_ONLY})
         try:
             generated.result()
-            yield url, archive
+            yield shared_session_url(url), archive
         finally:
             process.stop()
 
@@ -64,7 +66,7 @@ def run_through_server(url: str, broker: str, archive: str, tmp_path, request: T
 
 @pytest.mark.parametrize("classes", [
     CLASSES,
-    # a second run of another process on the same server (opt-in: -m slow; ~15 s)
+    # a second run of another process on the same server session (opt-in: -m slow; ~15 s)
     pytest.param(["SN candidate", "Unknown"], marks=pytest.mark.slow),
 ], ids=["first-run", "second-run"])
 def test_transfer_through_a_spark_connect_server(connect_server, kafka_broker, kafka_settings, tmp_path, classes):

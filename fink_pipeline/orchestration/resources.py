@@ -93,9 +93,11 @@ class SparkResource(dg.ConfigurableResource):
                 self.get_session()
             except Exception:  # it failed to start: nothing to stop
                 pass
-        if self._session is not None and (self._owned or self.remote):
-            # a Spark Connect client releases its server-side session (and that session's Python
-            # workers); the server itself keeps running
+        from fink_pipeline.spark import shares_connect_session
+
+        if self._session is not None and (self._owned or (self.remote and not shares_connect_session(self.remote))):
+            # a Spark Connect client releases its own server-side session (and that session's
+            # Python workers), not one that runs share (session_id in the URL); the server runs on
             self._session.stop()
         self._session = None
 
