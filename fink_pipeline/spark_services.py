@@ -282,7 +282,7 @@ def start_managed_connect(state_dir: Path, port: int | None = None, host: str = 
     tmp = state_dir / f".{CONNECT_STATE_FILE}.tmp"
     tmp.write_text(json.dumps(state))
     tmp.replace(state_dir / CONNECT_STATE_FILE)
-    return url
+    return state["url"]
 
 
 def status_managed_connect(state_dir: Path) -> str | None:
