@@ -124,3 +124,26 @@ def test_connect_cli_without_a_server_and_with_bad_flags(monkeypatch, tmp_path, 
     assert main(["spark", "connect", "start", "--host", "0.0.0.0"]) == 2
     assert "not a wildcard" in capsys.readouterr().err
     assert not (tmp_path / "spark-connect").exists()
+
+
+@pytest.mark.slow
+def test_connect_cli_start_status_stop(monkeypatch, tmp_path, capsys):
+    """The managed server's life (opt-in: -m slow, ~20 s): start prints the shared-session URL
+    that status prints, a second start is refused naming it, stop ends the server."""
+    from fink_pipeline.cli.main import main
+    from fink_pipeline.spark import connect_session
+
+    monkeypatch.setenv("FINK_PIPELINE_HOME", str(tmp_path))
+    try:
+        assert main(["spark", "connect", "start", "--conf", "spark.driver.memory=1g"]) == 0
+        url = capsys.readouterr().out.strip()
+        assert url.startswith("sc://127.0.0.1:") and "/;session_id=" in url
+        assert main(["spark", "connect", "status"]) == 0 and capsys.readouterr().out.strip() == url
+        assert main(["spark", "connect", "start"]) == 2
+        assert f"already runs at {url}" in capsys.readouterr().err
+    finally:
+        assert main(["spark", "connect", "stop"]) == 0
+    assert capsys.readouterr().out.strip() == "stopped"
+    assert main(["spark", "connect", "status"]) == 1
+    with pytest.raises(ConnectionError, match="no Spark Connect server answers"):
+        connect_session(url)
