@@ -224,3 +224,24 @@ def test_unfiltered_transfer_is_classified_by_the_tasks(spark, ztf_archive):
     filtered = build_publication(spark, plan_for(ztf_archive, content=["light"], classes=["SN candidate"]))
     assert filtered.arrow_content.classified == ()
     assert {"finkclass", "tnsclass"} <= set(filtered.rows.columns)
+
+
+def test_stream_keeps_few_archive_files_open(spark, ztf_archive, monkeypatch):
+    """A task's split spans many archive files: the ordered reader closes the files it has
+    left (each holds its footer and reader buffers, ~1 MiB) instead of keeping all of them."""
+    import fink_pipeline.transfer.arrow_content as arrow_content
+
+    most_open: list[int] = []
+
+    class Watched(arrow_content._OrderedReader):
+        def add(self, batch):
+            yield from super().add(batch)
+            most_open.append(len(self.files))
+
+    monkeypatch.setattr(arrow_content, "_OrderedReader", Watched)
+    publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
+    selection = publication.rows.toArrow()
+    files = len(set(selection.column(FILE_COLUMN).to_pylist()))
+    got = sum(b.num_rows for b in publication.arrow_content.stream(selection.to_batches(max_chunksize=60)))
+    assert got == selection.num_rows and files >= 4
+    assert max(most_open) <= 2

@@ -246,6 +246,7 @@ class _OrderedReader:
         groups = np.empty(len(rows), np.int64)
         for code, uri in enumerate(uris):
             if uri not in self.files:
+                self._forget_files(keep=set(uris))
                 self.files[uri] = _ArchiveFile(uri, self.content.file_columns)
             in_file = codes == code if len(uris) > 1 else slice(None)
             groups[in_file] = self.files[uri].groups_of(rows[in_file])
@@ -271,6 +272,14 @@ class _OrderedReader:
     def close(self) -> None:
         """Nothing left to read in order: the open row group is done."""
         self._leave()
+
+    def _forget_files(self, keep: set[str]) -> None:
+        """Close the files read before, but the open one and those of the batch at hand: a
+        task's split holds ~40 files, each open file holding its footer and reader buffers
+        (a file needed again is opened again)."""
+        current = self.cursor_key[0] if self.cursor_key is not None else None
+        for uri in [uri for uri in self.files if uri != current and uri not in keep]:
+            del self.files[uri]
 
     def _leave(self) -> None:
         if self.cursor_key is not None:
