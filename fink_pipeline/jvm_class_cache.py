@@ -35,7 +35,7 @@ _JVM_CACHE_OPTIONS = ("-XX:SharedArchiveFile", "-XX:ArchiveClassesAtExit", "-Xsh
 def archive_path() -> Path | None:
     """This JDK's and this pyspark's archive (which may not exist yet); None when disabled or
     when neither can be identified."""
-    if os.environ.get("FINK_PIPELINE_CLASS_CACHE", "").lower() in ("off", "0", "false", "no"):
+    if not paths.StateSettings.load().class_cache:
         return None
     java = _java_binary()
     if java is None:

@@ -23,6 +23,10 @@ class StateSettings(EnvSettings):
         default=None, description="files rebuilt when missing (the JVM's class archive); default "
         "$XDG_CACHE_HOME/fink-pipeline, else ~/.cache/fink-pipeline"
     )
+    class_cache: bool = Field(
+        default=True, description="map Spark's classes from a class-data-sharing archive in the cache folder, "
+        "recorded by the first local JVM (off: every local JVM loads them from the jars)"
+    )
 
 
 def state_dir() -> Path:
