@@ -106,6 +106,8 @@ _CONNECT_SETTLE_S = 20.0
 _CONNECT_WARM_UP_TASKS = 8
 # Over Spark Connect, archive rows go to publishing tasks by blocks of this many rows of a file.
 _CONNECT_BLOCK_ROWS = 65536
+# The runtime conf entry marking a Spark Connect session whose Python workers are warm.
+_CONNECT_WARM_CONF = "spark.fink.pythonWorkersWarm"
 # Spark applications whose Python workers were warmed up (workers live as long as it does).
 _WARMED_APPLICATIONS: set[str] = set()
 
@@ -358,7 +360,7 @@ def start_worker_warm_up(session: "SparkSession", job_group: str) -> threading.T
     connect = is_connect_session(session)
     # a Spark Connect server starts Python workers per client session (its own environment)
     application = f"connect:{session.session_id}" if connect else session.sparkContext.applicationId
-    if application in _WARMED_APPLICATIONS:
+    if application in _WARMED_APPLICATIONS or (connect and _connect_session_warm(session)):
         return None
     _WARMED_APPLICATIONS.add(application)
 
@@ -371,12 +373,24 @@ def start_worker_warm_up(session: "SparkSession", job_group: str) -> threading.T
                 sc.setJobGroup(job_group, "warm up the Python workers for publishing")
                 workers = max(1, sc.defaultParallelism)
             session.range(workers, numPartitions=workers).mapInArrow(warm_worker, "id long").collect()
+            if connect:  # runs of other processes sharing this server-side session skip it
+                session.conf.set(_CONNECT_WARM_CONF, "true")
         except Exception as exc:  # the publication itself reports real problems
             LOGGER.info(f"Python worker warm-up skipped: {exc}")
 
     thread = threading.Thread(target=run, name=f"warm-up-{job_group}", daemon=True)
     thread.start()
     return thread
+
+
+def _connect_session_warm(session: "SparkSession") -> bool:
+    """Whether an earlier run warmed this Connect session's Python workers (a runtime conf
+    entry, kept by the server for the session: a fresh client process of a shared session
+    would otherwise wait for a warm-up job before each publication)."""
+    try:
+        return str(session.conf.get(_CONNECT_WARM_CONF, "false")).lower() == "true"
+    except Exception:  # a server refusing the key: warm up as usual
+        return False
 
 
 def _collect_in_job_group(mapped: "DataFrame", topic: str) -> list:
