@@ -89,7 +89,8 @@ def test_transfer_through_a_spark_connect_server(connect_server, kafka_broker, k
     # the server-side session remembers that its Python workers are warm: later processes
     # attached to it publish without a warm-up job first
     probe = ("import sys\nfrom pyspark.sql import SparkSession\n"
-             "print(SparkSession.builder.remote(sys.argv[1]).getOrCreate().conf.get('spark.fink.pythonWorkersWarm', 'no'))")
+             "session = SparkSession.builder.remote(sys.argv[1]).getOrCreate()\n"
+             "print(session.conf.get('spark.fink.pythonWorkersWarm', 'no'))")
     warm = subprocess.run([sys.executable, "-c", probe, url], capture_output=True, text=True, timeout=60)
     assert warm.stdout.strip().splitlines()[-1:] == ["true"], warm.stderr[-2000:]
 
