@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from fink_pipeline.cli.main import UserError
+from fink_pipeline.cli.services import check_listen_address, report_status, report_stop
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -40,11 +41,7 @@ def _start(args: argparse.Namespace) -> int:
     from fink_pipeline.kafka.broker import BrokerAlreadyRunning, BrokerError, start_managed
     from fink_pipeline.paths import state_dir
 
-    if args.port is not None and not 0 < args.port < 65536:
-        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
-    if args.host in {"0.0.0.0", "::", ""}:
-        # The host is also the advertised address: clients cannot connect to a wildcard.
-        raise UserError("--host must be an address clients can reach, not a wildcard")
+    check_listen_address(args.port, args.host)
     try:
         address = start_managed(state_dir(), port=args.port, host=args.host)
     except BrokerAlreadyRunning as exc:
@@ -61,20 +58,11 @@ def _stop(args: argparse.Namespace) -> int:
     from fink_pipeline.kafka.broker import stop_managed
     from fink_pipeline.paths import state_dir
 
-    if stop_managed(state_dir()):
-        print("stopped")
-    else:
-        print("not running", file=sys.stderr)
-    return 0
+    return report_stop(stop_managed(state_dir()))
 
 
 def _status(args: argparse.Namespace) -> int:
     from fink_pipeline.kafka.broker import status_managed
     from fink_pipeline.paths import state_dir
 
-    address = status_managed(state_dir())
-    if address is None:
-        print("not running", file=sys.stderr)
-        return 1
-    print(address)
-    return 0
+    return report_status(status_managed(state_dir()))

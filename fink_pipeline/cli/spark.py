@@ -12,6 +12,7 @@ import json
 import sys
 
 from fink_pipeline.cli.main import UserError
+from fink_pipeline.cli.services import check_listen_address, report_status, report_stop
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,10 +42,7 @@ def _start(args: argparse.Namespace) -> int:
     from fink_pipeline.paths import state_dir
     from fink_pipeline.spark_services import SparkServiceError, start_managed_connect
 
-    if args.port is not None and not 0 < args.port < 65536:
-        raise UserError(f"--port must be between 1 and 65535, got {args.port}")
-    if args.host in {"0.0.0.0", "::", ""}:
-        raise UserError("--host must be an address clients can reach, not a wildcard")
+    check_listen_address(args.port, args.host)
     conf = {}
     for item in args.conf:
         key, sep, value = item.partition("=")
@@ -66,11 +64,7 @@ def _stop(args: argparse.Namespace) -> int:
     from fink_pipeline.paths import state_dir
     from fink_pipeline.spark_services import stop_managed_connect
 
-    if stop_managed_connect(state_dir()):
-        print("stopped")
-    else:
-        print("not running", file=sys.stderr)
-    return 0
+    return report_stop(stop_managed_connect(state_dir()))
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -78,10 +72,7 @@ def _status(args: argparse.Namespace) -> int:
     from fink_pipeline.spark_services import CONNECT_STATE_FILE, status_managed_connect
 
     url = status_managed_connect(state_dir())
-    if url is None:
-        print("not running", file=sys.stderr)
-        return 1
-    print(url)
-    log = json.loads((state_dir() / CONNECT_STATE_FILE).read_text()).get("log")
-    print(f"log: {log}", file=sys.stderr)
-    return 0
+    if url is not None:
+        log = json.loads((state_dir() / CONNECT_STATE_FILE).read_text()).get("log")
+        print(f"log: {log}", file=sys.stderr)
+    return report_status(url)
