@@ -26,7 +26,7 @@ from pathlib import Path
 from fink_pipeline import paths
 
 # A recording is promoted once its file has not changed for this long: the JVM writes it in a
-# few seconds as it exits (~170 MB), so an older file is complete (or from a JVM killed while
+# few seconds as it exits (130-170 MB), so an older file is complete (or from a JVM killed while
 # writing, which -Xshare:auto would then ignore).
 _SETTLED_S = 30.0
 _JVM_CACHE_OPTIONS = ("-XX:SharedArchiveFile", "-XX:ArchiveClassesAtExit", "-Xshare")
@@ -54,11 +54,15 @@ def driver_java_options(options: str) -> str:
     """`options` (spark.driver.extraJavaOptions) plus the archive to map, or to record when
     there is none yet. Options that already choose a class-sharing mode are left as they are."""
     archive = archive_path()
-    if archive is None or any(flag in options for flag in _JVM_CACHE_OPTIONS):
+    # Spark splits these options on whitespace: a cache path with a space gets no archive
+    if archive is None or any(flag in options for flag in _JVM_CACHE_OPTIONS) or any(c.isspace() for c in str(archive)):
         return options
-    if _promote_recordings(archive) or archive.exists():
-        return f"{options} -XX:SharedArchiveFile={archive}".strip()
-    archive.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if _promote_recordings(archive) or archive.exists():
+            return f"{options} -XX:SharedArchiveFile={archive}".strip()
+        archive.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # a cache folder that cannot be written: the JVM starts as it always did
+        return options
     recording = archive.with_name(f"{archive.stem}.recording-{os.getpid()}-{time.monotonic_ns()}.jsa")
     # warnings about classes that cannot be archived (signed jars, old class versions) would
     # flood the run's log: only errors

@@ -75,6 +75,16 @@ def test_disabled_or_chosen_by_the_user(cache, monkeypatch):
     assert not cache.exists()
 
 
+def test_a_cache_folder_that_cannot_be_used_changes_nothing(tmp_path, monkeypatch):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("FINK_PIPELINE_CACHE", str(blocker / "cache"))
+    monkeypatch.delenv("FINK_PIPELINE_CLASS_CACHE", raising=False)
+    assert jvm_class_cache.driver_java_options("-Xmx1g") == "-Xmx1g"
+    monkeypatch.setenv("FINK_PIPELINE_CACHE", str(tmp_path / "with space"))
+    assert jvm_class_cache.driver_java_options("-Xmx1g") == "-Xmx1g"
+
+
 def _spark_submit_version(options: str) -> subprocess.CompletedProcess:
     """A short JVM on Spark's class path (SparkSubmit --version) started with `options`."""
     import pyspark
