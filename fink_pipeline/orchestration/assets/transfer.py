@@ -43,11 +43,11 @@ from fink_pipeline.orchestration.resources import (
     TableResource,
 )
 from fink_pipeline.orchestration.topic_recovery import publication_problems, reset_orphaned_topics
+from fink_pipeline.storage import spark_archive_access_error
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.surveys.base import JD_UNIX_EPOCH, MJD_UNIX_EPOCH
 from fink_pipeline.transfer.estimate import estimate_request
 from fink_pipeline.transfer.plan import pin_catalog, plan_transfer
-from fink_pipeline.storage import spark_archive_access_error
 from fink_pipeline.transfer.select import build_publication
 from fink_pipeline.transfer.request import RequestError
 
