@@ -764,3 +764,43 @@ def test_consume_report_splits_cpu_and_wall_by_phase(kafka_settings, tmp_path):
                                                                                "other"}
     assert report.phase_cpu_seconds["decode"] > 0 and report.phase_cpu_seconds["write"] > 0
     assert sum(report.phase_wall_seconds.values()) <= report.seconds + 0.05
+
+
+def test_parquet_resume_walks_past_the_other_consumers_staging(tmp_path, monkeypatch):
+    """`fink_datatransfer -nconsumers 2 -format parquet`: a consumer resuming while the other one
+    publishes a staged batch (its folder under _staging removed as it is walked) neither fails
+    (it did: FileNotFoundError from a folder that vanished under Path.rglob) nor touches the
+    other's files, and still removes its own part files that have no marker."""
+    import json
+    import os
+
+    from fink_pipeline.consumer.parquet_sink import MARKER_DIR, STAGING_DIR
+
+    root = tmp_path / "table"
+    (root / MARKER_DIR).mkdir(parents=True)
+    (root / MARKER_DIR / "batch-0-0-10.json").write_text(json.dumps({"ranges": {"0": [0, 10]}, "rows": 10}))
+    committed = root / "finkclass=SN candidate" / "part-0-0-10-0.parquet"
+    uncommitted = root / "finkclass=SN candidate" / "part-0-10-20-0.parquet"
+    others = root / "finkclass=Unknown" / "part-1-0-10-0.parquet"
+    for path in (committed, uncommitted, others):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"PAR1")
+    other_staging = root / STAGING_DIR / "1-10-20" / "finkclass=Solar%20System%20candidate"
+    other_staging.mkdir(parents=True)
+    (other_staging / "part-1-10-20-0.parquet.staged").write_bytes(b"PAR1")
+
+    real_scandir = os.scandir
+
+    def scandir(path="."):
+        if str(path).startswith(str(root / STAGING_DIR / "1-10-20")):
+            raise FileNotFoundError(2, "No such file or directory", str(path))  # published meanwhile
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    sink = parquet_sink(root)
+    try:
+        assert sink.resume_offsets([0, 2]) == {0: 10, 2: 0}
+    finally:
+        sink.close()
+    assert committed.exists() and others.exists() and not uncommitted.exists()
+    assert (other_staging / "part-1-10-20-0.parquet.staged").exists()

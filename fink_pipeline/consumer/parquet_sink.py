@@ -173,7 +173,7 @@ class ParquetSink:
                 if int(p) in done:
                     done[int(p)] = max(done[int(p)], int(nxt))
         owned = {str(p) for p in partitions}
-        for path in self.root.rglob("part-*.parquet"):
+        for path in self._published_parts():
             match = _PART_NAME.match(path.name)
             if match and match.group(1) in owned and "-".join(match.groups()) not in finished:
                 path.unlink()  # written by a batch that died before its marker
@@ -185,6 +185,17 @@ class ParquetSink:
                 else:
                     shutil.rmtree(folder, ignore_errors=True)
         return done
+
+    def _published_parts(self) -> list[Path]:
+        """The part files in place. The other consumers of the folder write meanwhile: their
+        staged batches (under _staging, never a part file in place) are not walked, and a folder
+        that vanishes while walked (one they just published) is skipped, not an error."""
+        parts = []
+        for folder, subfolders, files in os.walk(self.root, onerror=lambda error: None):
+            if folder == str(self.root):
+                subfolders[:] = [name for name in subfolders if name not in (STAGING_DIR, MARKER_DIR)]
+            parts += [Path(folder) / name for name in files if _PART_NAME.match(name)]
+        return parts
 
     def write(self, table: pa.Table, next_offsets: dict[int, int], start_offsets: dict[int, int]) -> None:
         try:

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -29,11 +30,15 @@ def committed_parquet_files(root: str | Path) -> list[str]:
         return []
     batches = committed_batches(root)
     files = []
-    for path in sorted(root.rglob("*.parquet")):
-        hidden = any(part.startswith(("_", ".")) for part in path.relative_to(root).parts)
-        if not hidden and is_committed_file(path, batches):
-            files.append(str(path))
-    return files
+    # hidden folders (_staging, _offsets) are not walked: consumers still writing publish and
+    # remove their staged folders meanwhile (a folder vanishing while walked is skipped)
+    for folder, subfolders, names in os.walk(root, onerror=lambda error: None):
+        subfolders[:] = [name for name in subfolders if not name.startswith(("_", "."))]
+        for name in names:
+            path = Path(folder) / name
+            if name.endswith(".parquet") and not name.startswith(("_", ".")) and is_committed_file(path, batches):
+                files.append(path)
+    return [str(path) for path in sorted(files)]
 
 
 def parquet_dataset(root: str, partitioning: ds.Partitioning | str = "hive") -> ds.Dataset:
