@@ -327,7 +327,8 @@ _ARCHIVE_FILESYSTEMS: dict[tuple[str, str], object] = {}
 
 
 # Content columns present in a file schema, by (schema, wanted columns): a task opens every
-# file of its split, and the files of an archive share one schema (~0.4 ms saved per file).
+# file of its split, and the files of an archive share one schema (building its Arrow schema
+# and looking the columns up, once per file, were ~2.5 % of the workers' profile at 1M alerts).
 _PRESENT_COLUMNS: list[tuple[pq.ParquetSchema, tuple[str, ...], list[str]]] = []
 
 
