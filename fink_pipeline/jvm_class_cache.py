@@ -1,8 +1,8 @@
 """A class-data-sharing archive of Spark's classes: a local JVM starts with less CPU.
 
-Starting a local Spark session cost 15.3 JVM CPU-s on 2 cores (measured, issue 17), most of a
-cold `request submit`'s JVM time: loading and verifying Spark's classes, and compiling. With
-this archive it cost 9.6, and 4.7 with the C1-only JIT of `LOCAL_DEFAULT_CONF` as well.
+Starting a local Spark session cost 15.3 JVM CPU-s on 2 cores (measured, issue 17; the JVM of a
+cold 1M-alert `request submit` used 42.9 in all): loading and verifying Spark's classes, and
+compiling. With this archive it cost 9.6, and 4.7 with the C1-only JIT of `LOCAL_DEFAULT_CONF`.
 HotSpot can map classes it loaded in an earlier run from a dynamic CDS archive
 (`-XX:ArchiveClassesAtExit` records one when a JVM exits, `-XX:SharedArchiveFile` maps it;
 JDK 13+). The archive belongs to one JDK and one Spark class path, so its file name carries
