@@ -19,14 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from fink_pipeline.archive.generate import generate_archive
-from fink_pipeline.consumer.readers import read_delta_table
 from fink_pipeline.spark_services import shared_session_url, start_connect_server
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline.transfer.store import RequestStore
-from fink_pipeline_tests.test_end_to_end import independent_selection
-from fink_pipeline_tests.test_publish import candids, read_topic
-from fink_pipeline_tests.test_spark_cluster import C1_ONLY, RUNNER
+from fink_pipeline_tests.test_spark_cluster import C1_ONLY, RUNNER, assert_run_published_exactly
 
 pytestmark = [pytest.mark.kafka]
 
@@ -74,16 +71,8 @@ def test_transfer_through_a_spark_connect_server(connect_server, kafka_broker, k
     request = TransferRequest(survey="ztf", start=START.isoformat(), stop=(START + dt.timedelta(days=1)).isoformat(),
                               classes=classes, content="light").with_identity()
     completed = run_through_server(url, kafka_broker, archive, tmp_path, request)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-5000:]
-
-    expected = independent_selection(archive, [START, START + dt.timedelta(days=1)], classes)
-    expected_ids = sorted(expected["candid"].to_pylist())
-    assert len(expected_ids) > 300
-    assert f"published {len(expected_ids)}" in completed.stdout
-    assert sorted(candids(read_topic(kafka_settings, request.topic))) == expected_ids
-    table = read_delta_table(str(tmp_path / "tables" / request.topic))
-    assert sorted(table["candid"].to_pylist()) == expected_ids
-    assert set(table["finkclass"].to_pylist()) <= set(classes)
+    assert_run_published_exactly(completed, kafka_settings, request.topic, archive, classes, tmp_path / "tables",
+                                 minimum=300)
     # the run attached to the server: no JVM of its own (its Spark master would have failed)
     assert "spark://127.0.0.1:9" not in completed.stderr
     # the server-side session remembers that its Python workers are warm: later processes

@@ -181,10 +181,14 @@ def load_archive_tns_catalog(root: str, survey: Survey) -> pa.Table | None:
 
 def night_files(root: str, survey: str, night: dt.date) -> list[tuple[str, int]]:
     """(path, size) of the night's visible Parquet files, sorted by name ([] for no night)."""
+    return [(info.path, info.size) for info in _night_file_infos(root, survey, night)[1]]
+
+
+def _night_file_infos(root: str, survey: str, night: dt.date) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
+    """(filesystem, file infos) of the night's visible Parquet files, sorted by path."""
     fs, base = resolve(night_dir(root, survey, night))
     infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    files = [(info.path, info.size) for info in infos if _visible_parquet(info)]
-    return sorted(files)
+    return fs, sorted((info for info in infos if _visible_parquet(info)), key=lambda info: info.path)
 
 
 def night_footers(root: str, survey: str, night: dt.date) -> dict[str, FooterSummary]:
@@ -195,10 +199,9 @@ def night_footers(root: str, survey: str, night: dt.date) -> dict[str, FooterSum
     Summaries this process made already are reused while the file's size and modification time
     are unchanged: a run plans its request three times (the command's check, then the run's
     two steps), ~1 s of footers each for 4 nights of 100 files."""
-    fs, base = resolve(night_dir(root, survey, night))
-    infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
+    fs, infos = _night_file_infos(root, survey, night)
     footers = {}
-    for info in sorted((i for i in infos if _visible_parquet(i)), key=lambda i: i.path):
+    for info in infos:
         # a store that gives no modification time gets no reuse
         key = (info.path, info.size, info.mtime_ns) if info.mtime_ns is not None else None
         with _FOOTER_CACHE_LOCK:

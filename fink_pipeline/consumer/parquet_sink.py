@@ -81,6 +81,18 @@ def is_committed_file(path: str | Path, batches: set[str]) -> bool:
     return match is None or "-".join(match.groups()) in batches
 
 
+def files_in_place(root: str | Path) -> list[Path]:
+    """The visible files of the folder, sorted: hidden folders and files (`_staging`, `_offsets`,
+    dot files) are not walked, as pandas, pyarrow and Spark skip them. The other consumers of the
+    folder write meanwhile: a folder vanishing while walked (a staged batch they just published)
+    is skipped, not an error (Path.rglob raises)."""
+    files = []
+    for folder, subfolders, names in os.walk(root, onerror=lambda error: None):
+        subfolders[:] = [name for name in subfolders if not name.startswith(("_", "."))]
+        files += [Path(folder) / name for name in names if not name.startswith(("_", "."))]
+    return sorted(files)
+
+
 class ParquetSink:
     """A Hive-partitioned Parquet dataset with offset-derived file names (fink-client layout)."""
 
@@ -173,7 +185,7 @@ class ParquetSink:
                 if int(p) in done:
                     done[int(p)] = max(done[int(p)], int(nxt))
         owned = {str(p) for p in partitions}
-        for path in self._published_parts():
+        for path in files_in_place(self.root):
             match = _PART_NAME.match(path.name)
             if match and match.group(1) in owned and "-".join(match.groups()) not in finished:
                 path.unlink()  # written by a batch that died before its marker
@@ -185,17 +197,6 @@ class ParquetSink:
                 else:
                     shutil.rmtree(folder, ignore_errors=True)
         return done
-
-    def _published_parts(self) -> list[Path]:
-        """The part files in place. The other consumers of the folder write meanwhile: their
-        staged batches (under _staging, never a part file in place) are not walked, and a folder
-        that vanishes while walked (one they just published) is skipped, not an error."""
-        parts = []
-        for folder, subfolders, files in os.walk(self.root, onerror=lambda error: None):
-            if folder == str(self.root):
-                subfolders[:] = [name for name in subfolders if name not in (STAGING_DIR, MARKER_DIR)]
-            parts += [Path(folder) / name for name in files if _PART_NAME.match(name)]
-        return parts
 
     def write(self, table: pa.Table, next_offsets: dict[int, int], start_offsets: dict[int, int]) -> None:
         try:

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Sequence
 
@@ -12,7 +11,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from fink_pipeline.consumer.delta_sink import DeltaSink
-from fink_pipeline.consumer.parquet_sink import committed_batches, is_committed_file
+from fink_pipeline.consumer.parquet_sink import committed_batches, files_in_place, is_committed_file
 from fink_pipeline.consumer.partitioning import Partitioning
 
 
@@ -29,16 +28,8 @@ def committed_parquet_files(root: str | Path) -> list[str]:
     if not root.exists():
         return []
     batches = committed_batches(root)
-    files = []
-    # hidden folders (_staging, _offsets) are not walked: consumers still writing publish and
-    # remove their staged folders meanwhile (a folder vanishing while walked is skipped)
-    for folder, subfolders, names in os.walk(root, onerror=lambda error: None):
-        subfolders[:] = [name for name in subfolders if not name.startswith(("_", "."))]
-        for name in names:
-            path = Path(folder) / name
-            if name.endswith(".parquet") and not name.startswith(("_", ".")) and is_committed_file(path, batches):
-                files.append(path)
-    return [str(path) for path in sorted(files)]
+    return [str(path) for path in files_in_place(root)
+            if path.name.endswith(".parquet") and is_committed_file(path, batches)]
 
 
 def parquet_dataset(root: str, partitioning: ds.Partitioning | str = "hive") -> ds.Dataset:
