@@ -27,6 +27,7 @@ from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
 from fink_pipeline.kafka.faults import PublishFaults
 from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.surveys import get_survey
+from fink_pipeline.transfer import arrow_content
 from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN, spark_timestamp_strings
 from fink_pipeline.transfer.plan import plan_transfer
 from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe
@@ -183,6 +184,35 @@ def test_content_streams_before_the_selection_ends(spark, ztf_archive):
     first = next(iter(content.stream(arriving())))
     assert first.num_rows > 0
     assert len(consumed) <= 2 < len(selection), f"{len(consumed)} of {len(selection)} selection batches read first"
+
+
+def test_stream_joins_small_content_batches_for_the_encoder(spark, ztf_archive, monkeypatch):
+    # an archive of small files gives content batches of a file's rows at most; the encoder
+    # pays per batch, so the stream joins them (the first one excepted: it goes out at once)
+    # without changing their rows or order
+    monkeypatch.setattr(arrow_content, "_MIN_BATCH_ROWS", 300)
+    publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
+    content = publication.arrow_content
+    selection = publication.rows.toArrow()
+    avro_schema = avro_schema_from_arrow(content.output_schema)
+    streamed = list(content.stream(selection.to_batches(max_chunksize=97)))
+    sizes = [batch.num_rows for batch in streamed]
+    assert sum(sizes) == selection.num_rows > 1000
+    assert sizes[0] <= 97 and all(size >= 300 for size in sizes[1:-1]), sizes
+    monkeypatch.setattr(arrow_content, "_MIN_BATCH_ROWS", 1)
+    unjoined = list(content.stream(selection.to_batches(max_chunksize=97)))
+    assert len(unjoined) > len(streamed)
+    assert (encode_batch(pa.Table.from_batches(streamed, schema=content.output_schema), avro_schema).to_pylist()
+            == encode_batch(pa.Table.from_batches(unjoined, schema=content.output_schema), avro_schema).to_pylist())
+
+
+def test_joined_batches_respect_the_byte_bound(monkeypatch):
+    batches = [pa.RecordBatch.from_pydict({"x": pa.array(np.arange(i * 100, i * 100 + 100))}) for i in range(10)]
+    monkeypatch.setattr(arrow_content, "_MIN_BATCH_ROWS", 10_000)
+    monkeypatch.setattr(arrow_content, "_MAX_BATCH_BYTES", 3 * batches[0].nbytes)
+    joined = list(arrow_content._coalesced(iter(batches), batches[0].schema))
+    assert [b.num_rows for b in joined] == [100, 300, 300, 300]
+    assert pa.Table.from_batches(joined).column("x").to_pylist() == list(range(1000))
 
 
 def test_stream_in_any_order_and_with_repeated_rows_reads_each_row_once(spark, ztf_archive):
