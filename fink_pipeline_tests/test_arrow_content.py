@@ -19,6 +19,7 @@ import fastavro
 import numpy as np
 import pyarrow as pa
 import pytest
+from pyspark.sql import functions as F
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.importer import import_alerts
@@ -28,9 +29,15 @@ from fink_pipeline.kafka.faults import PublishFaults
 from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.surveys import get_survey
 from fink_pipeline.transfer import arrow_content
-from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN, spark_timestamp_strings
+from fink_pipeline.transfer.arrow_content import (
+    FILE_COLUMN,
+    ROW_COLUMN,
+    ROW_GROUP_COLUMN,
+    local_path,
+    spark_timestamp_strings,
+)
 from fink_pipeline.transfer.plan import plan_transfer
-from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe
+from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe, read_nights
 from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 from fink_pipeline_tests.test_publish import new_topic, read_topic, schema_from_topic, ztf_target
@@ -196,12 +203,12 @@ def test_stream_joins_small_content_batches_for_the_encoder(spark, ztf_archive, 
     selection = publication.rows.toArrow()
     avro_schema = avro_schema_from_arrow(content.output_schema)
     streamed = list(content.stream(selection.to_batches(max_chunksize=97)))
-    sizes = [batch.num_rows for batch in streamed]
-    assert sum(sizes) == selection.num_rows > 1000
-    assert sizes[0] <= 97 and all(size >= 300 for size in sizes[1:-1]), sizes
     monkeypatch.setattr(arrow_content, "_MIN_BATCH_ROWS", 1)
     unjoined = list(content.stream(selection.to_batches(max_chunksize=97)))
+    sizes = [batch.num_rows for batch in streamed]
+    assert sum(sizes) == sum(batch.num_rows for batch in unjoined) > 1000
     assert len(unjoined) > len(streamed)
+    assert sizes[0] == unjoined[0].num_rows and all(size >= 300 for size in sizes[1:-1]), sizes
     assert (encode_batch(pa.Table.from_batches(streamed, schema=content.output_schema), avro_schema).to_pylist()
             == encode_batch(pa.Table.from_batches(unjoined, schema=content.output_schema), avro_schema).to_pylist())
 
@@ -215,13 +222,19 @@ def test_joined_batches_respect_the_byte_bound(monkeypatch):
     assert pa.Table.from_batches(joined).column("x").to_pylist() == list(range(1000))
 
 
+def row_locations(publication) -> pa.Table:
+    """The publication's selection as one row per alert (file, row), its row groups expanded."""
+    content = publication.arrow_content
+    return pa.Table.from_batches([content.expand(b) for b in publication.rows.toArrow().to_batches()])
+
+
 def test_stream_in_any_order_and_with_repeated_rows_reads_each_row_once(spark, ztf_archive):
     # the ordered reading, rows repeated once per catalogue source (adjacent, as the
     # cross-match's explode gives them), a shuffled selection (a sorted limit) and a row group
     # revisited after another one all give each selection row's content once
     publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
     content = publication.arrow_content
-    selection = publication.rows.toArrow()
+    selection = row_locations(publication)
     avro_schema = avro_schema_from_arrow(content.output_schema)
 
     def contents(table: pa.Table) -> list[bytes]:
@@ -246,11 +259,18 @@ def test_stream_in_any_order_and_with_repeated_rows_reads_each_row_once(spark, z
 
 
 def test_unfiltered_transfer_is_classified_by_the_tasks(spark, ztf_archive):
-    # nothing filters on the classes: Spark lists the rows without reading any column, the
-    # tasks classify them (the contents above compare the result with Spark's projection)
-    publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
+    # nothing filters on the classes: Spark hands the tasks the nights' row groups, which
+    # stand for exactly the rows Spark's own listing gives, and the tasks classify them (the
+    # contents above compare the result with Spark's projection)
+    plan = plan_for(ztf_archive, content=["light"])
+    publication = build_publication(spark, plan)
     assert publication.arrow_content.classified == ("finkclass", "tnsclass")
-    assert publication.rows.columns == [FILE_COLUMN, ROW_COLUMN]
+    assert publication.rows.columns == [ROW_GROUP_COLUMN]
+    listed = read_nights(spark, plan).select(F.col("_metadata.file_path"), F.col("_metadata.row_index")).collect()
+    expected = Counter((local_path(uri), row) for uri, row in listed)
+    expanded = row_locations(publication)
+    got = Counter(zip(expanded.column(FILE_COLUMN).to_pylist(), expanded.column(ROW_COLUMN).to_pylist()))
+    assert got == expected and len(expected) > 1000 and len(publication.arrow_content.row_groups) > 4
     filtered = build_publication(spark, plan_for(ztf_archive, content=["light"], classes=["SN candidate"]))
     assert filtered.arrow_content.classified == ()
     assert {"finkclass", "tnsclass"} <= set(filtered.rows.columns)
@@ -270,7 +290,7 @@ def test_stream_keeps_few_archive_files_open(spark, ztf_archive, monkeypatch):
 
     monkeypatch.setattr(arrow_content, "_OrderedReader", Watched)
     publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
-    selection = publication.rows.toArrow()
+    selection = row_locations(publication)
     files = len(set(selection.column(FILE_COLUMN).to_pylist()))
     got = sum(b.num_rows for b in publication.arrow_content.stream(selection.to_batches(max_chunksize=60)))
     assert got == selection.num_rows and files >= 4

@@ -30,6 +30,8 @@ from fink_pipeline.surveys.base import schema_field_type
 # Columns of the selection rows that locate an alert in the archive.
 FILE_COLUMN = "_fink_archive_file"
 ROW_COLUMN = "_fink_archive_row"
+# The column of selection rows that stand for a whole row group (`ArrowContent.row_groups`).
+ROW_GROUP_COLUMN = "_fink_archive_row_group"
 # Rows decoded at once: bounds the task's memory for heavy contents (cutouts: ~45 kB/alert).
 _SLICE_BYTES = 32 * 1024 * 1024
 # Content batches handed to the encoder hold at least this many rows, or this many bytes: an
@@ -74,6 +76,30 @@ class ArrowContent:
     classified: tuple[str, ...] = ()
     class_inputs: tuple[str, ...] = ()
     classify: Callable[[pa.Table], dict[str, pa.Array]] | None = None
+    # (file, first row, rows) of every row group of the nights, when every row is published:
+    # selection rows are then indices into it (column ROW_GROUP_COLUMN), so that Spark lists
+    # a few hundred row groups instead of every alert (`expand` turns them into rows)
+    row_groups: tuple[tuple[str, int, int], ...] = ()
+
+    def expand(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """Selection rows that stand for row groups (`row_groups`) as the rows of those groups,
+        in the order given; any other selection batch as it is."""
+        if ROW_GROUP_COLUMN not in batch.schema.names:
+            return batch
+        indices = batch.column(ROW_GROUP_COLUMN).to_numpy(zero_copy_only=False)
+        if len(indices) and (indices.min() < 0 or indices.max() >= len(self.row_groups)):
+            raise ValueError(f"row group {indices.max()} of a selection of {len(self.row_groups)}")
+        groups = [self.row_groups[i] for i in indices.tolist()]
+        uris = sorted({uri for uri, _, _ in groups})
+        code_of = {uri: code for code, uri in enumerate(uris)}
+        counts = np.array([rows for _, _, rows in groups], np.int64)
+        starts = np.array([first for _, first, _ in groups], np.int64)
+        codes = np.repeat(np.array([code_of[uri] for uri, _, _ in groups], np.int32), counts)
+        # row k of group i is starts[i] + k: one arange, shifted per group
+        bounds = np.r_[0, np.cumsum(counts)]
+        rows = np.arange(bounds[-1], dtype=np.int64) + np.repeat(starts - bounds[:-1], counts)
+        files = pa.DictionaryArray.from_arrays(pa.array(codes, pa.int32()), pa.array(uris, pa.string()))
+        return pa.RecordBatch.from_arrays([files, pa.array(rows)], names=[FILE_COLUMN, ROW_COLUMN])
 
     def stream(self, selection: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """The content of the selection rows as they arrive, in bounded batches.
@@ -90,7 +116,7 @@ class ArrowContent:
         reader = _OrderedReader(self)
         for batch in selection:
             if batch.num_rows:
-                yield from reader.add(batch)
+                yield from reader.add(self.expand(batch))
         reader.close()
         if reader.late:
             yield from self.batches(self.collect(reader.late))
@@ -102,6 +128,7 @@ class ArrowContent:
         for batch in batches:
             if batch.num_rows == 0:
                 continue
+            batch = self.expand(batch)
             encoded = pc.dictionary_encode(batch.column(FILE_COLUMN))
             known = [files.setdefault(name, len(files)) for name in encoded.dictionary.to_pylist()]
             codes.append(np.array(known, dtype=np.int32)[encoded.indices.to_numpy(zero_copy_only=False)])
