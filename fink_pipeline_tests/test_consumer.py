@@ -804,3 +804,70 @@ def test_parquet_resume_walks_past_the_other_consumers_staging(tmp_path, monkeyp
         sink.close()
     assert committed.exists() and others.exists() and not uncommitted.exists()
     assert (other_staging / "part-1-10-20-0.parquet.staged").exists()
+
+
+def test_next_batch_is_decoded_while_the_previous_one_is_written(kafka_settings, light_topic, tmp_path,
+                                                                  monkeypatch):
+    """The writer thread commits batch k while batch k+1 is fetched and decoded: batch 1's write
+    waits until batch 2's decode has begun (a consumer that decodes only after each write
+    returns would wait out the 20 s and fail). The table stays exact."""
+    import fink_pipeline.consumer.core as core
+
+    topic, published = light_topic
+    decodes: list[int] = []
+    second_decode = threading.Event()
+    original_decode = core.decode_in_slices
+
+    def counting_decode(*args, **kwargs):
+        decodes.append(len(args[0]))
+        if len(decodes) == 2:
+            second_decode.set()
+        return original_decode(*args, **kwargs)
+
+    class WaitingSink(DeltaSink):
+        writes = 0
+
+        def write(self, table, next_offsets, start_offsets):
+            WaitingSink.writes += 1
+            if WaitingSink.writes == 1:
+                assert second_decode.wait(20), "batch 2 was not decoded while batch 1 was written"
+            super().write(table, next_offsets, start_offsets)
+
+    monkeypatch.setattr(core, "decode_in_slices", counting_decode)
+    sink = WaitingSink(str(tmp_path / "t"), Partitioning("finkclass"))
+    report = consume_topic(kafka_settings, topic, sink, group_id="overlap", batch_size=500,
+                           quarantine_dir=tmp_path / "q")
+    assert report.complete and report.consumed == report.written == published.total
+    assert report.batches == WaitingSink.writes == len(decodes) >= 3
+    ids = read_delta_table(str(tmp_path / "t"))["candid"].to_pylist()
+    assert len(ids) == len(set(ids)) == published.total
+
+
+@pytest.mark.parametrize("overlap", [True, False])
+def test_a_failed_background_write_stops_the_consumer_before_any_later_batch(kafka_settings, light_topic,
+                                                                             tmp_path, overlap):
+    """Batch 3's write fails: the error reaches the caller, batches 4+ (already fetched and
+    decoded meanwhile) are never written, and a new run resumes exactly after batch 2."""
+    topic, published = light_topic
+
+    class FailingSink(DeltaSink):
+        writes = 0
+
+        def write(self, table, next_offsets, start_offsets):
+            FailingSink.writes += 1
+            if FailingSink.writes == 3:
+                time.sleep(0.3)  # batch 4 is fetched and decoded meanwhile
+                raise OSError("disk gone")
+            super().write(table, next_offsets, start_offsets)
+
+    path = str(tmp_path / "t")
+    with pytest.raises(OSError, match="disk gone"):
+        consume_topic(kafka_settings, topic, FailingSink(path, Partitioning("finkclass")), group_id="fail",
+                      batch_size=300, quarantine_dir=tmp_path / "q", overlap_writes=overlap)
+    assert FailingSink.writes == 3
+    assert len(read_delta_table(path)["candid"].to_pylist()) == 600
+    report = consume_topic(kafka_settings, topic, delta_sink(path), group_id="other-group",
+                           quarantine_dir=tmp_path / "q", overlap_writes=overlap)
+    assert report.complete and report.consumed == published.total - 600
+    ids = read_delta_table(path)["candid"].to_pylist()
+    assert len(ids) == len(set(ids)) == published.total and set(ids) == set(published.ids)
