@@ -6,7 +6,8 @@ doubles, short strings, booleans, two 26-double lc_features records, a map<strin
 
 * `encode_batch` on the whole batch vs a `fastavro.schemaless_writer` loop over the same rows
   (rows converted to Python dicts beforehand, not timed);
-* `decode_batch` on the encoded messages vs a `fastavro.schemaless_reader` loop.
+* `decode_batch` on the encoded messages (its numpy fast path, `vector_decode`) vs decode.py's
+  polars path (its fallback, timed alone) and a `fastavro.schemaless_reader` loop.
 
 Usage: python bench/avro_encode.py [--rows 100000] [--fastavro-rows 10000] [--repeat 3]
 """
@@ -23,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from fink_pipeline.avro import avro_schema_from_arrow, decode_batch, encode_batch
+from fink_pipeline.avro import decode as decode_module
 
 LC_FEATURES = [
     "mean", "weighted_mean", "standard_deviation", "median", "amplitude", "beyond_1_std", "cusum",
@@ -154,13 +156,22 @@ def main() -> None:
     print(f"batch encoder vs fastavro per row: {(batch.num_rows / t_ours) / (len(rows) / t_fast):.1f}")
 
     t_dec = _best(lambda: decode_batch(encoded, schema), args.repeat)
+    framing = decode_module._build_framing(schema)
+
+    def polars_path() -> None:
+        df, error, _ = decode_module._read(encoded, framing)
+        assert error is None
+        decode_module._to_arrow(df, framing)
+
+    t_polars = _best(polars_path, args.repeat)
     t_fast_dec = _best(
         lambda: [fastavro.schemaless_reader(io.BytesIO(m), parsed, None) for m in reference], args.repeat
     )
     _table(
         "decode",
         [
-            ("decode_batch (polars, columnar)", batch.num_rows, t_dec),
+            ("decode_batch (numpy fast path, columnar)", batch.num_rows, t_dec),
+            ("polars path (decode.py's fallback)", batch.num_rows, t_polars),
             ("fastavro.schemaless_reader per message", len(reference), t_fast_dec),
         ],
     )

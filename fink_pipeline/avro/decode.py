@@ -1,4 +1,9 @@
-"""Columnar decoding of schemaless Avro messages with polars.
+"""Columnar decoding of schemaless Avro messages: numpy fast path, polars fallback.
+
+The fast path is `vector_decode.decode_columnar`, which decodes a batch field by field for all
+messages at once with numpy (about 2x polars' speed on light packets). It returns None for a
+schema type it does not handle or when any message does not decode exactly; then the polars
+path below decodes the batch, and isolates the bad messages.
 
 A schemaless message is exactly the body of one record in an Avro container block, so a batch
 of messages becomes a container file once framed: header (written by fastavro for the framing
@@ -13,7 +18,7 @@ columnar speed. Two changes to the writer schema make up the framing schema:
   check that the block was consumed exactly). Reading back sentinel i in row i proves that
   every record started and ended at its message's boundaries.
 
-When the fast path fails (polars raises or a sentinel is misplaced), `decode_batch_safe`
+When the polars read fails too (polars raises or a sentinel is misplaced), `decode_batch_safe`
 isolates the undecodable messages by bisection with polars reads and checks small groups
 message by message with `fastavro.schemaless_reader` (which must consume every byte), then
 decodes the good messages in one more read.
@@ -32,6 +37,7 @@ import pyarrow as pa
 
 from fink_pipeline.avro.encode import _materialize, _offsets, _varint_slot, _zigzag
 from fink_pipeline.avro.schema import AvroType, arrow_schema_for_avro, memoized, parse_schema, resolve
+from fink_pipeline.avro.vector_decode import decode_columnar
 
 _FRAME_FIELD = "__fink_frame"
 # Sentinels have 9-byte varints: misaligned bytes reproduce the expected one with odds ~2^-63.
@@ -159,6 +165,14 @@ def _storage_type(dtype: pa.DataType) -> pa.DataType:
     return dtype
 
 
+def _read_fast(arr: pa.LargeBinaryArray, framing: _Framing) -> pa.Table | None:
+    """The numpy fast path on `arr` (None: fall back to polars)."""
+    data = arr.buffers()[2]
+    if data is None or not len(arr):
+        return None
+    return decode_columnar(data, _offsets(arr), framing.writer)
+
+
 def _read(arr: pa.LargeBinaryArray, framing: _Framing) -> tuple[pl.DataFrame | None, str | None, int]:
     """Decode `arr` with one polars call and check the sentinels.
 
@@ -198,12 +212,25 @@ def _sentinel_varints(n: int) -> bytes:
 
 
 def _read_values(values: list, nbytes: int, framing: _Framing) -> pa.Table | None:
-    """Decode a list of message values with one polars call, framed straight from the list
-    (one copy, no intermediate Arrow array); None when anything is off (a null value, a
-    misframed record, polars raising, too many bytes for one chunk), so that the caller takes
-    the array path, which isolates bad messages."""
+    """Decode a list of message values with the numpy fast path (values joined once), else
+    with one polars call, framed straight from the list (one copy, no intermediate Arrow
+    array); None when anything is off (a null value, a misframed record, polars raising, too
+    many bytes for one chunk), so that the caller takes the array path, which isolates bad
+    messages."""
     n = len(values)
-    if not n or nbytes + _SENTINEL_BYTES * n > _MAX_CHUNK_BYTES:
+    if not n:
+        return None
+    try:
+        data = b"".join(values)
+    except TypeError:  # a null value (Kafka tombstone)
+        return None
+    offsets = np.zeros(n + 1, np.int64)
+    np.cumsum(np.fromiter(map(len, values), np.int64, n), out=offsets[1:])
+    table = decode_columnar(data, offsets, framing.writer)
+    del data
+    if table is not None:
+        return table
+    if nbytes + _SENTINEL_BYTES * n > _MAX_CHUNK_BYTES:
         return None
     body = nbytes + _SENTINEL_BYTES * n
     head = [framing.header, _varint(n), _varint(body)]
@@ -282,6 +309,9 @@ def _decode_checked(arr: pa.LargeBinaryArray, framing: _Framing) -> pa.Table:
     """Decode messages that fastavro accepts; polars first, fastavro if polars disagrees."""
     if len(arr) == 0:
         return framing.arrow_schema.empty_table()
+    table = _read_fast(arr, framing)
+    if table is not None:
+        return table
     df, error, _ = _read(arr, framing)
     if error is None:
         return _to_arrow(df, framing)
@@ -305,6 +335,10 @@ def decode_batch(values: Sequence[bytes] | pa.Array, avro_schema: dict) -> pa.Ta
     arr = _messages(values)
     tables = []
     for lo, hi in _byte_chunks(arr):
+        table = _read_fast(arr.slice(lo, hi - lo), framing)
+        if table is not None:
+            tables.append(table)
+            continue
         df, error, k = _read(arr.slice(lo, hi - lo), framing)
         if error is not None:
             where = f"message {lo + k}" if k >= 0 else f"messages {lo}..{hi - 1}"
@@ -337,6 +371,10 @@ def decode_batch_safe(
     bad: dict[int, str] = {}
     for lo, hi in _byte_chunks(arr):
         chunk = arr.slice(lo, hi - lo)
+        table = _read_fast(chunk, framing)
+        if table is not None:
+            tables.append(table)
+            continue
         df, error, k = _read(chunk, framing)
         if error is None:
             tables.append(_to_arrow(df, framing))
