@@ -55,6 +55,7 @@ def step_arrays_whatever_the_batch(monkeypatch):
     for speed: decode them anyway, to check the array code (test_long_arrays_in_few_rows_fall_back
     restores the default)."""
     monkeypatch.setattr(vector_decode, "_MIN_ROWS_PER_STEP", 0)
+    monkeypatch.setattr(vector_decode, "_MIN_ROWS_WITH_HEAVY_ARRAYS", 0)
 
 
 def _bits(array: pa.Array) -> pa.Array:
@@ -297,16 +298,19 @@ def test_blocks_with_negative_counts_and_several_blocks():
 
 def test_long_arrays_in_few_rows_fall_back(shared_data, monkeypatch):
     """Item steps cost the same for 7 rows as for 7000: the LSST sample (7 messages, arrays of
-    hundreds of records) is left to polars, which decode_batch then uses, with the same result."""
+    hundreds of records) is left to polars, which decode_batch then uses, with the same result;
+    at once when the batch is small (arrays of records), else once the first counts are read."""
     schema, messages = _real_sample(shared_data, "lsst/fink/ftransfer_avro")
     stepped = _fast(messages, schema)
     assert stepped is not None
     monkeypatch.setattr(vector_decode, "_MIN_ROWS_PER_STEP", 512)
+    assert _fast(messages, schema) is None  # stopped at the first long array
+    monkeypatch.setattr(vector_decode, "_MIN_ROWS_WITH_HEAVY_ARRAYS", 4096)
     start = time.perf_counter()
     assert _fast(messages, schema) is None
-    assert time.perf_counter() - start < 0.5 * 2.6  # stopped early (stepping took ~2.6 s here)
+    assert time.perf_counter() - start < 0.05  # no walk at all
     assert_identical(decode_batch(messages, schema), stepped)
-    # short maps are stepped whatever the row count
+    # short maps of strings are stepped whatever the row count
     table = _light_like(3, 0.0)
     light = avro_schema_from_arrow(table.schema)
     assert _fast(encode_batch(table, light).to_pylist(), light) is not None

@@ -2,8 +2,9 @@
 
 The fast path is `vector_decode.decode_columnar`, which decodes a batch field by field for all
 messages at once with numpy (about 2x polars' speed on light packets). It returns None for a
-schema type it does not handle or when any message does not decode exactly; then the polars
-path below decodes the batch, and isolates the bad messages.
+schema type it does not handle, when any message does not decode exactly, or when the batch's
+arrays of records are too long for its row count (medium and full packets in the consumer's
+slices); then the polars path below decodes the batch, and isolates the bad messages.
 
 A schemaless message is exactly the body of one record in an Avro container block, so a batch
 of messages becomes a container file once framed: header (written by fastavro for the framing
