@@ -139,17 +139,15 @@ class _Node:
 
 
 class _Fixed(_Node):
-    """double, float: little-endian IEEE bytes."""
-
-    masked = True
+    """double, float: little-endian IEEE bytes (nullable ones are decoded by `_Nullable`)."""
 
     def __init__(self, dtype: pa.DataType, width: int) -> None:
         self.dtype, self.width, self.min_size = dtype, width, width
 
     def decode(self, buf, pos, end, valid=None):
+        assert valid is None
         values = (buf.f8 if self.width == 8 else buf.f4)[pos]
-        new_pos = pos + self.width if valid is None else pos + valid * self.width
-        return pa.Array.from_buffers(self.dtype, len(pos), [_bitmap(valid), pa.py_buffer(values)]), new_pos
+        return pa.Array.from_buffers(self.dtype, len(pos), [None, pa.py_buffer(values)]), pos + self.width
 
 
 class _Boolean(_Node):
@@ -314,8 +312,8 @@ class _Nullable(_Node):
         pos[rows] = rows_pos
         if isinstance(values, (pa.ListArray, pa.MapArray)):
             offsets = _expand_offsets(values.offsets.to_numpy(), present)
-            keys = (values.keys, values.items) if isinstance(values, pa.MapArray) else (values.values,)
-            array = type(values).from_arrays(offsets, *keys, type=self.dtype, mask=pa.array(~present))
+            children = (values.keys, values.items) if isinstance(values, pa.MapArray) else (values.values,)
+            array = type(values).from_arrays(offsets, *children, type=self.dtype, mask=pa.array(~present))
             return array, pos
         index = np.cumsum(present, dtype=np.int64) - 1
         return values.take(pa.array(index, mask=~present)), pos
