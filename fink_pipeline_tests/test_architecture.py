@@ -65,3 +65,21 @@ def test_publishing_workers_import_neither_polars_nor_pandas():
             "print(sorted(m for m in ('polars', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_consumers_and_the_command_load_polars_only_when_a_batch_needs_it():
+    """The table consumer decodes with numpy; polars (~30 MiB per process) is the decoder's
+    fallback and a catalogue reader's tool: neither the command, the Dagster definitions nor a
+    consumer that decodes a light batch imports it."""
+    code = ("import sys, fink_pipeline.cli.main, fink_pipeline.definitions, fink_pipeline.consumer.core\n"
+            "from fink_pipeline.avro import avro_schema_from_arrow, decode_batch_safe, encode_batch\n"
+            "from fink_pipeline_tests.synthetic_topics import synthetic_alerts\n"
+            "from fink_pipeline.surveys import get_survey\n"
+            "table = next(iter(synthetic_alerts(get_survey('ztf'), 500, 'light', seed=3, batch_size=500)))\n"
+            "schema = avro_schema_from_arrow(table.schema)\n"
+            "decoded, bad, _ = decode_batch_safe(encode_batch(table, schema).to_pylist(), schema)\n"
+            "assert decoded.num_rows == 500 and not bad\n"
+            "print('polars' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+

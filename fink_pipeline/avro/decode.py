@@ -30,15 +30,18 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import fastavro
 import numpy as np
-import polars as pl
 import pyarrow as pa
 
 from fink_pipeline.avro.encode import _materialize, _offsets, _varint_slot, _zigzag
 from fink_pipeline.avro.schema import AvroType, arrow_schema_for_avro, memoized, parse_schema, resolve
 from fink_pipeline.avro.vector_decode import decode_columnar
+
+if TYPE_CHECKING:
+    import polars as pl
 
 _FRAME_FIELD = "__fink_frame"
 # Sentinels have 9-byte varints: misaligned bytes reproduce the expected one with odds ~2^-63.
@@ -47,7 +50,18 @@ _FRAME_BASE = 1 << 60
 _MAX_CHUNK_BYTES = 1 << 30
 # Failing groups at most this large are checked message by message with fastavro.
 _SMALL_GROUP = 16
-_DECODE_ERRORS = (Exception, pl.exceptions.PanicException)  # polars panics are BaseExceptions
+
+
+def _polars():
+    """polars, imported on first use: the numpy path decodes most batches, and the import
+    costs ~30 MiB of memory in every consumer process."""
+    import polars
+
+    return polars
+
+
+def _decode_errors() -> tuple[type[BaseException], ...]:
+    return (Exception, _polars().exceptions.PanicException)  # polars panics are BaseExceptions
 
 
 class AvroDecodeError(ValueError):
@@ -146,7 +160,7 @@ def _varint(value: int) -> bytes:
 def _to_arrow(df: pl.DataFrame, framing: _Framing) -> pa.Table:
     """polars output -> the declared schema (32-bit offsets, nullability, maps from key/value
     lists), dropping the sentinel column."""
-    table = df.to_arrow(compat_level=pl.CompatLevel.oldest())
+    table = df.to_arrow(compat_level=_polars().CompatLevel.oldest())
     columns = []
     for name, storage, dtype in framing.columns:
         chunks = [c if c.type == dtype else c.cast(storage).view(dtype) for c in table.column(name).chunks]
@@ -187,8 +201,8 @@ def _read(arr: pa.LargeBinaryArray, framing: _Framing) -> tuple[pl.DataFrame | N
     data = body.buffers()[2]
     block = b"".join((framing.header, _varint(n), _varint(len(data)), memoryview(data), framing.sync))
     try:
-        df = pl.read_avro(io.BytesIO(block))
-    except _DECODE_ERRORS as exc:
+        df = _polars().read_avro(io.BytesIO(block))
+    except _decode_errors() as exc:
         return None, f"{type(exc).__name__}: {exc}".strip(), -1
     got = df.get_column(_FRAME_FIELD).to_numpy()
     m = min(len(got), n)
@@ -247,8 +261,8 @@ def _read_values(values: list, nbytes: int, framing: _Framing) -> pa.Table | Non
     if len(block) != sum(map(len, head)) + body + len(framing.sync):
         return None  # `nbytes` was not the values' size: the block's byte count would be wrong
     try:
-        df = pl.read_avro(io.BytesIO(block))
-    except _DECODE_ERRORS:
+        df = _polars().read_avro(io.BytesIO(block))
+    except _decode_errors():
         return None
     del block
     got = df.get_column(_FRAME_FIELD).to_numpy()

@@ -26,14 +26,17 @@ import stat
 import zlib
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 from fink_pipeline.transfer.request import MAX_RADIUS_ARCSEC, RequestError
+
+if TYPE_CHECKING:  # polars is imported by the functions that read a catalogue's text (~30 MiB)
+    import polars as pl
 
 MAX_CATALOG_ROWS = 10_000_000
 CHUNK_BYTES = 1 << 20
@@ -393,6 +396,8 @@ def _parse_csv(name: str, data: bytes, separator: str, types: dict[str, pa.DataT
 def _as_float(array: pa.ChunkedArray) -> tuple[pl.Series, pl.Series | None]:
     """Numbers as float64 (null where empty or not a decimal number) and, for text, the
     stripped text (null where empty)."""
+    import polars as pl
+
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
     if _value_kind(array.type) != "text":
@@ -404,6 +409,8 @@ def _as_float(array: pa.ChunkedArray) -> tuple[pl.Series, pl.Series | None]:
 
 def _sexagesimal(text: pl.Series, hours: bool) -> pl.Series:
     """Sexagesimal text as degrees (null where not sexagesimal or minutes/seconds >= 60)."""
+    import polars as pl
+
     parts = text.str.extract_groups(RA_PATTERN if hours else DEC_PATTERN).struct.unnest()
 
     def part(group: str, cast=pl.Float64) -> pl.Expr:
@@ -421,6 +428,8 @@ def _first(bad: pl.Series) -> int | None:
 
 def _coordinates(name: str, column: str, array: pa.ChunkedArray, hours: bool) -> pa.ChunkedArray | pa.Array:
     """RA (hours when sexagesimal, [0, 360], 360 becomes 0) or Dec ([-90, 90]) as float64 degrees."""
+    import polars as pl
+
     values, text = _as_float(array)
     if text is not None:
         unparsed = values.is_null() & text.is_not_null()
@@ -493,6 +502,8 @@ def _radii(name: str, column: str, array: pa.ChunkedArray) -> pa.ChunkedArray | 
 
 def _ids(name: str, column: str, array: pa.ChunkedArray, text: bool) -> pa.ChunkedArray | pa.Array:
     """Unique, non-empty ids: int64 (integer columns; a CSV column of plain integers only) or string."""
+    import polars as pl
+
     if pa.types.is_dictionary(array.type):
         array = array.cast(array.type.value_type)
     kind = _value_kind(array.type)
@@ -529,6 +540,8 @@ def _check_unique(name: str, column: str, ids: pl.Series) -> None:
     Distinct 64-bit hashes prove distinct ids: counting them is several times faster than
     counting 10M strings (and is_first_distinct takes seconds); a collision only means the exact
     check below runs."""
+    import polars as pl
+
     if (ids.hash(seed=0) if ids.dtype == pl.String else ids).n_unique() == len(ids):
         return
     ordered = pl.DataFrame({"id": ids}).with_row_index("row").sort("id", "row")  # equal ids in row order
