@@ -126,3 +126,23 @@ def test_launchpad_validation_fails_with_the_cli_message(form, cli, tmp_path):
     failure = next(e for e in result.all_events if e.is_step_failure)
     assert failure.event_specific_data.user_failure_data.description == cli_message
     assert not (tmp_path / "requests").exists()  # nothing stored for a bad request
+
+
+def test_a_spark_session_started_ahead_is_taken_over_by_the_runs_resource(spark):
+    """`request submit --wait` starts Spark before Dagster is even imported; Dagster then builds
+    the run's SparkResource anew from its config, which must find that start (not open a second
+    session, not leave it to nobody): same settings claim it once, other settings do not."""
+    from fink_pipeline.orchestration import spark_ahead
+    from fink_pipeline.orchestration.resources import SparkResource
+
+    settings = {"master": "local[2]", "conf": {"spark.sql.shuffle.partitions": "2"}, "remote": None}
+    spark_ahead.start_session_ahead(**settings)
+    other = SparkResource(master="local[2]", conf={"spark.sql.shuffle.partitions": "3"})
+    assert other._claim_start_ahead() is None
+    resource = SparkResource(**settings)
+    assert resource.get_session() is spark  # this process's running session, borrowed: not stopped
+    assert spark_ahead.claim_session_started_ahead(**settings) is None
+    spark_ahead.start_session_ahead(**settings)
+    spark_ahead.stop_unclaimed_sessions()  # not owned: the running session stays usable
+    assert spark_ahead.claim_session_started_ahead(**settings) is None
+    assert spark.range(3).count() == 3

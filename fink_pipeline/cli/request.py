@@ -239,6 +239,8 @@ def run_submit(args: argparse.Namespace) -> int:
     bootstrap = status_managed(paths.state_dir())
     if not bootstrap:
         raise ValueError("no broker running: start one with `fink-pipeline broker start`")
+    if args.wait:
+        _start_spark_ahead()
     request = pin_catalog(request, plan).with_identity(list_topics(KafkaSettings(bootstrap_servers=bootstrap)))
     request_root = paths.state_dir() / "requests"
     RequestStore(request_root).save(request)
@@ -265,17 +267,33 @@ def run_stored(args: argparse.Namespace) -> int:
     bootstrap = status_managed(paths.state_dir())
     if not bootstrap:
         raise ValueError("no broker running: start one with `fink-pipeline broker start`")
+    _start_spark_ahead()
     return _run_stored(args.topic, bootstrap, args.archive or str(paths.default_archive_root()),
                        args.tables or str(paths.default_table_root()), str(paths.state_dir() / "requests"))
 
 
+def _start_spark_ahead() -> None:
+    """Start the deployment's Spark (JVM, then the Python workers' warm-up) while the run is set
+    up: the run's Spark resource, of the same settings, takes it over (`orchestration.spark_ahead`);
+    `_run_stored` stops it if the run never does."""
+    from fink_pipeline.orchestration.settings import DeploymentSettings
+    from fink_pipeline.orchestration.spark_ahead import start_session_ahead
+
+    start_session_ahead(**DeploymentSettings.load().spark_session_args())
+
+
 def _run_stored(topic: str, bootstrap: str, archive: str, tables: str, request_root: str) -> int:
-    from fink_pipeline.orchestration.launch import run_transfer
+    from fink_pipeline.orchestration.spark_ahead import stop_unclaimed_sessions
     from fink_pipeline.transfer.store import RequestStore
 
-    request = RequestStore(request_root).load(topic)
-    result = run_transfer(request, bootstrap=bootstrap, archive_root=archive, table_root=tables,
-                          request_root=request_root)
+    try:
+        from fink_pipeline.orchestration.launch import run_transfer
+
+        request = RequestStore(request_root).load(topic)
+        result = run_transfer(request, bootstrap=bootstrap, archive_root=archive, table_root=tables,
+                              request_root=request_root)
+    finally:
+        stop_unclaimed_sessions()
     if not result.success:
         failure = next((e for e in result.all_events if e.is_failure), None)
         print(f"transfer failed: {failure_text(failure) if failure else 'see the run log'}")

@@ -59,24 +59,29 @@ class SparkResource(dg.ConfigurableResource):
     def from_env(cls) -> "SparkResource":
         """The deployment's Spark: FINK_SPARK_REMOTE, else FINK_SPARK_MASTER (default local),
         with FINK_SPARK_CONF."""
-        env = DeploymentSettings.load()
-        return cls(master=env.spark_master or LOCAL_MASTER, remote=env.spark_remote, conf=dict(env.spark_conf))
+        return cls(**DeploymentSettings.load().spark_session_args())
 
     def warm_up(self) -> None:
         """Start the session in a background thread and return at once: the JVM starts, then
         its Python workers with the publishing modules imported (seconds each), while the run
-        validates and estimates the request."""
-        if self._session is None and self._starting is None:
-            from concurrent.futures import ThreadPoolExecutor
+        validates and estimates the request. A start the command made ahead of the run
+        (`spark_ahead.start_session_ahead`, same settings) is taken over instead."""
+        from fink_pipeline.orchestration.spark_ahead import start_session_ahead
 
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark-warm-up")
-            self._starting = pool.submit(_start_session_and_workers, self.master, self.app_name, self.conf,
-                                         self.remote)
-            pool.shutdown(wait=False)
+        if self._session is None and self._starting is None:
+            start_session_ahead(self.master, self.app_name, self.conf, self.remote)
+            self._starting = self._claim_start_ahead()
+
+    def _claim_start_ahead(self):
+        from fink_pipeline.orchestration.spark_ahead import claim_session_started_ahead
+
+        return claim_session_started_ahead(self.master, self.app_name, self.conf, self.remote)
 
     def get_session(self):
         """The session (created lazily: steps that do not need Spark do not pay for a JVM)."""
         if self._session is None:
+            if self._starting is None:
+                self._starting = self._claim_start_ahead()
             if self._starting is not None:  # warm_up started it: wait for it (its error, if any)
                 starting, self._starting = self._starting, None
                 self._session, self._owned = starting.result()
@@ -100,16 +105,6 @@ class SparkResource(dg.ConfigurableResource):
             # Python workers), not one that runs share (session_id in the URL); the server runs on
             self._session.stop()
         self._session = None
-
-
-def _start_session_and_workers(master: str, app_name: str, conf: dict, remote: str | None = None) -> tuple[Any, bool]:
-    """`open_spark_session`, then the Python workers' warm-up started (not awaited)."""
-    from fink_pipeline.kafka.publish import start_worker_warm_up
-    from fink_pipeline.spark import open_spark_session
-
-    session, owned = open_spark_session(master, app_name, conf, remote=remote)
-    start_worker_warm_up(session, "fink-warm-up")
-    return session, owned
 
 
 class KafkaResource(dg.ConfigurableResource):

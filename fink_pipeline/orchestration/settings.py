@@ -73,6 +73,11 @@ class DeploymentSettings(StorageEnvSettings):
                              "sc://host:port (or leave it unset to start Spark from FINK_SPARK_MASTER)")
         return value
 
+    def spark_session_args(self) -> dict[str, Any]:
+        """The Spark session these settings describe, as `SparkResource` takes it: the master
+        (default local), the Connect URL and the extra conf."""
+        return {"master": self.spark_master or LOCAL_MASTER, "remote": self.spark_remote, "conf": dict(self.spark_conf)}
+
     @field_validator("deployment")
     @classmethod
     def _known(cls, value: str) -> str:
