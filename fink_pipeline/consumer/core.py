@@ -15,19 +15,28 @@ another one or when the topic is published again while it reads (see `sinks`).
 
 from __future__ import annotations
 
-import gc
+import functools
 import json
 import logging
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import pyarrow as pa
 
-from fink_pipeline.avro import arrow_schema_for_avro, decode_batch_safe
+from fink_pipeline.avro import arrow_schema_for_avro
+from fink_pipeline.consumer.batches import (  # noqa: F401 (DECODE_SLICE_BYTES, read_quarantine: API)
+    DECODE_SLICE_BYTES,
+    DecodedBatch,
+    FetchedBatch,
+    TableWriter,
+    decode_in_slices,
+    fetch_batch,
+    quarantine,
+    read_quarantine,
+)
 from fink_pipeline.consumer.sinks import Publication, PublicationMismatch, Sink
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.status import TransferStatus, read_records, read_status
@@ -41,8 +50,6 @@ LIBRDKAFKA_LOGGER = logging.getLogger("fink_pipeline.librdkafka")
 # full packet (55 KB/alert) while keeping light batches large (per-alert write cost falls
 # with batch size: every batch writes one file per partition value).
 DEFAULT_MAX_BATCH_BYTES = 32 * 1024 * 1024
-# A batch is decoded a slice of this many bytes at a time (see decode_in_slices).
-DECODE_SLICE_BYTES = 8 * 1024 * 1024
 # librdkafka fetch sizing: fetches of a few MB and a prefetch queue of one batch (32 MB), which
 # fills while the previous batch is decoded and written. Measured on the embedded broker, one
 # consumer: a 16 MB queue left each 32 MB batch waiting ~0.5 s for the broker (full packets
@@ -303,14 +310,11 @@ def consume_topic(
     `replace_other_publication` (a Delta table owned by the caller alone): its rows are then
     deleted and the table restarts with the topic's current publication.
 
-    Started before the publication (with the transfer job), it waits up to `wait_for_topic_s`
-    (default: `max_timeout`, at least 5 s) for the topic, its schema and its start record,
-    then reads the messages as they are published.
-    `stop` (an event) ends the run between batches, the table exact (a follower of a publication
-    that failed: `consumer.follow`).
-    With `overlap_writes`, a batch is written in a background thread while the next one is
-    fetched and decoded (`_TableWriter`); the phases then charge to "write" only the time
-    spent waiting for the writer.
+    Started before the publication, it waits up to `wait_for_topic_s` (default: `max_timeout`,
+    at least 5 s) for the topic, its schema and start record, then reads messages as they come.
+    `stop` (an event) ends the run between batches, the table exact (`consumer.follow`). With
+    `overlap_writes`, a batch is written in a background thread while the next one is fetched
+    and decoded (`batches.TableWriter`; "write" is then the wait for it).
     """
     from confluent_kafka import TopicPartition
 
@@ -332,10 +336,7 @@ def consume_topic(
     _note(report, status)
     active = [p for p in partitions if not partition_done(status, p, next_offsets[p])]
     # offsets after the batches handed to the writer (next_offsets: after those committed)
-    planned = dict(next_offsets)
-    fetched = 0
-    writer = _TableWriter(sink, overlap_writes)
-    consumer = None
+    planned, fetched, writer, consumer = dict(next_offsets), 0, TableWriter(sink, overlap_writes), None
     try:
         if active:
             consumer = kafka_consumer(settings, group_id)
@@ -345,7 +346,7 @@ def consume_topic(
             want = batch_size if limit is None else min(batch_size, limit - fetched)
             if want <= 0:
                 break
-            messages, topic_unknown = _fetch_batch(consumer, want, max_batch_bytes, log, topic)
+            messages, topic_unknown = fetch_batch(consumer, want, max_batch_bytes, log, topic)
             clock.lap("fetch")
             got_messages = bool(messages)
             # a batch closed before it was full: every message published so far is read
@@ -362,18 +363,9 @@ def consume_topic(
                 messages = None  # decoded: the raw values are no longer needed while writing
                 clock.lap("decode")
                 planned.update(decoded.next_offsets)
-
-                def written(decoded=decoded, status=status) -> None:
-                    _count_written(decoded, next_offsets, report)
-                    # free the memory pool's unused pages: peak memory stays that of a batch or
-                    # two, whatever the topic's size
-                    pa.default_memory_pool().release_unused()
-                    if commit_group_offsets:
-                        _commit_group(consumer, topic, next_offsets, set(decoded.next_offsets), log)
-                    if progress is not None:
-                        progress(decoded.messages, status)
-
-                writer.submit(decoded, written, clock)
+                writer.submit(decoded, functools.partial(
+                    _written, decoded, next_offsets, report, consumer if commit_group_offsets else None,
+                    progress, status, log), clock)
                 clock.lap("other")
             since_status = now - last_status_read
             if status.state in ("running", "unknown") and since_status > STATUS_POLL_SECONDS \
@@ -446,115 +438,6 @@ def _topic_exists(consumer, topic: str) -> bool:
         return True  # no answer (or another error): cannot tell, keep waiting for the broker
 
 
-_UNKNOWN_TOPIC_CODES = ("UNKNOWN_TOPIC_OR_PART", "_UNKNOWN_TOPIC", "_UNKNOWN_PARTITION")
-
-
-_PROBE_MESSAGES = 10  # 0.5 MB of full packets: below any sensible cap
-_MAX_MESSAGES_PER_CONSUME = 20_000
-
-
-@dataclass
-class FetchedBatch:
-    """Values and coordinates of fetched messages (the librdkafka messages are not kept:
-    their buffers are freed as soon as the values are copied out)."""
-
-    values: list = field(default_factory=list)
-    keys: list = field(default_factory=list)
-    partitions: list = field(default_factory=list)
-    offsets: list = field(default_factory=list)
-    nbytes: int = 0
-    topic_unknown: bool = False  # the broker reported the topic unknown
-
-    def __len__(self) -> int:
-        return len(self.offsets)  # values are freed once decoded; coordinates stay
-
-
-def _fetch_batch(consumer, want: int, max_bytes: int, log, topic: str) -> tuple[FetchedBatch, bool]:
-    """Up to `want` messages (fewer once `max_bytes` of values are in hand or the wait ends),
-    and whether the broker reported the topic unknown. Other Kafka errors are logged and
-    dropped from the batch."""
-    from confluent_kafka import KafkaError
-
-    unknown_codes = {getattr(KafkaError, name) for name in _UNKNOWN_TOPIC_CODES if hasattr(KafkaError, name)}
-    batch = FetchedBatch()
-    deadline = time.monotonic() + 1.0
-    # One consume() call gathers messages as librdkafka fetches them, far beyond its prefetch
-    # queue: the byte cap must bound each call, not only be checked between calls. A first
-    # small call measures the message size; later calls ask for what fits in the room left.
-    per_call = _PROBE_MESSAGES
-    # No cyclic garbage is made here, but tens of thousands of Message objects would trigger
-    # collections that walk every object of the process (pyarrow, polars, deltalake...).
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        _fetch_into(consumer, batch, want, max_bytes, per_call, deadline, unknown_codes, log, topic)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return batch, batch.topic_unknown
-
-
-def _fetch_into(consumer, batch: "FetchedBatch", want: int, max_bytes: int, per_call: int, deadline: float,
-                unknown_codes: set, log, topic: str) -> None:
-    """The consume() calls of `_fetch_batch`."""
-    from confluent_kafka import KafkaError
-
-    values, keys, partitions, offsets = batch.values, batch.keys, batch.partitions, batch.offsets
-    while len(values) < want and batch.nbytes < max_bytes:
-        left = deadline - time.monotonic()
-        n = min(want - len(values), _MAX_MESSAGES_PER_CONSUME, per_call)
-        chunk = consumer.consume(num_messages=n, timeout=max(0.0, left) if values else 1.0)
-        if not chunk:
-            break
-        for m in chunk:
-            err = m.error()
-            if err is None:
-                value = m.value()
-                values.append(value)
-                keys.append(m.key())
-                partitions.append(m.partition())
-                offsets.append(m.offset())
-                batch.nbytes += len(value) if value is not None else 0
-            elif err.code() in unknown_codes:
-                batch.topic_unknown = True
-            elif err.code() != KafkaError._PARTITION_EOF:
-                log.warning(f"Kafka error on {topic}: {err}")
-        del chunk
-        if values and batch.nbytes:
-            per_call = max(1, int((max_bytes - batch.nbytes) * len(values) / batch.nbytes))
-        if time.monotonic() >= deadline:
-            break
-
-
-def decode_in_slices(values: list, nbytes: int, avro_schema: dict,
-                     slice_bytes: int = DECODE_SLICE_BYTES) -> tuple[pa.Table, list[int], list[str]]:
-    """`decode_batch_safe` of `values` (`nbytes` in all), a slice of about `slice_bytes` at a
-    time: polars' working memory while decoding is several times its input, so slices bound
-    it (measured: 150 MB less peak per consumer for 32 MB light batches, same speed)."""
-    n_slices = max(1, -(-nbytes // slice_bytes))
-    if n_slices == 1 or len(values) < 2 * n_slices:
-        return decode_batch_safe(values, avro_schema, nbytes)
-    step = -(-len(values) // n_slices)  # messages of one topic have similar sizes
-    tables, bad, errors = [], [], []
-    for lo in range(0, len(values), step):
-        table, slice_bad, slice_errors = decode_batch_safe(values[lo:lo + step], avro_schema)
-        tables.append(table)
-        bad.extend(lo + i for i in slice_bad)
-        errors.extend(slice_errors)
-    return pa.concat_tables(tables), bad, errors
-
-
-@dataclass
-class DecodedBatch:
-    """A fetched batch decoded: its rows, and the offsets its commit moves the table to."""
-
-    table: pa.Table
-    next_offsets: dict[int, int]  # partition -> offset after the batch's last message
-    start_offsets: dict[int, int]  # partition -> offset the table must be at before the commit
-    per_partition: dict[int, int]  # messages of the batch per partition
-    messages: int
-
-
 def _decode_batch(batch: FetchedBatch, avro_schema, planned: dict[int, int], report: ConsumeReport,
                   quarantine_dir, log) -> DecodedBatch:
     """Decode one batch, quarantine what does not decode; `planned` holds the offsets the table
@@ -566,108 +449,30 @@ def _decode_batch(batch: FetchedBatch, avro_schema, planned: dict[int, int], rep
         batch_next[p] = o + 1  # offsets grow within a partition
         per_partition[p] = per_partition.get(p, 0) + 1
     if bad:
-        path = _quarantine(quarantine_dir, report.topic, batch, bad, errors, log)
+        path = quarantine(quarantine_dir, report.topic, batch, bad, errors, log)
         report.quarantined += len(bad)
         report.quarantine_files.append(path)
     batch.values.clear()
     return DecodedBatch(table, batch_next, {p: planned[p] for p in batch_next}, per_partition, len(batch))
 
 
-def _count_written(decoded: DecodedBatch, next_offsets: dict[int, int], report: ConsumeReport) -> None:
-    """The batch is committed: the table's offsets and the report move past it."""
+def _written(decoded: DecodedBatch, next_offsets: dict[int, int], report: ConsumeReport, group_consumer,
+             progress: Callable[[int, TransferStatus], None] | None, status: TransferStatus, log) -> None:
+    """The batch is committed: the table's offsets and the report move past it, the Kafka group
+    offsets follow (`group_consumer`, None: not committed) and `progress` hears of it."""
     next_offsets.update(decoded.next_offsets)
     for p, n in decoded.per_partition.items():
         report.per_partition[p] = report.per_partition.get(p, 0) + n
     report.consumed += decoded.messages
     report.written += decoded.table.num_rows
     report.batches += 1
-
-
-class _TableWriter:
-    """Commits decoded batches to the sink one after the other, in a background thread when
-    `overlap` is set: delta-rs and pyarrow write without holding the GIL, so the next batch is
-    fetched and decoded meanwhile (the consumer's CPU is otherwise one core: a topic published
-    on 2 cores left it ~9 s behind at 1M alerts). One write at a time, in fetch order: the next
-    batch is handed over once the previous one is committed, so the sink sees exactly the
-    sequence of a single thread, and a failed write is raised before any later batch is written.
-    `written` callbacks run in the caller's thread."""
-
-    def __init__(self, sink: Sink, overlap: bool) -> None:
-        self.sink = sink
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="table-writer") if overlap else None
-        self._pending: tuple[Future, Callable[[], None]] | None = None
-
-    def submit(self, decoded: DecodedBatch, written: Callable[[], None], clock: PhaseClock) -> None:
-        """Write `decoded` (after the batch before it is committed), then call `written`."""
-        self.wait(clock)
-        if self._executor is None:
-            self.sink.write(decoded.table, decoded.next_offsets, decoded.start_offsets)
-            clock.lap("write")
-            written()
-            return
-        future = self._executor.submit(self.sink.write, decoded.table, decoded.next_offsets, decoded.start_offsets)
-        self._pending = (future, written)
-
-    def wait(self, clock: PhaseClock) -> None:
-        """Wait for the batch being written; raise its error, or call its `written`."""
-        if self._pending is None:
-            return
-        future, written = self._pending
-        self._pending = None
-        future.result()
-        clock.lap("write")
-        written()
-
-    def close(self, log) -> None:
-        """Let a write still running finish (the sink is closed next), without raising."""
-        if self._pending is not None:
-            future, _ = self._pending
-            self._pending = None
-            try:
-                future.result()
-            except Exception as exc:  # the caller is already failing with its own error
-                log.error(f"writing a batch failed too: {exc}")
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-
-
-def _quarantine(quarantine_dir, topic: str, batch: FetchedBatch, bad: list[int], errors: list[str], log) -> str:
-    """Keep undecodable messages with their coordinates; names derive from the first message's
-    (partition, offset), so a batch replayed after a crash rewrites the same file."""
-    import pyarrow.parquet as pq
-
-    if quarantine_dir is None:
-        raise RuntimeError(f"{len(bad)} undecodable messages in {topic} and no quarantine directory")
-    directory = Path(quarantine_dir)
-    directory.mkdir(parents=True, exist_ok=True)
-    first = bad[0]
-    path = directory / f"{topic}-p{batch.partitions[first]}-o{batch.offsets[first]}.parquet"
-    table = pa.table(
-        {
-            "topic": pa.array([topic] * len(bad), pa.string()),
-            "partition": pa.array([batch.partitions[i] for i in bad], pa.int32()),
-            "offset": pa.array([batch.offsets[i] for i in bad], pa.int64()),
-            "key": pa.array([batch.keys[i] for i in bad], pa.binary()),
-            "value": pa.array([batch.values[i] for i in bad], pa.binary()),
-            "error": pa.array(errors, pa.string()),
-        }
-    )
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    tmp.replace(path)
-    log.warning(f"{len(bad)} undecodable messages of {topic} quarantined in {path}")
-    return str(path)
-
-
-def read_quarantine(quarantine_dir: str | Path) -> pa.Table:
-    """Every quarantined message (topic, partition, offset, key, value, error)."""
-    import pyarrow.parquet as pq
-
-    files = sorted(Path(quarantine_dir).glob("*.parquet")) if Path(quarantine_dir).exists() else []
-    if not files:
-        return pa.table({"topic": pa.array([], pa.string()), "partition": pa.array([], pa.int32()),
-                         "offset": pa.array([], pa.int64())})
-    return pa.concat_tables([pq.read_table(f) for f in files])
+    # free the memory pool's unused pages: peak memory stays that of a batch or two, whatever
+    # the topic's size
+    pa.default_memory_pool().release_unused()
+    if group_consumer is not None:
+        _commit_group(group_consumer, report.topic, next_offsets, set(decoded.next_offsets), log)
+    if progress is not None:
+        progress(decoded.messages, status)
 
 
 def _commit_group(consumer, topic: str, next_offsets: dict[int, int], touched: set[int], log) -> None:
