@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import threading
+import time
 
 import dagster as dg
 import pytest
@@ -146,3 +148,31 @@ def test_a_spark_session_started_ahead_is_taken_over_by_the_runs_resource(spark)
     spark_ahead.stop_unclaimed_sessions()  # not owned: the running session stays usable
     assert spark_ahead.claim_session_started_ahead(**settings) is None
     assert spark.range(3).count() == 3
+
+
+def test_a_released_session_stops_in_the_background_and_teardown_waits_for_it():
+    """Once the topic is published, the run releases Spark: a session the run owns stops in a
+    background thread (overlapping the table's last batches) and the teardown waits for it; a
+    borrowed session (the test session, a notebook's) is never stopped."""
+    from fink_pipeline.orchestration.resources import SparkResource
+
+    class Session:
+        def __init__(self):
+            self.stopping, self.stopped = threading.Event(), threading.Event()
+
+        def stop(self):
+            self.stopping.set()
+            time.sleep(0.3)
+            self.stopped.set()
+
+    resource, owned = SparkResource(), Session()
+    resource._session, resource._owned = owned, True
+    resource.release()
+    assert owned.stopping.wait(5) and resource._session is None
+    resource.teardown_after_execution(None)
+    assert owned.stopped.is_set()
+    borrowed = Session()
+    resource._session, resource._owned = borrowed, False
+    resource.release()
+    resource.teardown_after_execution(None)
+    assert not borrowed.stopping.is_set()

@@ -239,7 +239,7 @@ def run_submit(args: argparse.Namespace) -> int:
     bootstrap = status_managed(paths.state_dir())
     if not bootstrap:
         raise ValueError("no broker running: start one with `fink-pipeline broker start`")
-    if args.wait:
+    if args.wait:  # a valid request: the JVM starts while the topic is named and the run set up
         _start_spark_ahead()
     request = pin_catalog(request, plan).with_identity(list_topics(KafkaSettings(bootstrap_servers=bootstrap)))
     request_root = paths.state_dir() / "requests"
@@ -275,7 +275,8 @@ def run_stored(args: argparse.Namespace) -> int:
 def _start_spark_ahead() -> None:
     """Start the deployment's Spark (JVM, then the Python workers' warm-up) while the run is set
     up: the run's Spark resource, of the same settings, takes it over (`orchestration.spark_ahead`);
-    `_run_stored` stops it if the run never does."""
+    `_run_stored` stops it if the run never does, and a command failing before its run exits at
+    once (the JVM exits with it)."""
     from fink_pipeline.orchestration.settings import DeploymentSettings
     from fink_pipeline.orchestration.spark_ahead import start_session_ahead
 

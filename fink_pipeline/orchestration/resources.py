@@ -54,6 +54,7 @@ class SparkResource(dg.ConfigurableResource):
     _session: Any = PrivateAttr(default=None)
     _owned: bool = PrivateAttr(default=False)
     _starting: Any = PrivateAttr(default=None)  # a Future of (session, owned) while warm_up runs
+    _stopping: Any = PrivateAttr(default=None)  # the thread stopping a released session
 
     @classmethod
     def from_env(cls) -> "SparkResource":
@@ -92,7 +93,21 @@ class SparkResource(dg.ConfigurableResource):
                                                                 remote=self.remote)
         return self._session
 
+    def release(self) -> None:
+        """The run needs Spark no more: stop a session it owns now, in a background thread (the
+        JVM's shutdown then overlaps the table's last batches instead of following them; the
+        run's teardown waits for it). A later `get_session` starts a new one."""
+        import threading
+
+        if self._session is not None and self._owned and not self.remote:
+            session, self._session = self._session, None
+            self._stopping = threading.Thread(target=session.stop, name="spark-stop")
+            self._stopping.start()
+
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if self._stopping is not None:
+            self._stopping.join()
+            self._stopping = None
         if self._starting is not None:  # warmed up but never used: stop what it started
             try:
                 self.get_session()

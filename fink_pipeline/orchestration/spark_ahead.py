@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import atexit
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Mapping
 
 from fink_pipeline.spark import LOCAL_MASTER, open_spark_session
@@ -36,11 +36,20 @@ def start_session_ahead(master: str = LOCAL_MASTER, app_name: str = "fink-pipeli
         if key in _AHEAD:
             return
         if not _AHEAD_EXIT_HOOK:  # a command failing before its run still stops what it started
-            atexit.register(stop_unclaimed_sessions)
+            atexit.register(_stop_started_sessions_at_exit)
             _AHEAD_EXIT_HOOK.append(True)
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spark-ahead")
-        _AHEAD[key] = pool.submit(start_session_and_workers, master, app_name, dict(conf or {}), remote)
-        pool.shutdown(wait=False)
+        future: Future = Future()
+        _AHEAD[key] = future
+
+        def start() -> None:
+            try:
+                future.set_result(start_session_and_workers(master, app_name, dict(conf or {}), remote))
+            except BaseException as exc:  # the claimer sees it
+                future.set_exception(exc)
+
+        # a daemon thread: a command that fails meanwhile exits at once (the JVM exits with it:
+        # it watches its parent's pipe), where a pool's thread would hold the exit until started
+        threading.Thread(target=start, name="spark-ahead", daemon=True).start()
 
 
 def claim_session_started_ahead(master: str = LOCAL_MASTER, app_name: str = "fink-pipeline",
@@ -52,11 +61,11 @@ def claim_session_started_ahead(master: str = LOCAL_MASTER, app_name: str = "fin
         return _AHEAD.pop(_ahead_key(master, app_name, conf, remote), None)
 
 
-def stop_unclaimed_sessions() -> None:
+def stop_unclaimed_sessions(wait: bool = True) -> None:
     """Stop the sessions started ahead that no run claimed (a command that failed before its
-    run), once they have started."""
+    run), once they have started; without `wait`, only those already started."""
     with _AHEAD_LOCK:
-        pending = list(_AHEAD.values())
+        pending = [f for f in _AHEAD.values() if wait or f.done()]
         _AHEAD.clear()
     for future in pending:
         try:
@@ -65,6 +74,10 @@ def stop_unclaimed_sessions() -> None:
             continue
         if owned:
             session.stop()
+
+
+def _stop_started_sessions_at_exit() -> None:
+    stop_unclaimed_sessions(wait=False)
 
 
 def start_session_and_workers(master: str, app_name: str, conf: Mapping[str, str],

@@ -229,6 +229,8 @@ def transferred_alerts(
         try:
             report, publication = _publish(context, request, plan, spark, settings, kafka)
             published_at = time.monotonic()
+            if follower is not None:
+                spark.release()  # the table fills without Spark: its JVM stops meanwhile
             yield from _publication_results(context, selected, request, plan, report, publication)
         except BaseException:  # the retry resumes from what the follower committed
             if follower is not None:
