@@ -26,6 +26,7 @@ from fink_pipeline.avro.schema import parse_schema
 from fink_pipeline.avro.vector_decode import decode_columnar, supports
 from fink_pipeline.surveys import get_survey
 from fink_pipeline_tests.synthetic_topics import synthetic_alerts
+from fink_pipeline_tests.test_avro import _fastavro_bytes
 
 # one folder of sample alerts per schema the decoders support (the other samples use logical
 # types, which decode.py rejects: see test_unsupported_schemas_fall_back), and whether polars
@@ -82,16 +83,6 @@ def assert_identical(got: pa.Table, want: pa.Table) -> None:
     for name in want.column_names:
         a, b = got.column(name).combine_chunks(), want.column(name).combine_chunks()
         assert _bits(a).equals(_bits(b)), name
-
-
-def _messages(records: list[dict], schema: dict) -> list[bytes]:
-    parsed = fastavro.parse_schema(schema)
-    out = []
-    for record in records:
-        buf = io.BytesIO()
-        fastavro.schemaless_writer(buf, parsed, record)
-        out.append(buf.getvalue())
-    return out
 
 
 def _fast(messages: list[bytes], schema: dict) -> pa.Table | None:
@@ -164,7 +155,7 @@ def _real_sample(shared_data: Path, folder: str, limit: int = 40) -> tuple[dict,
         if len(records) >= limit:
             break
     assert schema is not None and records
-    return schema, _messages(records[:limit], schema)
+    return schema, _fastavro_bytes(records[:limit], schema)
 
 
 # --------------------------------------------------------------------------- real and generated schemas
@@ -336,7 +327,7 @@ def test_unsupported_schemas_fall_back(shared_data):
 
 
 @pytest.fixture(scope="module")
-def light_messages() -> tuple[dict, list[bytes]]:
+def light_fastavro_bytes() -> tuple[dict, list[bytes]]:
     table = _light_like(40, 0.2, seed=4)
     schema = avro_schema_from_arrow(table.schema)
     return schema, encode_batch(table, schema).to_pylist()
@@ -408,7 +399,7 @@ def test_invalid_messages_give_none(avro_type, message):
     schema = _one_field(avro_type)
     start = time.perf_counter()
     assert _fast([message], schema) is None
-    good = _messages([{"v": None if isinstance(avro_type, list) else _sample_value(avro_type)}], schema)[0]
+    good = _fastavro_bytes([{"v": None if isinstance(avro_type, list) else _sample_value(avro_type)}], schema)[0]
     assert _fast([good, message, good], schema) is None
     assert _fast([good, good], schema) is not None
     assert time.perf_counter() - start < 1.0
