@@ -231,7 +231,6 @@ def consumer_phases(settings, topic: str, work: Path):
     """One in-process `consume_topic` run (one consumer, all partitions, Delta by finkclass),
     writes not overlapped with decoding so that each phase's CPU is its own."""
     import deltalake  # noqa: F401 - imported before the clock, as in a running consumer
-    import polars  # noqa: F401
 
     from fink_pipeline.consumer.core import consume_topic
     from fink_pipeline.consumer.delta_sink import DeltaSink
@@ -306,7 +305,8 @@ def main() -> None:
               f"{statistics.median(runs.steady):>9,.0f} {statistics.median(runs.cpus):>7.1f} {raw:>11,.0f}")
     if phases is not None:
         per = 100_000 / max(phases.consumed, 1)
-        print(f"consumer phases, one in-process consumer on the light topic, writes not overlapped ({phases.consumed:,} alerts, "
+        print("consumer phases, one in-process consumer on the light topic, writes not overlapped "
+              f"({phases.consumed:,} alerts, "
               f"{phases.batches} batches, {phases.seconds:.1f} s): CPU-s per 100k "
               + ", ".join(f"{k} {v * per:.2f}" for k, v in phases.phase_cpu_seconds.items())
               + f" (total {sum(phases.phase_cpu_seconds.values()) * per:.2f}); wall s "

@@ -82,4 +82,3 @@ def test_consumers_and_the_command_load_polars_only_when_a_batch_needs_it():
             "print('polars' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
-

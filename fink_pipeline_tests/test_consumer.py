@@ -806,8 +806,7 @@ def test_parquet_resume_walks_past_the_other_consumers_staging(tmp_path, monkeyp
     assert (other_staging / "part-1-10-20-0.parquet.staged").exists()
 
 
-def test_next_batch_is_decoded_while_the_previous_one_is_written(kafka_settings, light_topic, tmp_path,
-                                                                  monkeypatch):
+def test_next_batch_is_decoded_while_the_previous_one_is_written(kafka_settings, light_topic, tmp_path, monkeypatch):
     """The writer thread commits batch k while batch k+1 is fetched and decoded: batch 1's write
     waits until batch 2's decode has begun (a consumer that decodes only after each write
     returns would wait out the 20 s and fail). The table stays exact."""

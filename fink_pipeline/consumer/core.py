@@ -113,8 +113,8 @@ class ConsumeReport:
     """What one consumer run did; `phase_wall_seconds` and `phase_cpu_seconds` split the run
     into PHASES: fetch (librdkafka consume, values copied out), decode (Avro -> Arrow), write
     (the sink: partition split, files, commit with offsets; with overlapped writes, only the
-    wait for the writer thread, whose CPU goes to the phases it overlaps), status (status topic reads) and
-    other (schema, claim and resume before the loop, group offsets, close)."""
+    wait for the writer thread, whose CPU goes to the phases it overlaps), status (status topic
+    reads) and other (schema, claim and resume before the loop, group offsets, close)."""
 
     topic: str
     consumed: int = 0

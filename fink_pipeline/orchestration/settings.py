@@ -76,7 +76,8 @@ class DeploymentSettings(StorageEnvSettings):
     def spark_session_args(self) -> dict[str, Any]:
         """The Spark session these settings describe, as `SparkResource` takes it: the master
         (default local), the Connect URL and the extra conf."""
-        return {"master": self.spark_master or LOCAL_MASTER, "remote": self.spark_remote, "conf": dict(self.spark_conf)}
+        return {"master": self.spark_master or LOCAL_MASTER, "remote": self.spark_remote,
+                "conf": dict(self.spark_conf)}
 
     @field_validator("deployment")
     @classmethod

@@ -327,8 +327,9 @@ class _OrderedReader:
 
 def _coalesced(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
     """`batches` in order, joined into batches of at least `_MIN_BATCH_ROWS` rows unless that
-    would pass `_MAX_BATCH_BYTES`. The first batch goes out alone and none waits longer than
-    `_MAX_BATCH_WAIT_S`: joining must not delay the first alerts of a topic."""
+    would pass `_MAX_BATCH_BYTES`. The first batch goes out alone, and a batch being joined goes
+    out with the first batch arriving `_MAX_BATCH_WAIT_S` or more after it began: joining must
+    not hold back the first alerts of a topic, nor rows while Spark is slow to select more."""
     pending: list[pa.RecordBatch] = []
     rows = size = 0
     first = True
