@@ -175,6 +175,40 @@ def test_publication_read_with_arrow_survives_a_failed_attempt(spark, kafka_sett
     assert sum(sum(n.values()) for n in report.per_class_night.values()) == 1400
 
 
+@pytest.mark.kafka
+@pytest.mark.reliability
+def test_a_publication_split_by_files_is_not_resumed_split_by_row_groups(spark, kafka_settings, ztf_archive,
+                                                                        reliability_record):
+    """An unfiltered transfer hands its tasks row groups; earlier versions handed them Spark's
+    file splits. A publication interrupted under the one layout and resumed under the other
+    would give rows to other tasks, which read back only their own Kafka partitions: the
+    resume refuses (nothing more published), and resuming with the first layout is exact."""
+    from fink_pipeline.kafka.readback import PublicationConflict
+
+    plan = plan_for(ztf_archive, content=["light"])
+    by_groups = build_publication(spark, plan)
+    assert by_groups.arrow_content.row_groups
+    plan.footers = {}  # as an earlier version planned it: Spark lists the rows of its file splits
+    by_files = build_publication(spark, plan)
+    assert not by_files.arrow_content.row_groups
+    topic = new_topic()
+    target = ztf_target(topic, "layout-1")
+    with pytest.raises(Exception):  # every attempt of Spark partition 0 fails: the job fails
+        publish_dataframe(by_files.rows, target, kafka_settings, arrow_content=by_files.arrow_content,
+                          faults=PublishFaults(fail_spark_partitions=(0,), fail_spark_partitions_after=20))
+    published = len(read_topic(kafka_settings, topic))
+    assert 0 < published < 1400
+    with pytest.raises(PublicationConflict, match="publish to a new topic name"):
+        publish_dataframe(by_groups.rows, target, kafka_settings, arrow_content=by_groups.arrow_content)
+    assert len(read_topic(kafka_settings, topic)) == published
+    report = publish_dataframe(by_files.rows, target, kafka_settings, arrow_content=by_files.arrow_content)
+    ids = [int(m.key()) for m in read_topic(kafka_settings, topic)]
+    expected = {row["candid"]: row for row in build_transfer_dataframe(spark, plan).toArrow().to_pylist()}
+    lost, duplicates = count_lost_and_duplicates(ids, expected)
+    reliability_record(cases=1, failures_survived=1, lost=lost, duplicates=duplicates)
+    assert report.total == len(ids) == 1400 and lost == duplicates == 0
+
+
 def test_content_streams_before_the_selection_ends(spark, ztf_archive):
     # a task publishes as Spark selects: its first content batch is read from the first
     # selection batches, not after the whole partition's selection
@@ -223,9 +257,14 @@ def test_joined_batches_respect_the_byte_bound(monkeypatch):
 
 
 def row_locations(publication) -> pa.Table:
-    """The publication's selection as one row per alert (file, row), its row groups expanded."""
+    """The publication's selection as one row per alert (file, row), its row groups expanded
+    (file names as plain strings, as Spark's listing gives them)."""
     content = publication.arrow_content
-    return pa.Table.from_batches([content.expand(b) for b in publication.rows.toArrow().to_batches()])
+    table = pa.Table.from_batches([content.expand(b) for b in publication.rows.toArrow().to_batches()])
+    files = table.column(FILE_COLUMN)
+    if pa.types.is_dictionary(files.type):
+        table = table.set_column(table.schema.get_field_index(FILE_COLUMN), FILE_COLUMN, files.cast(pa.string()))
+    return table
 
 
 def test_stream_in_any_order_and_with_repeated_rows_reads_each_row_once(spark, ztf_archive):

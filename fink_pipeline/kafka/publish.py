@@ -198,7 +198,9 @@ def publish_dataframe(
         ensure_topic(settings, name, partitions=partitions, retention_ms=options.retention_ms,
                      compression=options.compression, timeout_s=options.admin_timeout_s)
     previous = read_status(settings, topic, timeout_s=options.admin_timeout_s)
+    layout = selection_layout(arrow_content)
     _check_same_publication(previous, topic, request_id, fingerprint, options.partitions)
+    _check_same_layout(previous, topic, layout)
     if previous.state == "finished":
         log.info(f"Topic {topic} was already published completely ({previous.total} alerts): nothing to do")
         report = _report_from_status(topic, previous, avro_schema, fingerprint, time.monotonic() - started, 0)
@@ -220,7 +222,7 @@ def publish_dataframe(
         # a new publication gets a fresh id, a resumed one keeps its own: consumers tell a topic
         # re-created under the same name from the one their table holds
         status.start(request_id=request_id, partitions=options.partitions, schema_fingerprint=fingerprint,
-                     publication_id=publication_id_for(previous))
+                     publication_id=publication_id_for(previous), selection_layout=layout)
         time_leaf = target.time_column.rsplit(".", 1)[-1]
         class_column = target.class_column
         config = TaskConfig(
@@ -300,6 +302,28 @@ def _check_same_publication(previous: TransferStatus, topic: str, request_id: st
         raise PublicationConflict(
             f"topic {topic} was published with {previous.partitions} Kafka partitions, not {partitions}"
         )
+
+
+def selection_layout(arrow_content: Any) -> str | None:
+    """How the job's rows fall into Spark partitions: "row_groups" when the selection rows stand
+    for whole archive row groups (`ArrowContent.row_groups`), None for Spark's file splits."""
+    return "row_groups" if arrow_content is not None and getattr(arrow_content, "row_groups", ()) else None
+
+
+def _check_same_layout(previous: TransferStatus, topic: str, layout: str | None) -> None:
+    """A resumed publication must split its rows among Spark partitions as the interrupted one
+    did: each task reads back only its own Kafka partitions, so a row that moved to another
+    Spark partition would be published twice."""
+    if previous.state in ("unknown", "finished") or previous.selection_layout == layout:
+        return
+
+    def said(value: str | None) -> str:
+        return "by archive row groups" if value == "row_groups" else "by Spark's file splits"
+
+    raise PublicationConflict(
+        f"topic {topic} was started with its alerts split among tasks {said(previous.selection_layout)} "
+        f"(an earlier version of fink-pipeline), and this run splits them {said(layout)}: resuming could "
+        "publish alerts twice; publish to a new topic name")
 
 
 def _owner_partitions(df: "DataFrame", kafka_partitions: int, key_column: str) -> tuple["DataFrame", int]:

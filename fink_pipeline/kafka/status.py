@@ -118,6 +118,9 @@ class StartRecord(_Record):
     schema_fingerprint: str
     publication_id: str | None = Field(
         default=None, description="fresh per publication, kept when it resumes (None: older writers)")
+    # how the publishing job split its rows among Spark partitions (None: Spark's file splits,
+    # as every writer before the row-group layout): a resume must split them the same way
+    selection_layout: str | None = None
     started_at: dt.datetime = Field(default_factory=_now)
 
 
@@ -187,6 +190,7 @@ class TransferStatus(BaseModel):
     request_id: str | None = None
     publication_id: str | None = Field(default=None, description="of the latest start record")
     schema_fingerprint: str | None = None
+    selection_layout: str | None = Field(default=None, description="of the latest start record")
     partitions: int | None = None
     expected_total: int | None = None
     started_at: dt.datetime | None = None
@@ -217,6 +221,7 @@ class TransferStatus(BaseModel):
             self.request_id = record.request_id
             self.publication_id = record.publication_id
             self.schema_fingerprint = record.schema_fingerprint
+            self.selection_layout = record.selection_layout
             self.partitions = record.partitions
             self.expected_total = record.expected_total
             self.started_at = record.started_at
@@ -338,6 +343,7 @@ class StatusWriter:
         schema_fingerprint: str,
         expected_total: int | None = None,
         publication_id: str | None = None,
+        selection_layout: str | None = None,
     ) -> int:
         """Append a StartRecord for this writer's topic (`publication_id`: a fresh
         `new_publication_id()` for a new publication, the previous start record's on resume)."""
@@ -349,6 +355,7 @@ class StatusWriter:
                 expected_total=expected_total,
                 schema_fingerprint=schema_fingerprint,
                 publication_id=publication_id,
+                selection_layout=selection_layout,
             )
         )
 
