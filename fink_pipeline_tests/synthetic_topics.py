@@ -118,9 +118,13 @@ class TopicWriter:
         self._started = time.monotonic()
         ensure_topic(self.settings, self.topic, partitions=self.partitions)
         ensure_topic(self.settings, schema_topic(self.topic), partitions=1)
+        if self.with_status:
+            # as the Spark publisher: the status topic exists before the schema is published (a
+            # consumer that finds the schema but no status topic takes the topic for one published
+            # without status, then sees a start record appear: "published again")
+            self._status = StatusWriter(self.settings, self.topic)
         self._publish_schema()
         if self.with_status:
-            self._status = StatusWriter(self.settings, self.topic)
             # as the Spark publisher: a fresh publication id, or the previous one on resume
             previous = read_status(self.settings, self.topic)
             self._status.start(self.request_id, self.partitions, self.fingerprint,
