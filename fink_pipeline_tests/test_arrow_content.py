@@ -251,7 +251,7 @@ def test_joined_batches_respect_the_byte_bound(monkeypatch):
     batches = [pa.RecordBatch.from_pydict({"x": pa.array(np.arange(i * 100, i * 100 + 100))}) for i in range(10)]
     monkeypatch.setattr(arrow_content, "_MIN_BATCH_ROWS", 10_000)
     monkeypatch.setattr(arrow_content, "_MAX_BATCH_BYTES", 3 * batches[0].nbytes)
-    joined = list(arrow_content._coalesced(iter(batches), batches[0].schema))
+    joined = list(arrow_content._coalesced(iter(batches)))
     assert [b.num_rows for b in joined] == [100, 300, 300, 300]
     assert pa.Table.from_batches(joined).column("x").to_pylist() == list(range(1000))
 

@@ -110,7 +110,7 @@ class ArrowContent:
         (a sorted `limit`, a revisited row group) are collected and read at the end, as
         `batches(collect(...))` reads them; either way every selection row is read once.
         """
-        yield from _coalesced(self._stream(selection), self.output_schema)
+        yield from _coalesced(self._stream(selection))
 
     def _stream(self, selection: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         reader = _OrderedReader(self)
@@ -325,7 +325,7 @@ class _OrderedReader:
         self.cursor = self.cursor_key = None
 
 
-def _coalesced(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _coalesced(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
     """`batches` in order, joined into batches of at least `_MIN_BATCH_ROWS` rows unless that
     would pass `_MAX_BATCH_BYTES`. The first batch goes out alone, and a batch being joined goes
     out with the first batch arriving `_MAX_BATCH_WAIT_S` or more after it began: joining must
@@ -336,7 +336,7 @@ def _coalesced(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator
     since = 0.0
     for batch in batches:
         if pending and size + batch.nbytes > _MAX_BATCH_BYTES:
-            yield _joined(pending, schema)
+            yield _joined(pending)
             pending, rows, size = [], 0, 0
         if not pending:
             since = time.monotonic()
@@ -345,16 +345,14 @@ def _coalesced(batches: Iterable[pa.RecordBatch], schema: pa.Schema) -> Iterator
         size += batch.nbytes
         if (first or rows >= _MIN_BATCH_ROWS or size >= _MAX_BATCH_BYTES
                 or time.monotonic() - since > _MAX_BATCH_WAIT_S):
-            yield _joined(pending, schema)
+            yield _joined(pending)
             pending, rows, size, first = [], 0, 0, False
     if pending:
-        yield _joined(pending, schema)
+        yield _joined(pending)
 
 
-def _joined(batches: list[pa.RecordBatch], schema: pa.Schema) -> pa.RecordBatch:
-    if len(batches) == 1:
-        return batches[0]
-    return pa.Table.from_batches(batches, schema=schema).combine_chunks().to_batches()[0]
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    return batches[0] if len(batches) == 1 else pa.concat_batches(batches)
 
 
 def local_path(uri: str) -> str:

@@ -13,7 +13,6 @@ bench/README.md).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
@@ -166,6 +165,11 @@ def build_publication(
                        if classified_in_task and source in survey.class_columns)
     class_inputs = tuple(survey.classification_inputs) if classified else ()
     carried_names = tuple(name for source, name in content.columns if source in carried and name not in classified)
+    # every row is published and nothing comes from Spark: Spark hands the tasks row groups
+    # (~2,500 alerts each with cutouts), not every alert's file and row (1M rows cost the JVM
+    # ~10 CPU-s to list); spark.range splits them into partitions the same way on every
+    # evaluation, which exactly-once needs
+    row_groups = _archive_row_groups(plan) if classified_in_task and not carried_names else ()
     arrow_content = ArrowContent(
         columns=content.columns,
         carried=carried_names,
@@ -175,17 +179,12 @@ def build_publication(
         classified=classified,
         class_inputs=class_inputs,
         classify=survey.classify_arrow if classified else None,
+        row_groups=row_groups,
     )
-    row_groups = _archive_row_groups(plan) if classified_in_task and not carried_names else ()
     if row_groups:
-        # every row is published and nothing comes from Spark: Spark hands the tasks row groups
-        # (~2,500 alerts each with cutouts), not every alert's file and row (1M rows cost the
-        # JVM ~10 CPU-s to list); spark.range splits them into partitions the same way on
-        # every evaluation, which exactly-once needs
         log.info(f"Publishing every alert of {len(row_groups):,} row groups")
         ranges = spark.range(0, len(row_groups), 1, numPartitions=len(row_groups))
-        return Publication(ranges.withColumnRenamed("id", ROW_GROUP_COLUMN),
-                           dataclasses.replace(arrow_content, row_groups=row_groups))
+        return Publication(ranges.withColumnRenamed("id", ROW_GROUP_COLUMN), arrow_content)
     selection = df.select(F.col(FILE_COLUMN), F.col(ROW_COLUMN),
                           *[F.col(source).alias(name) for source, name in content.columns
                             if source in carried and name not in classified])
