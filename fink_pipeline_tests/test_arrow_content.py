@@ -11,6 +11,7 @@ Then a publication that reads with Arrow and loses a task attempt midway is exac
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 from collections import Counter
@@ -20,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from fink_pipeline.archive.generate import generate_archive
 from fink_pipeline.archive.importer import import_alerts
@@ -28,7 +30,8 @@ from fink_pipeline.avro import avro_schema_from_arrow, encode_batch
 from fink_pipeline.kafka.faults import PublishFaults
 from fink_pipeline.kafka.publish import publish_dataframe
 from fink_pipeline.surveys import get_survey
-from fink_pipeline.transfer import arrow_content
+from fink_pipeline.spark import spark_to_arrow_schema
+from fink_pipeline.transfer import arrow_content, select
 from fink_pipeline.transfer.arrow_content import (
     FILE_COLUMN,
     ROW_COLUMN,
@@ -36,6 +39,7 @@ from fink_pipeline.transfer.arrow_content import (
     local_path,
     spark_timestamp_strings,
 )
+from fink_pipeline.transfer.content import available_fields, field_type, project, projected_schema, resolve_content
 from fink_pipeline.transfer.plan import plan_transfer
 from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe, read_nights
 from fink_pipeline.transfer.request import TransferRequest
@@ -313,6 +317,67 @@ def test_unfiltered_transfer_is_classified_by_the_tasks(spark, ztf_archive):
     filtered = build_publication(spark, plan_for(ztf_archive, content=["light"], classes=["SN candidate"]))
     assert filtered.arrow_content.classified == ()
     assert {"finkclass", "tnsclass"} <= set(filtered.rows.columns)
+
+
+def test_whole_nights_publication_needs_no_spark_analysis(spark, ztf_archive, monkeypatch):
+    # every alert of the nights, classified by the tasks: the publication is built from the
+    # footers and the archive schema alone (Spark's analysis of the nights cost ~2 s of a cold
+    # JVM), and equals the one Spark's analysis gives, output schema included
+    plan = plan_for(ztf_archive, content=["light"])
+    with monkeypatch.context() as patched:
+        def no_reading(*args, **kwargs):
+            raise AssertionError("the nights were read with Spark")
+        patched.setattr(select, "read_nights", no_reading)
+        publication = build_publication(spark, plan)
+    analysed = build_publication(spark, dataclasses.replace(
+        plan, survey=dataclasses.replace(plan.survey, class_schema=None)))
+    assert publication.arrow_content == analysed.arrow_content
+    assert publication.arrow_content.output_schema.equals(analysed.arrow_content.output_schema)
+    assert publication.rows.toArrow().equals(analysed.rows.toArrow())
+
+
+def test_survey_class_schema_is_what_spark_classify_gives(spark, ztf_archive):
+    survey = get_survey("ztf")
+    classified = select.classify(read_nights(spark, plan_for(ztf_archive)), survey)
+    spark_fields = spark_to_arrow_schema(classified.select(*survey.class_columns))
+    assert spark_fields.equals(survey.class_schema)
+
+
+def content_groups(survey, names: list[str], size: int = 25) -> list[list[str]]:
+    """`names` (dotted fields) in groups without two fields published under one name."""
+    groups: list[list[str]] = []
+    for name in names:
+        short = name.rsplit(".", 1)[-1]
+        group = next((g for g in groups if len(g) < size and short not in {n.rsplit(".", 1)[-1] for n in g}), None)
+        if group is None:
+            groups.append(group := [])
+        group.append(name)
+    return groups
+
+
+@pytest.mark.parametrize("survey_name", ["ztf", "lsst", "elasticc"])
+def test_projected_schema_is_spark_projection_schema(spark, ztf_archive, survey_name):
+    # every packet and every field of the survey (nested ones, structs, timestamps, night
+    # columns): the schema worked out without Spark equals the one Spark's analysis gives;
+    # a map key (only Spark resolves those) gives None
+    survey = get_survey(survey_name)
+    if survey_name == "ztf":
+        df = select.classify(read_nights(spark, plan_for(ztf_archive)), survey)
+    else:
+        df = spark.createDataFrame([], from_arrow_schema(survey.archive_schema))
+        df = df.select("*", *[F.lit(None).cast("int").alias(c) for c in ("year", "month", "day")])
+    fields = [name for name in available_fields(survey, ()) if field_type(df.schema, name) is not None]
+    contents = [[packet] for packet in survey.packets] + content_groups(survey, fields)
+    compared = 0
+    for items in contents:
+        plan = resolve_content(survey, items)
+        expected = project(df, plan).schema if all(field_type(df.schema, s) for s, _ in plan.columns) else None
+        assert projected_schema(df.schema, plan) == expected, items
+        compared += expected is not None
+    assert compared >= len(contents) - 1 and len(fields) > 50
+    map_keys = [f"{column}.{key}" for column, keys in survey.map_keys.items() for key in keys[:1]]
+    if map_keys:
+        assert projected_schema(df.schema, resolve_content(survey, map_keys)) is None
 
 
 def test_stream_keeps_few_archive_files_open(spark, ztf_archive, monkeypatch):

@@ -122,6 +122,10 @@ class Survey:
     classify: Callable[["DataFrame"], "DataFrame"] | None = None
     # The same classification in pure Arrow, for tests and the consumer side.
     classify_arrow: Callable[[pa.Table], dict[str, pa.Array]] | None = None
+    # The class columns `classify` adds as Spark types them (nullable or not), without a TNS
+    # catalogue: the output schema of a transfer whose tasks classify needs no Spark analysis.
+    # Tests check it against `classify`. None: Spark's analysis gives it.
+    class_schema: pa.Schema | None = None
     # Synthetic alerts of one night: (night, n_alerts, seed, with_cutouts) -> record batches
     # matching `archive_schema`, produced lazily so memory stays bounded at any scale.
     generate_night: Callable[..., Iterator[pa.RecordBatch]] | None = None

@@ -200,6 +200,44 @@ def avro_safe(df: "DataFrame", source: str, name: str) -> "Column":
     return column.alias(name)
 
 
+def projected_schema(schema, plan: ContentPlan):
+    """The Spark schema `project(df, plan)` gives a DataFrame of schema `schema`, worked out
+    without Spark (its analyzer costs ~2 s on a cold JVM, in front of every transfer), by the
+    rules `avro_safe` meets: a nested field is nullable when it or any parent is; a rebuilt
+    struct is never null, its fields nullable as their path is; a timestamp becomes a string.
+    None when a source is not a plain field path (a map key: only Spark resolves those).
+    Tests compare it with Spark's own schema for every packet and field of each survey."""
+    from pyspark.sql import types as T
+
+    fields = []
+    for source, name in plan.columns:
+        resolved = _path_field(schema, source)
+        if resolved is None:
+            return None
+        dtype, nullable = resolved
+        if isinstance(dtype, T.StructType):
+            dtype = T.StructType([T.StructField(child.name, child.dataType, child.nullable or nullable)
+                                  for child in dtype.fields])
+            nullable = False
+        elif isinstance(dtype, (T.TimestampType, T.TimestampNTZType)):
+            dtype = T.StringType()
+        fields.append(T.StructField(name, dtype, nullable))
+    return T.StructType(fields)
+
+
+def _path_field(schema, path: str):
+    """(type, nullable) of dotted `path` in `schema` as Spark resolves it, or None."""
+    from pyspark.sql import types as T
+
+    dtype, nullable = schema, False
+    for part in path.split("."):
+        if not isinstance(dtype, T.StructType) or part not in dtype.fieldNames():
+            return None
+        field = dtype[part]
+        dtype, nullable = field.dataType, nullable or field.nullable
+    return dtype, nullable
+
+
 def field_type(schema, path: str):
     """The Spark type of dotted `path` in `schema`, or None when it is not a plain field path."""
     from pyspark.sql import types as T

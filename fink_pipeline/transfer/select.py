@@ -17,6 +17,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Sequence
 
+import pyarrow as pa
+
 from fink_pipeline.archive.layout import science_root
 from fink_pipeline.archive.stats import catalog_fingerprint, is_current, read_night_statistics
 from fink_pipeline.spark import spark_to_arrow_schema
@@ -30,7 +32,7 @@ from fink_pipeline.transfer.arrow_content import (
     is_arrow_readable_archive,
 )
 from fink_pipeline.transfer.conditions import ValidatedCondition
-from fink_pipeline.transfer.content import PARTITION_COLUMNS, field_type, project
+from fink_pipeline.transfer.content import PARTITION_COLUMNS, field_type, project, projected_schema
 from fink_pipeline.transfer.crossmatch.spark_step import crossmatch_dataframe
 from fink_pipeline.transfer.plan import AppliedSelection, TransferPlan
 
@@ -141,6 +143,8 @@ def build_publication(
     # survey's Arrow classifier, and Spark only lists the rows (it reads no column at all).
     classified_in_task = deferrable and _classes_unfiltered(plan) and any(
         source in survey.class_columns for source, _ in content.columns)
+    if classified_in_task and (whole_nights := _whole_nights_publication(spark, plan, log)) is not None:
+        return whole_nights
     df = _select(spark, plan, log, locate=deferrable, classify_rows=not classified_in_task)
     classified_df = classify(df, survey, plan.tns_catalog) if classified_in_task else df
     # classes, a recomputed TNS column and night partition columns come from Spark (or the
@@ -182,13 +186,54 @@ def build_publication(
         row_groups=row_groups,
     )
     if row_groups:
-        log.info(f"Publishing every alert of {len(row_groups):,} row groups")
-        ranges = spark.range(0, len(row_groups), 1, numPartitions=len(row_groups))
-        return Publication(ranges.withColumnRenamed("id", ROW_GROUP_COLUMN), arrow_content)
+        return _row_group_publication(spark, arrow_content, log)
     selection = df.select(F.col(FILE_COLUMN), F.col(ROW_COLUMN),
                           *[F.col(source).alias(name) for source, name in content.columns
                             if source in carried and name not in classified])
     return Publication(_limit(selection, plan, log), arrow_content)
+
+
+def _whole_nights_publication(spark: "SparkSession", plan: TransferPlan, log: logging.Logger) -> Publication | None:
+    """Every alert of the nights, classified by the tasks (`build_publication` has checked that
+    nothing filters): Spark hands the tasks the nights' row groups and needs no DataFrame of
+    the nights. The output schema is worked out from the archive schema (`projected_schema`),
+    not by Spark's analyzer, which took ~2 s of the cold JVM before the first alert left.
+    None when the content needs Spark (a night column, a map key) or the plan has no
+    footers: `build_publication` then selects with Spark."""
+    from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
+
+    survey, content = plan.survey, plan.content
+    if survey.class_schema is None or any(source in PARTITION_COLUMNS for source, _ in content.columns):
+        return None
+    file_columns = file_paths([source for source, _ in content.columns if source not in survey.class_columns])
+    row_groups = _archive_row_groups(plan)
+    spark_schema = projected_schema(
+        from_arrow_schema(pa.schema([*survey.archive_schema, *survey.class_schema])), content)
+    if not file_columns or not row_groups or spark_schema is None:
+        return None
+    _log_reading(plan, log)
+    log.info(f"Selecting content {content.packet or content.source_fields}...")
+    class_inputs = tuple(survey.classification_inputs)
+    arrow_content = ArrowContent(
+        columns=content.columns,
+        carried=(),
+        file_columns=file_paths(list(file_columns) + list(class_inputs)),
+        archive_schema=survey.archive_schema,
+        output_schema=to_arrow_schema(spark_schema, timezone=spark.conf.get("spark.sql.session.timeZone")),
+        classified=tuple(name for source, name in content.columns if source in survey.class_columns),
+        class_inputs=class_inputs,
+        classify=survey.classify_arrow,
+        row_groups=row_groups,
+    )
+    return _row_group_publication(spark, arrow_content, log)
+
+
+def _row_group_publication(spark: "SparkSession", arrow_content: ArrowContent, log: logging.Logger) -> Publication:
+    """Selection rows that stand for the row groups of `arrow_content` (see `ArrowContent.expand`)."""
+    row_groups = arrow_content.row_groups
+    log.info(f"Publishing every alert of {len(row_groups):,} row groups")
+    ranges = spark.range(0, len(row_groups), 1, numPartitions=len(row_groups))
+    return Publication(ranges.withColumnRenamed("id", ROW_GROUP_COLUMN), arrow_content)
 
 
 def _archive_row_groups(plan: TransferPlan) -> tuple[tuple[str, int, int], ...]:
@@ -227,16 +272,7 @@ def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, l
     from pyspark.sql import functions as F
 
     request = plan.request
-    log.info("Generating data paths...")
-    for night in plan.missing_nights:
-        log.info(f"No alert data for night {night.isoformat()}: skipped")
-    for note in plan.notes:
-        log.warning(note)
-    counts = statistics_counts(plan)
-    log.info(
-        f"Reading {len(plan.night_paths)} nights from {plan.archive_root}"
-        + (f" ({counts[0]:,} alerts according to the nightly statistics)..." if counts else "...")
-    )
+    counts = _log_reading(plan, log)
     df = read_nights(spark, plan)
     if locate:
         df = df.withColumn(FILE_COLUMN, F.col("_metadata.file_path")).withColumn(
@@ -263,6 +299,21 @@ def _select(spark: "SparkSession", plan: TransferPlan, log: logging.Logger, *, l
         order = [plan.survey.alert_id] + ([plan.crossmatch.id_col] if plan.crossmatch is not None else [])
         df = df.orderBy(*order)
     return df
+
+
+def _log_reading(plan: TransferPlan, log: logging.Logger) -> tuple[int, int] | None:
+    """Log the nights read, as Fink's job does; the nightly statistics' counts (or None)."""
+    log.info("Generating data paths...")
+    for night in plan.missing_nights:
+        log.info(f"No alert data for night {night.isoformat()}: skipped")
+    for note in plan.notes:
+        log.warning(note)
+    counts = statistics_counts(plan)
+    log.info(
+        f"Reading {len(plan.night_paths)} nights from {plan.archive_root}"
+        + (f" ({counts[0]:,} alerts according to the nightly statistics)..." if counts else "...")
+    )
+    return counts
 
 
 def _limit(df: "DataFrame", plan: TransferPlan, log: logging.Logger) -> "DataFrame":

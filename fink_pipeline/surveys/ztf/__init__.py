@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pyarrow as pa
+
 from fink_pipeline.surveys.base import Survey
 from fink_pipeline.surveys.packets import fink_packets
 from fink_pipeline.surveys.ztf.classes import ZTF_CLASS_RULES, classify, classify_arrow
@@ -33,6 +35,8 @@ SURVEY = Survey(
     ),
     classify=classify,
     classify_arrow=classify_arrow,
+    # as Spark types them: finkclass nullable, tnsclass (a literal without a TNS catalogue) not
+    class_schema=pa.schema([pa.field("finkclass", pa.string(), True), pa.field("tnsclass", pa.string(), False)]),
     generate_night=generate_night,
     map_keys=MAP_KEYS,
     class_rules=ZTF_CLASS_RULES,
