@@ -225,3 +225,33 @@ def test_submit_validates_before_looking_for_a_broker(capsys, archive, tmp_path,
     assert rc == 2 and err.startswith("error: filters: unknown livestream filter 'nope'")
     rc, _, err = run_cli(capsys, "request", "submit", *nights_args(archive))
     assert rc == 2 and err.startswith("error: no broker running")
+
+
+def test_submit_wait_starts_spark_only_for_a_valid_request_before_reading_footers(capsys, archive, tmp_path,
+                                                                                   monkeypatch) -> None:
+    # `submit --wait` starts the JVM once the request's fields are valid, so that it starts
+    # while the archive's footers are read; no invalid request of ERRORS starts it
+    from fink_pipeline.archive import stats
+    from fink_pipeline.cli import request as request_cli
+    from fink_pipeline.kafka import broker
+
+    events: list[str] = []
+    monkeypatch.setenv("FINK_PIPELINE_HOME", str(tmp_path / "state"))
+    monkeypatch.setattr(broker, "status_managed", lambda state_dir: "127.0.0.1:1")  # a broker "runs"
+    monkeypatch.setattr(request_cli, "_start_spark_ahead", lambda: events.append("spark"))
+    monkeypatch.setattr("fink_pipeline.transfer.plan.night_footers",
+                        lambda *a: (events.append("footers"), stats.night_footers(*a))[1])
+
+    def stop_before_naming(*args, **kwargs):
+        raise RuntimeError("stopped by the test after planning")
+
+    monkeypatch.setattr("fink_pipeline.transfer.plan.pin_catalog", stop_before_naming)
+    for name, extra, message in ERRORS:
+        events.clear()
+        rc, _, err = run_cli(capsys, "request", "submit", "--wait", *nights_args(archive), *extra)
+        assert rc == 2 and err[len("error: "):].startswith(message), (name, err)
+        assert "spark" not in events, name
+    events.clear()
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        main(["request", "submit", "--wait", *nights_args(archive)])
+    assert events[0] == "spark" and events.count("spark") == 1 and "footers" in events[1:]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Callable
 
 from fink_pipeline import paths
 
@@ -108,14 +109,16 @@ def load_request(args: argparse.Namespace):
     return request_from_mapping({}, overrides)
 
 
-def plan_request(args: argparse.Namespace):
-    """Validate the request against the survey and the archive (no Spark)."""
+def plan_request(args: argparse.Namespace, on_request_valid: Callable[[], None] | None = None):
+    """Validate the request against the survey and the archive (no Spark; `on_request_valid`
+    as `plan_transfer` calls it)."""
     from fink_pipeline.archive.layout import list_nights
     from fink_pipeline.transfer.plan import plan_transfer
 
     request = load_request(args)
     archive = args.archive or str(paths.default_archive_root())
-    return request, plan_transfer(request, archive, list_nights(archive, request.survey)), archive
+    plan = plan_transfer(request, archive, list_nights(archive, request.survey), on_request_valid=on_request_valid)
+    return request, plan, archive
 
 
 def run_validate(args: argparse.Namespace) -> int:
@@ -235,12 +238,16 @@ def run_submit(args: argparse.Namespace) -> int:
     from fink_pipeline.transfer.plan import pin_catalog
     from fink_pipeline.transfer.store import RequestStore
 
-    request, plan, archive = plan_request(args)
+    def start_spark_ahead() -> None:
+        # the request's fields are valid: the JVM starts while the archive's files are checked,
+        # the topic named and the run set up (a failing check exits at once, and the JVM with it)
+        if status_managed(paths.state_dir()):
+            _start_spark_ahead()
+
+    request, plan, archive = plan_request(args, on_request_valid=start_spark_ahead if args.wait else None)
     bootstrap = status_managed(paths.state_dir())
     if not bootstrap:
         raise ValueError("no broker running: start one with `fink-pipeline broker start`")
-    if args.wait:  # a valid request: the JVM starts while the topic is named and the run set up
-        _start_spark_ahead()
     request = pin_catalog(request, plan).with_identity(list_topics(KafkaSettings(bootstrap_servers=bootstrap)))
     request_root = paths.state_dir() / "requests"
     RequestStore(request_root).save(request)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from fink_pipeline.archive.file_schemas import ArchiveFileSchemaError, check_night_files
 from fink_pipeline.archive.layout import night_dir
@@ -130,12 +130,16 @@ def plan_transfer(
     existing_nights: Sequence[dt.date],
     *,
     tns_catalog: Any = None,
+    on_request_valid: Callable[[], None] | None = None,
 ) -> TransferPlan:
     """Validate every part of `request` against the survey and the archive (no Spark needed).
 
     Classes are checked by the survey (`Survey.validate_classes`) against its labels and those
     the archive's nightly statistics have seen. `tns_catalog` (an Arrow table with ra,
     declination, type) overrides the archive's own `<root>/<survey>/tns/tns.parquet`.
+    `on_request_valid` is called once the request's own fields are valid and its nights hold
+    data, before the nights' files and the catalogue are read and checked (~1 s of footers for
+    1M alerts): a command starts its JVM then.
     """
     survey = get_survey(request.survey)
     fields = available_fields(survey, list(survey.class_columns))
@@ -166,6 +170,8 @@ def plan_transfer(
             f"No alert data found in between {request.start} and {request.stop} "
             f"for {survey.name} under {archive_root}"
         )
+    if on_request_valid is not None:
+        on_request_valid()
     footers = {n: night_footers(archive_root, survey.name, n) for n in present}
     try:
         check_night_files(footers.items(), survey.archive_schema)
