@@ -209,9 +209,13 @@ class _ArchiveFile:
 
     def __init__(self, uri: str, file_columns: Sequence[str]) -> None:
         self.uri = uri
-        self.parquet = pq.ParquetFile(_open_archive_file(uri))
-        self.metadata = self.parquet.metadata
-        self.columns = _present_columns(self.metadata.schema, tuple(file_columns))
+        # pq.ParquetFile's own reader, opened as it opens it, without the Python index of nested
+        # column paths it builds for every file: the leaf indices of the content columns are
+        # worked out once per schema (`_column_layout`)
+        self.reader = pq.ParquetReader()
+        self.reader.open(_open_archive_file(uri), arrow_extensions_enabled=True)
+        self.metadata = self.reader.metadata
+        self.columns, self.leaves = _column_layout(self.metadata.schema, tuple(file_columns))
         group_rows = [self.metadata.row_group(g).num_rows for g in range(self.metadata.num_row_groups)]
         self.group_starts = np.r_[0, np.cumsum(group_rows, dtype=np.int64)]
 
@@ -229,9 +233,9 @@ class _GroupCursor:
 
     def __init__(self, archive_file: _ArchiveFile, group: int) -> None:
         self.group = group
-        slice_rows = _slice_rows(archive_file.metadata.row_group(group), archive_file.columns)
-        self._slices = archive_file.parquet.iter_batches(
-            batch_size=slice_rows, row_groups=[group], columns=archive_file.columns, use_threads=False)
+        slice_rows = _slice_rows(archive_file.metadata.row_group(group), archive_file.leaves)
+        self._slices = archive_file.reader.iter_batches(
+            slice_rows, row_groups=[group], column_indices=archive_file.leaves, use_threads=False)
         self.raw: pa.RecordBatch | None = None
         self.start = 0  # row of the group where `raw` starts
         self.last_row = -1  # the last row taken (rows must come in order)
@@ -394,21 +398,27 @@ def _open_archive_file(uri: str):
 _ARCHIVE_FILESYSTEMS: dict[tuple[str, str], object] = {}
 
 
-# Content columns present in a file schema, by (schema, wanted columns): a task opens every
-# file of its split, and the files of an archive share one schema (building its Arrow schema
-# and looking the columns up, once per file, were ~2.5 % of the workers' profile at 1M alerts).
-_PRESENT_COLUMNS: list[tuple[pq.ParquetSchema, tuple[str, ...], list[str]]] = []
+# Content columns present in a file schema and their leaf column indices, by (schema, wanted
+# columns): a task opens every file of its split, and the files of an archive share one schema
+# (building its Arrow schema and looking the columns up, once per file, were ~2.5 % of the
+# workers' profile at 1M alerts).
+_COLUMN_LAYOUTS: list[tuple[pq.ParquetSchema, tuple[str, ...], list[str], list[int]]] = []
 
 
-def _present_columns(schema: pq.ParquetSchema, file_columns: tuple[str, ...]) -> list[str]:
-    for known, wanted, present in _PRESENT_COLUMNS:
+def _column_layout(schema: pq.ParquetSchema, file_columns: tuple[str, ...]) -> tuple[list[str], list[int]]:
+    """(the `file_columns` the schema has, the indices of their leaf columns in schema order):
+    a dotted path reads the leaves under it, as `pq.ParquetFile.iter_batches(columns=...)` does."""
+    for known, wanted, present, leaves in _COLUMN_LAYOUTS:
         if wanted == file_columns and known.equals(schema):
-            return present
+            return present, leaves
     arrow_schema = schema.to_arrow_schema()
     present = [path for path in file_columns if schema_field_type(arrow_schema, path) is not None]
-    del _PRESENT_COLUMNS[:-7]  # a few schemas at most (nights written by older versions)
-    _PRESENT_COLUMNS.append((schema, file_columns, present))
-    return present
+    prefixes = tuple(path + "." for path in present)
+    exact = set(present)
+    leaves = [i for i in range(len(schema)) if (path := schema.column(i).path) in exact or path.startswith(prefixes)]
+    del _COLUMN_LAYOUTS[:-7]  # a few schemas at most (nights written by older versions)
+    _COLUMN_LAYOUTS.append((schema, file_columns, present, leaves))
+    return present, leaves
 
 
 def spark_timestamp_strings(column: pa.Array) -> pa.Array:
@@ -504,14 +514,8 @@ def _nested_type(dtype: pa.DataType, path: Sequence[str]) -> pa.DataType:
     return dtype
 
 
-def _slice_rows(group: pq.RowGroupMetaData, columns: Sequence[str]) -> int:
-    """Rows per decoded slice of a row group, so that a slice of `columns` is ~32 MB."""
-    exact, prefixes = set(columns), tuple(c + "." for c in columns)
-    size = 0
-    for i in range(group.num_columns):
-        chunk = group.column(i)
-        path = chunk.path_in_schema
-        if path in exact or path.startswith(prefixes):
-            size += chunk.total_uncompressed_size
+def _slice_rows(group: pq.RowGroupMetaData, leaves: Sequence[int]) -> int:
+    """Rows per decoded slice of a row group, so that a slice of the `leaves` columns is ~32 MB."""
+    size = sum(group.column(i).total_uncompressed_size for i in leaves)
     per_row = max(1, size // max(1, group.num_rows))
     return int(max(256, min(group.num_rows, _SLICE_BYTES // per_row)))
