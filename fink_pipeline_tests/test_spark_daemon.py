@@ -1,10 +1,15 @@
 """Local sessions fork their Python workers from `fink_pipeline.spark_daemon`: the publishing
-modules imported once, pyspark from the installed package rather than Spark's zip."""
+modules imported once, pyspark from the installed package rather than Spark's zip, at a lower
+priority than the driver."""
 
 from __future__ import annotations
 
+import os
+
 import pyarrow as pa
 import pytest
+
+from fink_pipeline.spark_daemon import WORKER_NICENESS
 
 
 def test_workers_fork_with_the_publishing_modules_and_compiled_pyspark(spark):
@@ -17,10 +22,12 @@ def test_workers_fork_with_the_publishing_modules_and_compiled_pyspark(spark):
 
         rows = sum(batch.num_rows for batch in batches)
         yield pa.RecordBatch.from_pydict({"preloaded": [preloaded], "pyspark": [pyspark.__file__],
-                                          "pid": [os.getpid()], "rows": [rows]})
+                                          "nice": [os.nice(0)], "rows": [rows]})
 
-    got = spark.range(0, 10, 1, 2).mapInArrow(report, "preloaded boolean, pyspark string, pid long, rows long").collect()
+    got = spark.range(0, 10, 1, 2).mapInArrow(report, "preloaded boolean, pyspark string, nice long, rows long").collect()
     assert sum(r.rows for r in got) == 10
+    # below the driver's priority (the JVM runs at this process's niceness)
+    assert {r.nice for r in got} == {min(19, os.nice(0) + WORKER_NICENESS)}
     assert all(r.preloaded for r in got), got
     assert all(".zip" not in r.pyspark and r.pyspark.endswith("__init__.py") for r in got), got
 
