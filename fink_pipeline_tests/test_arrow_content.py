@@ -336,6 +336,28 @@ def test_whole_nights_publication_needs_no_spark_analysis(spark, ztf_archive, mo
     assert publication.rows.toArrow().equals(analysed.rows.toArrow())
 
 
+@pytest.mark.parametrize(("groups", "partitions"), [(400, 10), (7, 3), (10, 10), (1000, 7), (23, 1)])
+def test_row_groups_split_as_a_coalesce_of_one_partition_per_group(spark, groups, partitions):
+    # the publisher coalesced one partition per row group into the Kafka partitions' number;
+    # the publication now splits the row groups so from the start (no Spark planning to count
+    # them): the same row groups per partition, so a run interrupted either way resumes exactly
+    def owners(df) -> dict[int, int]:
+        return {r.id: r.p for r in df.select("id", F.spark_partition_id().alias("p")).collect()}
+
+    coalesced = spark.range(0, groups, 1, numPartitions=groups).coalesce(partitions)
+    split = spark.range(0, groups, 1, numPartitions=partitions)
+    assert owners(split) == owners(coalesced)
+    assert len(set(owners(split).values())) == split.rdd.getNumPartitions() == min(groups, partitions)
+
+
+def test_whole_nights_publication_in_the_kafka_partitions_number(spark, ztf_archive):
+    plan = plan_for(ztf_archive, content=["light"])
+    publication = build_publication(spark, plan, max_partitions=3)
+    assert len(publication.arrow_content.row_groups) > 3
+    assert publication.spark_partitions == publication.rows.rdd.getNumPartitions() == 3
+    assert build_publication(spark, plan).spark_partitions is None  # no bound: the publisher counts
+
+
 def test_survey_class_schema_is_what_spark_classify_gives(spark, ztf_archive):
     survey = get_survey("ztf")
     classified = select.classify(read_nights(spark, plan_for(ztf_archive)), survey)

@@ -165,6 +165,7 @@ def publish_dataframe(
     faults: PublishFaults | None = None,
     log: logging.Logger | None = None,
     arrow_content: Any = None,
+    spark_partitions: int | None = None,
 ) -> PublishReport:
     """Publish `df` to `topic` (+ `_schema` and `_status` companions), exactly once.
 
@@ -173,7 +174,9 @@ def publish_dataframe(
     evaluation (any order), which holds for the transfer job's read-filter-project plans.
     With `arrow_content` (a `transfer.arrow_content.ArrowContent`), `df` holds archive
     locations and the tasks read the published content from the archive files. `faults` are
-    failures tests inject (`kafka.faults`); production passes none.
+    failures tests inject (`kafka.faults`); production passes none. `spark_partitions`: how many
+    Spark partitions `df` has, when its builder split it so (at most `options.partitions`):
+    counting them otherwise plans `df` in Spark, ~1 s of a cold JVM before the first task.
     """
     topic, request_id, key_column = target.topic, target.request_id, target.key_column
     options = options or PublishOptions()
@@ -208,7 +211,7 @@ def publish_dataframe(
         return report
 
     # At most one Spark partition per Kafka partition, each Kafka partition with one owner.
-    df, spark_partitions = _owner_partitions(df, options.partitions, key_column)
+    df, spark_partitions = _owner_partitions(df, options.partitions, key_column, spark_partitions)
     _check_ownership(previous, spark_partitions, options.partitions)
 
     status = StatusWriter(settings, topic, create=False)
@@ -326,8 +329,10 @@ def _check_same_layout(previous: TransferStatus, topic: str, layout: str | None)
         "publish alerts twice; publish to a new topic name")
 
 
-def _owner_partitions(df: "DataFrame", kafka_partitions: int, key_column: str) -> tuple["DataFrame", int]:
-    """`df` with at most `kafka_partitions` Spark partitions, and how many it has.
+def _owner_partitions(df: "DataFrame", kafka_partitions: int, key_column: str,
+                      known_partitions: int | None = None) -> tuple["DataFrame", int]:
+    """`df` with at most `kafka_partitions` Spark partitions, and how many it has
+    (`known_partitions`: as many as its builder made, taken as they are when few enough).
 
     A classic session coalesces (no shuffle: tasks publish from their first scanned rows). A
     Spark Connect client cannot count a plan's partitions (no RDD), so there the rows are
@@ -337,6 +342,8 @@ def _owner_partitions(df: "DataFrame", kafka_partitions: int, key_column: str) -
     `_CONNECT_BLOCK_ROWS` rows of a file, so that a task decodes the row groups of its own
     blocks only (by single rows, every task would decode every row group)."""
     if not is_connect_session(df.sparkSession):
+        if known_partitions is not None and known_partitions <= kafka_partitions:
+            return df, known_partitions
         spark_partitions = df.rdd.getNumPartitions()
         if spark_partitions > kafka_partitions:
             df = df.coalesce(kafka_partitions)

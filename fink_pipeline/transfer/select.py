@@ -120,12 +120,16 @@ class Publication:
 
     rows: "DataFrame"
     arrow_content: ArrowContent | None = None
+    # how many Spark partitions `rows` has when the builder chose them (None: ask Spark)
+    spark_partitions: int | None = None
 
 
 def build_publication(
-    spark: "SparkSession", plan: TransferPlan, log: logging.Logger | None = None, *, arrow_content: bool = True
+    spark: "SparkSession", plan: TransferPlan, log: logging.Logger | None = None, *, arrow_content: bool = True,
+    max_partitions: int | None = None,
 ) -> Publication:
-    """The transfer's selection, ready to publish.
+    """The transfer's selection, ready to publish (in at most `max_partitions` Spark partitions
+    when it is made of row groups; other selections are coalesced by the publisher).
 
     With `arrow_content` (the default) and a content of plain fields of a local archive,
     Spark selects and the publishing tasks read the content columns of the selected rows
@@ -143,7 +147,7 @@ def build_publication(
     # survey's Arrow classifier, and Spark only lists the rows (it reads no column at all).
     classified_in_task = deferrable and _classes_unfiltered(plan) and any(
         source in survey.class_columns for source, _ in content.columns)
-    if classified_in_task and (whole_nights := _whole_nights_publication(spark, plan, log)) is not None:
+    if classified_in_task and (whole_nights := _whole_nights_publication(spark, plan, log, max_partitions)) is not None:
         return whole_nights
     df = _select(spark, plan, log, locate=deferrable, classify_rows=not classified_in_task)
     classified_df = classify(df, survey, plan.tns_catalog) if classified_in_task else df
@@ -186,14 +190,15 @@ def build_publication(
         row_groups=row_groups,
     )
     if row_groups:
-        return _row_group_publication(spark, arrow_content, log)
+        return _row_group_publication(spark, arrow_content, log, max_partitions)
     selection = df.select(F.col(FILE_COLUMN), F.col(ROW_COLUMN),
                           *[F.col(source).alias(name) for source, name in content.columns
                             if source in carried and name not in classified])
     return Publication(_limit(selection, plan, log), arrow_content)
 
 
-def _whole_nights_publication(spark: "SparkSession", plan: TransferPlan, log: logging.Logger) -> Publication | None:
+def _whole_nights_publication(spark: "SparkSession", plan: TransferPlan, log: logging.Logger,
+                              max_partitions: int | None) -> Publication | None:
     """Every alert of the nights, classified by the tasks (`build_publication` has checked that
     nothing filters): Spark hands the tasks the nights' row groups and needs no DataFrame of
     the nights. The output schema is worked out from the archive schema (`projected_schema`),
@@ -225,15 +230,21 @@ def _whole_nights_publication(spark: "SparkSession", plan: TransferPlan, log: lo
         classify=survey.classify_arrow,
         row_groups=row_groups,
     )
-    return _row_group_publication(spark, arrow_content, log)
+    return _row_group_publication(spark, arrow_content, log, max_partitions)
 
 
-def _row_group_publication(spark: "SparkSession", arrow_content: ArrowContent, log: logging.Logger) -> Publication:
-    """Selection rows that stand for the row groups of `arrow_content` (see `ArrowContent.expand`)."""
+def _row_group_publication(spark: "SparkSession", arrow_content: ArrowContent, log: logging.Logger,
+                           max_partitions: int | None) -> Publication:
+    """Selection rows that stand for the row groups of `arrow_content` (see `ArrowContent.expand`),
+    in at most `max_partitions` Spark partitions of consecutive row groups: the partitions a
+    coalesce of one partition per row group gives (the publisher's way, tested equal), so a
+    publication interrupted either way resumes exactly."""
     row_groups = arrow_content.row_groups
     log.info(f"Publishing every alert of {len(row_groups):,} row groups")
-    ranges = spark.range(0, len(row_groups), 1, numPartitions=len(row_groups))
-    return Publication(ranges.withColumnRenamed("id", ROW_GROUP_COLUMN), arrow_content)
+    partitions = len(row_groups) if max_partitions is None else max(1, min(len(row_groups), max_partitions))
+    ranges = spark.range(0, len(row_groups), 1, numPartitions=partitions)
+    return Publication(ranges.withColumnRenamed("id", ROW_GROUP_COLUMN), arrow_content,
+                       spark_partitions=partitions if max_partitions is not None else None)
 
 
 def _archive_row_groups(plan: TransferPlan) -> tuple[tuple[str, int, int], ...]:

@@ -312,7 +312,8 @@ def _publish(context, request, plan, spark: SparkResource, settings, kafka: Kafk
     request_id = request.request_id or request.topic
     _check_spark_reads_archive(plan.archive_root, spark)
     with _transient(context, f"publishing {request.topic}", settings.bootstrap_servers):
-        publication = build_publication(spark.get_session(), plan, log=context.log)
+        options = kafka.publish_options()
+        publication = build_publication(spark.get_session(), plan, log=context.log, max_partitions=options.partitions)
         target = PublicationTarget(
             topic=request.topic,
             request_id=request_id,
@@ -325,9 +326,10 @@ def _publish(context, request, plan, spark: SparkResource, settings, kafka: Kafk
             publication.rows,
             target,
             settings,
-            options=kafka.publish_options(),
+            options=options,
             log=context.log,
             arrow_content=publication.arrow_content,
+            spark_partitions=publication.spark_partitions,
         )
         problems = publication_problems(settings, request.topic, report, request_id)
     if problems:
