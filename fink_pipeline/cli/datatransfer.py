@@ -447,5 +447,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def entry_point() -> None:
+    """The `fink_datatransfer` console command: `main()`, then a quick exit (`process_exit.finish`)."""
+    from fink_pipeline.cli.process_exit import finish
+
+    finish(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()

@@ -57,5 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     return int(result or 0)
 
 
+def entry_point() -> None:
+    """The `fink-pipeline` console command: `main()`, then a quick exit (`process_exit.finish`)."""
+    from fink_pipeline.cli.process_exit import finish
+
+    finish(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry_point()
