@@ -365,7 +365,7 @@ def test_survey_class_schema_is_what_spark_classify_gives(spark, ztf_archive):
     assert spark_fields.equals(survey.class_schema)
 
 
-def content_groups(survey, names: list[str], size: int = 25) -> list[list[str]]:
+def content_groups(survey, names: list[str], size: int = 100) -> list[list[str]]:
     """`names` (dotted fields) in groups without two fields published under one name."""
     groups: list[list[str]] = []
     for name in names:
