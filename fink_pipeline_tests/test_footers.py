@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import gc
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -158,3 +159,62 @@ def test_summarizing_keeps_no_footer_alive(tmp_path) -> None:
         gc.enable()
     assert len(summaries) > 2
     assert len(alive) <= 1  # the representative of the night's one schema
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(
+        a[p].num_rows == b[p].num_rows and np.array_equal(a[p].row_group_rows, b[p].row_group_rows)
+        and np.array_equal(a[p].leaf_bytes, b[p].leaf_bytes) and a[p].schema.parquet.equals(b[p].schema.parquet)
+        and a[p].schema.leaf_paths == b[p].schema.leaf_paths for p in a)
+
+
+def test_footer_summaries_are_kept_for_the_next_command(tmp_path, monkeypatch) -> None:
+    # a later command (here: the process cache emptied) reads one footer per schema, not one per
+    # file, and gets the same summaries; a rewritten, added or removed file is seen; a damaged
+    # cache file or a cache folder that cannot be written costs only the reading
+    from fink_pipeline.archive import stats, stored_footers
+
+    monkeypatch.setenv("FINK_PIPELINE_CACHE", str(tmp_path / "cache"))
+    root = str(tmp_path / "archive")
+    generate_archive(ZTF, root, START, nights=1, alerts_per_night=600, seed=8, with_cutouts=False,
+                     rows_per_group=40, max_file_bytes=300_000)
+    reads: list[str] = []
+    real_read = stats.read_footer
+
+    def counted(fs, path):
+        reads.append(path)
+        return real_read(fs, path)
+
+    monkeypatch.setattr(stats, "read_footer", counted)
+    monkeypatch.setattr(stored_footers, "read_footer", counted)
+
+    def footers_of_a_new_command() -> dict:
+        stats._FOOTER_CACHE.clear()
+        reads.clear()
+        return night_footers(root, "ztf", START)
+
+    first = footers_of_a_new_command()
+    assert len(first) > 3 and len(reads) == len(first)
+    again = footers_of_a_new_command()
+    assert len(reads) == 1 and _same(again, first)
+
+    paths = sorted(first)
+    table = pq.read_table(paths[1])
+    kept_rows = table.num_rows // 2
+    pq.write_table(table.slice(0, kept_rows), paths[1], row_group_size=40)  # rewritten, fewer rows
+    pq.write_table(table.slice(0, 30), paths[0][:-8] + "-added.parquet")
+    Path(paths[2]).unlink()
+    changed = footers_of_a_new_command()
+    assert changed[paths[1]].num_rows == kept_rows < table.num_rows and paths[2] not in changed
+    assert changed[paths[0][:-8] + "-added.parquet"].num_rows == 30
+    assert paths[1] in reads and len(reads) <= 3  # the changed files (and one for the schema)
+    assert _same(footers_of_a_new_command(), changed) and len(reads) == 1
+
+    for cache in (tmp_path / "cache" / "footers").glob("*.parquet"):
+        cache.write_bytes(b"PAR1 damaged")
+    assert _same(footers_of_a_new_command(), changed) and len(reads) == len(changed)
+    assert _same(footers_of_a_new_command(), changed) and len(reads) == 1  # written again
+
+    (tmp_path / "not-a-folder").write_text("")
+    monkeypatch.setenv("FINK_PIPELINE_CACHE", str(tmp_path / "not-a-folder"))
+    assert _same(footers_of_a_new_command(), changed) and len(reads) == len(changed)
