@@ -20,7 +20,7 @@ class StateSettings(EnvSettings):
         default=None, description="the local state folder (broker, archive, tables, requests); default <cwd>/.fink_pipeline"
     )
     cache: Path | None = Field(
-        default=None, description="files rebuilt when missing (the JVM's class archive); default "
+        default=None, description="files rebuilt when missing (the JVM's class archive, archive footer summaries); default "
         "$XDG_CACHE_HOME/fink-pipeline, else ~/.cache/fink-pipeline"
     )
     class_cache: bool = Field(
