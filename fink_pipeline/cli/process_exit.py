@@ -17,14 +17,17 @@ def finish(code: int) -> NoReturn:
     nothing. Everything a command writes is committed or flushed before this point (tables and
     topics by each step); what remains is done here as a normal exit does it: non-daemon threads
     joined, exit handlers run (logging shut down, temporary folders removed), standard streams
-    flushed. Only for the console entry points: `main()` called from Python returns normally.
+    flushed. These are the interpreter's private steps (`threading._shutdown`,
+    `atexit._run_exitfuncs`); an interpreter without them exits the usual way. Only for the
+    console entry points: `main()` called from Python returns normally.
     """
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()
+    # the interpreter's own first exit steps: threading's exit hooks (executors tell their idle
+    # workers to stop), then non-daemon threads joined, then the exit handlers
+    shutdown_threads = getattr(threading, "_shutdown", None)
     run_exit_handlers = getattr(atexit, "_run_exitfuncs", None)
-    if run_exit_handlers is None:  # another interpreter: exit the usual way
+    if shutdown_threads is None or run_exit_handlers is None:  # another interpreter: the usual way
         sys.exit(code)
+    shutdown_threads()
     run_exit_handlers()
     for stream in (sys.stdout, sys.stderr):
         try:
