@@ -9,7 +9,7 @@ import os
 import pyarrow as pa
 import pytest
 
-from fink_pipeline.spark_daemon import WORKER_NICENESS
+from fink_pipeline.spark_daemon import WORKER_NICENESS, installed_pyspark_paths
 
 
 def test_workers_fork_with_the_publishing_modules_and_compiled_pyspark(spark):
@@ -42,8 +42,6 @@ def test_workers_fork_with_the_publishing_modules_and_compiled_pyspark(spark):
     (["/x/pyspark/python/lib/pyspark.zip"], ["/x/pyspark/python/lib/pyspark.zip"]),
 ])
 def test_installed_pyspark_replaces_only_its_own_zip(tmp_path, path, kept):
-    from fink_pipeline.spark_daemon import installed_pyspark_paths
-
     (tmp_path / "x" / "pyspark").mkdir(parents=True)
     (tmp_path / "x" / "pyspark" / "__init__.py").write_text("")
     (tmp_path / "opt" / "spark" / "python" / "lib").mkdir(parents=True)
