@@ -321,8 +321,9 @@ def test_unfiltered_transfer_is_classified_by_the_tasks(spark, ztf_archive):
 
 def test_whole_nights_publication_needs_no_spark_analysis(spark, ztf_archive, monkeypatch):
     # every alert of the nights, classified by the tasks: the publication is built from the
-    # footers and the archive schema alone (Spark's analysis of the nights cost ~2 s of a cold
-    # JVM), and equals the one Spark's analysis gives, output schema included
+    # footers, the archive schema and the survey's class schema alone (Spark's analysis of the
+    # nights cost ~2 s of a cold JVM), and equals the one built with the class columns typed by
+    # Spark's analysis of `classify` (a survey declaring none), output schema included
     plan = plan_for(ztf_archive, content=["light"])
     with monkeypatch.context() as patched:
         def no_reading(*args, **kwargs):

@@ -124,7 +124,7 @@ class Survey:
     classify_arrow: Callable[[pa.Table], dict[str, pa.Array]] | None = None
     # The class columns `classify` adds as Spark types them (nullable or not), without a TNS
     # catalogue: the output schema of a transfer whose tasks classify needs no Spark analysis.
-    # Tests check it against `classify`. None: Spark's analysis gives it.
+    # Tests check it against `classify`. None: Spark analyses `classify` to type them.
     class_schema: pa.Schema | None = None
     # Synthetic alerts of one night: (night, n_alerts, seed, with_cutouts) -> record batches
     # matching `archive_schema`, produced lazily so memory stays bounded at any scale.

@@ -240,11 +240,5 @@ def _path_field(schema, path: str):
 
 def field_type(schema, path: str):
     """The Spark type of dotted `path` in `schema`, or None when it is not a plain field path."""
-    from pyspark.sql import types as T
-
-    dtype = schema
-    for part in path.split("."):
-        if not isinstance(dtype, T.StructType) or part not in dtype.fieldNames():
-            return None
-        dtype = dtype[part].dataType
-    return dtype
+    resolved = _path_field(schema, path)
+    return None if resolved is None else resolved[0]

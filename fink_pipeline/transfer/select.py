@@ -173,11 +173,6 @@ def build_publication(
                        if classified_in_task and source in survey.class_columns)
     class_inputs = tuple(survey.classification_inputs) if classified else ()
     carried_names = tuple(name for source, name in content.columns if source in carried and name not in classified)
-    # every row is published and nothing comes from Spark: Spark hands the tasks row groups
-    # (~2,500 alerts each with cutouts), not every alert's file and row (1M rows cost the JVM
-    # ~10 CPU-s to list); spark.range splits them into partitions the same way on every
-    # evaluation, which exactly-once needs
-    row_groups = _archive_row_groups(plan) if classified_in_task and not carried_names else ()
     arrow_content = ArrowContent(
         columns=content.columns,
         carried=carried_names,
@@ -187,10 +182,7 @@ def build_publication(
         classified=classified,
         class_inputs=class_inputs,
         classify=survey.classify_arrow if classified else None,
-        row_groups=row_groups,
     )
-    if row_groups:
-        return _row_group_publication(spark, arrow_content, log, max_partitions)
     selection = df.select(F.col(FILE_COLUMN), F.col(ROW_COLUMN),
                           *[F.col(source).alias(name) for source, name in content.columns
                             if source in carried and name not in classified])
@@ -200,21 +192,26 @@ def build_publication(
 def _whole_nights_publication(spark: "SparkSession", plan: TransferPlan, log: logging.Logger,
                               max_partitions: int | None) -> Publication | None:
     """Every alert of the nights, classified by the tasks (`build_publication` has checked that
-    nothing filters): Spark hands the tasks the nights' row groups and needs no DataFrame of
+    nothing filters): Spark hands the tasks the nights' row groups (~2,500 alerts each with
+    cutouts; listing 1M alerts' files and rows cost the JVM ~10 CPU-s) and needs no DataFrame of
     the nights. The output schema is worked out from the archive schema (`projected_schema`),
     not by Spark's analyzer, which took ~2 s of the cold JVM before the first alert left.
-    None when the content needs Spark (a night column, a map key) or the plan has no
-    footers: `build_publication` then selects with Spark."""
+    The row groups go to at most `max_partitions` Spark partitions of consecutive groups: those
+    a coalesce of one partition per group gives (tested equal), and the same on every
+    evaluation, which exactly-once needs. None when the content needs Spark (a night column, a
+    map key) or the plan has no footers: `build_publication` then selects with Spark."""
     from pyspark.sql.pandas.types import from_arrow_schema, to_arrow_schema
 
     survey, content = plan.survey, plan.content
-    if survey.class_schema is None or any(source in PARTITION_COLUMNS for source, _ in content.columns):
+    if any(source in PARTITION_COLUMNS for source, _ in content.columns):
         return None
     file_columns = file_paths([source for source, _ in content.columns if source not in survey.class_columns])
     row_groups = _archive_row_groups(plan)
+    if not file_columns or not row_groups:
+        return None
     spark_schema = projected_schema(
-        from_arrow_schema(pa.schema([*survey.archive_schema, *survey.class_schema])), content)
-    if not file_columns or not row_groups or spark_schema is None:
+        from_arrow_schema(pa.schema([*survey.archive_schema, *_class_schema(spark, survey)])), content)
+    if spark_schema is None:
         return None
     _log_reading(plan, log)
     log.info(f"Selecting content {content.packet or content.source_fields}...")
@@ -230,21 +227,22 @@ def _whole_nights_publication(spark: "SparkSession", plan: TransferPlan, log: lo
         classify=survey.classify_arrow,
         row_groups=row_groups,
     )
-    return _row_group_publication(spark, arrow_content, log, max_partitions)
-
-
-def _row_group_publication(spark: "SparkSession", arrow_content: ArrowContent, log: logging.Logger,
-                           max_partitions: int | None) -> Publication:
-    """Selection rows that stand for the row groups of `arrow_content` (see `ArrowContent.expand`),
-    in at most `max_partitions` Spark partitions of consecutive row groups: the partitions a
-    coalesce of one partition per row group gives (the publisher's way, tested equal), so a
-    publication interrupted either way resumes exactly."""
-    row_groups = arrow_content.row_groups
     log.info(f"Publishing every alert of {len(row_groups):,} row groups")
     partitions = len(row_groups) if max_partitions is None else max(1, min(len(row_groups), max_partitions))
     ranges = spark.range(0, len(row_groups), 1, numPartitions=partitions)
     return Publication(ranges.withColumnRenamed("id", ROW_GROUP_COLUMN), arrow_content,
                        spark_partitions=partitions if max_partitions is not None else None)
+
+
+def _class_schema(spark: "SparkSession", survey: Survey) -> pa.Schema:
+    """The class columns as `classify` types them: the survey's `class_schema`, else Spark's
+    analysis of `classify` over an empty DataFrame of the archive schema."""
+    if survey.class_schema is not None:
+        return survey.class_schema
+    from pyspark.sql.pandas.types import from_arrow_schema
+
+    empty = spark.createDataFrame([], from_arrow_schema(survey.archive_schema))
+    return spark_to_arrow_schema(classify(empty, survey).select(*survey.class_columns))
 
 
 def _archive_row_groups(plan: TransferPlan) -> tuple[tuple[str, int, int], ...]:
