@@ -183,14 +183,14 @@ def load_archive_tns_catalog(root: str, survey: Survey) -> pa.Table | None:
 
 def night_files(root: str, survey: str, night: dt.date) -> list[tuple[str, int]]:
     """(path, size) of the night's visible Parquet files, sorted by name ([] for no night)."""
-    return [(info.path, info.size) for info in _night_file_infos(root, survey, night)[1]]
+    return [(info.path, info.size) for info in _night_file_infos(root, survey, night)[2]]
 
 
-def _night_file_infos(root: str, survey: str, night: dt.date) -> tuple[pafs.FileSystem, list[pafs.FileInfo]]:
-    """(filesystem, file infos) of the night's visible Parquet files, sorted by path."""
+def _night_file_infos(root: str, survey: str, night: dt.date) -> tuple[pafs.FileSystem, str, list[pafs.FileInfo]]:
+    """(filesystem, night directory in it, file infos of its visible Parquet files sorted by path)."""
     fs, base = resolve(night_dir(root, survey, night))
     infos = fs.get_file_info(pafs.FileSelector(base, allow_not_found=True))
-    return fs, sorted((info for info in infos if _visible_parquet(info)), key=lambda info: info.path)
+    return fs, base, sorted((info for info in infos if _visible_parquet(info)), key=lambda info: info.path)
 
 
 def night_footers(root: str, survey: str, night: dt.date) -> dict[str, FooterSummary]:
@@ -202,7 +202,7 @@ def night_footers(root: str, survey: str, night: dt.date) -> dict[str, FooterSum
     process made already (a run plans its request three times: the command's check, then the
     run's two steps), then those an earlier command stored in the cache folder
     (`archive.stored_footers`); ~1 s of footers each for 4 nights of 100 files otherwise."""
-    fs, infos = _night_file_infos(root, survey, night)
+    fs, base, infos = _night_file_infos(root, survey, night)
     footers = {}
     stored = None  # loaded when the process has not summarized every file already
     current = {info.path: info for info in infos}
@@ -213,10 +213,8 @@ def night_footers(root: str, survey: str, night: dt.date) -> dict[str, FooterSum
             footer = _FOOTER_CACHE.get(key) if key else None
         if footer is None and key is not None:
             if stored is None:
-                stored = StoredFooters.load(fs, _night_base(root, survey, night))
+                stored = StoredFooters.load(fs, base)
             footer = stored.summary(info, current)
-            if footer is None:
-                stored.changed = True
         if footer is None:
             footer = summarize(info.path, read_footer(fs, info.path))
         if key is not None:
@@ -225,13 +223,9 @@ def night_footers(root: str, survey: str, night: dt.date) -> dict[str, FooterSum
                 while len(_FOOTER_CACHE) > _FOOTER_CACHE_SIZE:
                     _FOOTER_CACHE.popitem(last=False)
         footers[info.path] = footer
-    if stored is not None and (stored.changed or set(stored.entries) != set(current)):
-        store_footers(fs, _night_base(root, survey, night), footers, current)
+    if stored is not None and stored.outdated(current):
+        store_footers(fs, base, footers, current)
     return footers
-
-
-def _night_base(root: str, survey: str, night: dt.date) -> str:
-    return resolve(night_dir(root, survey, night))[1]
 
 
 _FOOTER_CACHE: OrderedDict[tuple[str, int, int], FooterSummary] = OrderedDict()

@@ -66,7 +66,7 @@ class StoredFooters:
         self.entries = entries
         self._schemas: dict[int, FooterSchema | None] = {}
         self.read: dict[str, FooterSummary] = {}  # footers read to recover a schema
-        self.changed = False  # a file had no usable summary: the cache is to be written again
+        self._missed = False  # a file had no usable summary
 
     @classmethod
     def load(cls, fs: pafs.FileSystem, night_base: str) -> "StoredFooters":
@@ -91,6 +91,16 @@ class StoredFooters:
     def summary(self, info: pafs.FileInfo, current: dict[str, pafs.FileInfo]) -> FooterSummary | None:
         """The stored summary of the file `info` when it is unchanged (None otherwise);
         `current` holds the night's files as listed now (a schema is recovered from one of them)."""
+        summary = self._summary(info, current)
+        self._missed |= summary is None
+        return summary
+
+    def outdated(self, current: dict[str, pafs.FileInfo]) -> bool:
+        """Whether the stored summaries no longer describe the night's files `current` (a file
+        changed, added or removed): the cache is to be written again."""
+        return self._missed or self.entries.keys() != current.keys()
+
+    def _summary(self, info: pafs.FileInfo, current: dict[str, pafs.FileInfo]) -> FooterSummary | None:
         entry = self.entries.get(info.path)
         if entry is None or not _unchanged(entry, info):
             return None
