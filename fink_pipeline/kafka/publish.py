@@ -80,6 +80,7 @@ from fink_pipeline.kafka.publish_task import (
     TASK_SUMMARY_SCHEMA,
     TaskConfig,
     publish_partition,
+    publish_row_groups,
     warm_worker,
 )
 from fink_pipeline.kafka.readback import PublicationConflict
@@ -90,7 +91,10 @@ from fink_pipeline.kafka.wire import owned_kafka_partitions, schema_message_valu
 from fink_pipeline.spark import is_connect_session, spark_to_arrow_schema
 
 if TYPE_CHECKING:
+    from pyspark import RDD
     from pyspark.sql import DataFrame, SparkSession
+
+    from fink_pipeline.transfer.select import RowGroupSplits
 
 LOGGER = logging.getLogger("fink_pipeline.publish")
 # How long the driver waits for the tasks of a failed, cancelled publishing job to stop: longer
@@ -157,7 +161,7 @@ class PublishReport:
 
 
 def publish_dataframe(
-    df: "DataFrame",
+    df: "DataFrame | RowGroupSplits",
     target: PublicationTarget,
     settings: KafkaSettings,
     *,
@@ -177,7 +181,14 @@ def publish_dataframe(
     failures tests inject (`kafka.faults`); production passes none. `spark_partitions`: how many
     Spark partitions `df` has, when its builder split it so (at most `options.partitions`):
     counting them otherwise plans `df` in Spark, ~1 s of a cold JVM before the first task.
+    `df` may be the `RowGroupSplits` of a whole-nights publication: an RDD job on a classic
+    session (no Spark SQL before the first alert), a DataFrame of row groups over Spark Connect.
     """
+    from fink_pipeline.transfer.select import RowGroupSplits
+
+    if isinstance(df, RowGroupSplits) and is_connect_session(df.session):
+        df = df.to_dataframe()  # Spark Connect has no RDDs
+    session = df.session if isinstance(df, RowGroupSplits) else df.sparkSession
     topic, request_id, key_column = target.topic, target.request_id, target.key_column
     options = options or PublishOptions()
     log = log or LOGGER
@@ -192,11 +203,11 @@ def publish_dataframe(
     avro_schema = avro_schema_from_arrow(arrow_schema)
     fingerprint = schema_fingerprint(avro_schema)
     log.info("Schema OK...")
-    if str(df.sparkSession.conf.get("spark.speculation", "false")).lower() == "true":
+    if str(session.conf.get("spark.speculation", "false")).lower() == "true":
         raise ValueError("spark.speculation=true runs two attempts of a task at once, which would both "
                          "write the same Kafka partitions: disable it for publishing")
 
-    warm_up = start_worker_warm_up(df.sparkSession, f"fink-publish-{topic}-warm-up")
+    warm_up = start_worker_warm_up(session, f"fink-publish-{topic}-warm-up")
     for name, partitions in ((topic, options.partitions), (schema_topic(topic), 1), (status_topic(topic), 1)):
         ensure_topic(settings, name, partitions=partitions, retention_ms=options.retention_ms,
                      compression=options.compression, timeout_s=options.admin_timeout_s)
@@ -249,8 +260,11 @@ def publish_dataframe(
             warm_up.join(_WARM_UP_TIMEOUT_S)
         log.info(f"Starting to send data to topic {topic}")
         try:
-            mapped = df.mapInArrow(functools.partial(publish_partition, config=config), TASK_SUMMARY_SCHEMA)
-            summaries = [json.loads(row.summary) for row in _collect_in_job_group(mapped, topic)]
+            if isinstance(df, RowGroupSplits):
+                job = df.to_rdd().mapPartitions(functools.partial(publish_row_groups, config=config))
+            else:
+                job = df.mapInArrow(functools.partial(publish_partition, config=config), TASK_SUMMARY_SCHEMA)
+            summaries = [json.loads(summary) for summary in _collect_in_job_group(job, topic)]
             final = read_status(settings, topic, timeout_s=options.admin_timeout_s)
             report = _report_from_status(
                 topic, final, avro_schema, fingerprint, time.monotonic() - started, spark_partitions
@@ -329,10 +343,11 @@ def _check_same_layout(previous: TransferStatus, topic: str, layout: str | None)
         "publish alerts twice; publish to a new topic name")
 
 
-def _owner_partitions(df: "DataFrame", kafka_partitions: int, key_column: str,
-                      known_partitions: int | None = None) -> tuple["DataFrame", int]:
+def _owner_partitions(df: "DataFrame | RowGroupSplits", kafka_partitions: int, key_column: str,
+                      known_partitions: int | None = None) -> tuple["DataFrame | RowGroupSplits", int]:
     """`df` with at most `kafka_partitions` Spark partitions, and how many it has
     (`known_partitions`: as many as its builder made, taken as they are when few enough).
+    Row group splits are split again into fewer ranges of consecutive groups if need be.
 
     A classic session coalesces (no shuffle: tasks publish from their first scanned rows). A
     Spark Connect client cannot count a plan's partitions (no RDD), so there the rows are
@@ -341,6 +356,11 @@ def _owner_partitions(df: "DataFrame", kafka_partitions: int, key_column: str,
     their message key; selection rows that locate the content in the archive go by blocks of
     `_CONNECT_BLOCK_ROWS` rows of a file, so that a task decodes the row groups of its own
     blocks only (by single rows, every task would decode every row group)."""
+    from fink_pipeline.transfer.select import RowGroupSplits
+
+    if isinstance(df, RowGroupSplits):
+        df = df if df.partitions <= kafka_partitions else df.resplit(kafka_partitions)
+        return df, df.partitions
     if not is_connect_session(df.sparkSession):
         if known_partitions is not None and known_partitions <= kafka_partitions:
             return df, known_partitions
@@ -399,13 +419,14 @@ def start_worker_warm_up(session: "SparkSession", job_group: str) -> threading.T
         try:
             if connect:  # no SparkContext: enough tiny tasks to reach every core of a small server
                 workers = _CONNECT_WARM_UP_TASKS
-            else:
+                session.range(workers, numPartitions=workers).mapInArrow(warm_worker, "id long").collect()
+                # runs of other processes sharing this server-side session skip it
+                session.conf.set(_CONNECT_WARM_CONF, "true")
+            else:  # an RDD job: no Spark SQL (a row-group publication runs none either)
                 sc = session.sparkContext
                 sc.setJobGroup(job_group, "warm up the Python workers for publishing")
                 workers = max(1, sc.defaultParallelism)
-            session.range(workers, numPartitions=workers).mapInArrow(warm_worker, "id long").collect()
-            if connect:  # runs of other processes sharing this server-side session skip it
-                session.conf.set(_CONNECT_WARM_CONF, "true")
+                sc.parallelize(range(workers), workers).mapPartitions(warm_worker).collect()
         except Exception as exc:  # the publication itself reports real problems
             LOGGER.info(f"Python worker warm-up skipped: {exc}")
 
@@ -424,22 +445,28 @@ def _connect_session_warm(session: "SparkSession") -> bool:
         return False
 
 
-def _collect_in_job_group(mapped: "DataFrame", topic: str) -> list:
-    """Run the publishing job; if it fails, wait for its cancelled tasks to stop before
-    raising, so that none of them still produces when the caller re-runs it: if they do not
+def _collect_in_job_group(job: "DataFrame | RDD", topic: str) -> list[str]:
+    """Run the publishing job (its tasks' summary lines); if it fails, wait for its cancelled
+    tasks to stop before raising, so that none of them still produces when the caller re-runs it: if they do not
     stop within `_CANCEL_TIMEOUT_S`, raise an error that says so instead of the job's.
     Over Spark Connect (no SparkContext, no status tracker) the job is tagged and interrupted
     on failure, then the driver waits `_CONNECT_SETTLE_S`, the time a failed attempt takes to
     settle and a cancelled Python worker to be killed."""
-    if is_connect_session(mapped.sparkSession):
-        return _collect_tagged(mapped, topic)
-    sc = mapped.sparkSession.sparkContext
+    from pyspark import RDD
+
+    if isinstance(job, RDD):
+        sc, collect = job.context, job.collect
+    elif is_connect_session(job.sparkSession):
+        return [row.summary for row in _collect_tagged(job, topic)]
+    else:
+        sc = job.sparkSession.sparkContext
+        collect = lambda: [row.summary for row in job.collect()]  # noqa: E731
     keys = ("spark.jobGroup.id", "spark.job.description", "spark.job.interruptOnCancel")
     saved = {key: sc.getLocalProperty(key) for key in keys}
     group = f"fink-publish-{topic}-{uuid.uuid4().hex[:8]}"
     sc.setJobGroup(group, f"publish {topic}", interruptOnCancel=True)
     try:
-        return mapped.collect()
+        return collect()
     except Exception as exc:
         sc.cancelJobGroup(group)
         still_running = _wait_for_job_group(sc, group, timeout_s=_CANCEL_TIMEOUT_S)

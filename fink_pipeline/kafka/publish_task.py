@@ -269,12 +269,24 @@ class SparkPartitionPublisher:
         )
 
 
-def warm_worker(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    """A warm-up task (`mapInArrow`): run in a Python worker, it imports this module (by
-    unpickling this function) and the Arrow content reader before any publishing task."""
+def warm_worker(items: Iterator[Any]) -> Iterator[Any]:
+    """A warm-up task (an RDD partition, or `mapInArrow` over Spark Connect): run in a Python
+    worker, it imports this module (by unpickling this function) and the Arrow content reader
+    before any publishing task."""
     import fink_pipeline.transfer.arrow_content  # noqa: F401
 
-    yield from batches
+    yield from items
+
+
+def publish_row_groups(splits: Iterator[range], config: TaskConfig) -> Iterator[str]:
+    """Executor side of an RDD of row group ranges (`transfer.select.RowGroupSplits`, one
+    range per partition): `publish_partition` of those row groups, its summary line."""
+    from fink_pipeline.transfer.arrow_content import ROW_GROUP_COLUMN
+
+    groups = [group for split in splits for group in split]
+    batch = pa.RecordBatch.from_arrays([pa.array(groups, pa.int64())], [ROW_GROUP_COLUMN])
+    for summary in publish_partition(iter([batch]), config):
+        yield from summary.column(0).to_pylist()
 
 
 def publish_partition(batches: Iterator[pa.RecordBatch], config: TaskConfig) -> Iterator[pa.RecordBatch]:

@@ -113,12 +113,46 @@ def build_transfer_dataframe(
     return _limit(project(_select(spark, plan, log, locate=False), plan.content), plan, log)
 
 
+@dataclass(frozen=True)
+class RowGroupSplits:
+    """Row groups 0..count-1 of a whole-nights publication (`ArrowContent.row_groups`), in
+    `partitions` Spark partitions of consecutive groups, split as
+    `spark.range(count, numPartitions=partitions)` splits its ids.
+
+    The publisher runs them as an RDD on a classic session: no Spark SQL, whose first query
+    cost a cold JVM ~2.5 CPU-s and ~2 s before the first publishing task (measured, issue 17).
+    Spark Connect has no RDDs: there they are `to_dataframe()`."""
+
+    session: "SparkSession"
+    count: int
+    partitions: int
+
+    def groups_of(self, partition: int) -> range:
+        """The row groups of Spark partition `partition` (spark.range's integer split)."""
+        return range(partition * self.count // self.partitions, (partition + 1) * self.count // self.partitions)
+
+    def resplit(self, partitions: int) -> "RowGroupSplits":
+        return RowGroupSplits(self.session, self.count, partitions)
+
+    def to_rdd(self):
+        """One element per Spark partition: its range of row groups (a list of `partitions`
+        elements is sliced one element per partition, in order)."""
+        splits = [self.groups_of(p) for p in range(self.partitions)]
+        return self.session.sparkContext.parallelize(splits, self.partitions)
+
+    def to_dataframe(self) -> "DataFrame":
+        """The row groups as a DataFrame of one column, `ROW_GROUP_COLUMN`."""
+        ids = self.session.range(0, self.count, 1, numPartitions=self.partitions)
+        return ids.withColumnRenamed("id", ROW_GROUP_COLUMN)
+
+
 @dataclass
 class Publication:
-    """What the publisher runs: `rows` is either the projected content (`arrow_content` None)
-    or the selected alerts' archive locations, which the tasks read with Arrow."""
+    """What the publisher runs: `rows` is either the projected content (`arrow_content` None),
+    or the selected alerts' archive locations, or every row group of the nights
+    (`RowGroupSplits`); the tasks read the content of the last two with Arrow."""
 
-    rows: "DataFrame"
+    rows: "DataFrame | RowGroupSplits"
     arrow_content: ArrowContent | None = None
     # how many Spark partitions `rows` has when the builder chose them (None: ask Spark)
     spark_partitions: int | None = None
@@ -229,8 +263,7 @@ def _whole_nights_publication(spark: "SparkSession", plan: TransferPlan, log: lo
     )
     log.info(f"Publishing every alert of {len(row_groups):,} row groups")
     partitions = len(row_groups) if max_partitions is None else max(1, min(len(row_groups), max_partitions))
-    ranges = spark.range(0, len(row_groups), 1, numPartitions=partitions)
-    return Publication(ranges.withColumnRenamed("id", ROW_GROUP_COLUMN), arrow_content,
+    return Publication(RowGroupSplits(spark, len(row_groups), partitions), arrow_content,
                        spark_partitions=partitions if max_partitions is not None else None)
 
 
