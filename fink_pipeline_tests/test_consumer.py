@@ -870,3 +870,26 @@ def test_a_failed_background_write_stops_the_consumer_before_any_later_batch(kaf
     assert report.complete and report.consumed == published.total - 600
     ids = read_delta_table(path)["candid"].to_pylist()
     assert len(ids) == len(set(ids)) == published.total and set(ids) == set(published.ids)
+
+
+@pytest.mark.parametrize("ids, distinct", [([1, 2, 3, 4], 4), ([1, 1, 7, 9], 3), ([5, 6, 6, 6], 2),
+                                           ([1, 7, 9, None], 3)])
+def test_delta_table_counts_see_duplicate_and_null_ids(tmp_path, ids, distinct):
+    """The table checks' counts (rows, distinct ids) over the files of several commits: a
+    repeated id, or a null one, leaves fewer distinct ids than rows; one id column or two."""
+    from deltalake import write_deltalake
+
+    from fink_pipeline.consumer.readers import delta_table_counts
+
+    uri = str(tmp_path / "t")
+    for part in (ids[:2], ids[2:]):  # two commits, two files
+        write_deltalake(uri, pa.table({"candid": pa.array(part, pa.int64()), "source": pa.array([1] * len(part))}),
+                        mode="append")
+    assert delta_table_counts(uri, "candid") == (4, distinct)
+    if None not in ids:
+        assert delta_table_counts(uri, ["candid", "source"]) == (4, distinct)
+    # the same id with another source: one more row, a new pair, no new id
+    write_deltalake(uri, pa.table({"candid": pa.array([ids[0]], pa.int64()), "source": pa.array([2])}), mode="append")
+    assert delta_table_counts(uri, "candid") == (5, distinct)
+    if None not in ids:
+        assert delta_table_counts(uri, ["candid", "source"]) == (5, distinct + 1)

@@ -109,8 +109,12 @@ def delta_table_counts(uri: str, id_column: str | Sequence[str],
     from deltalake import DeltaTable, QueryBuilder
 
     table = DeltaTable(uri, storage_options=storage_options)
-    columns = ", ".join(f'"{c}"' for c in ([id_column] if isinstance(id_column, str) else id_column))
-    sql = f"SELECT (SELECT count(*) FROM t) AS n, (SELECT count(*) FROM (SELECT DISTINCT {columns} FROM t)) AS d"
+    ids = [id_column] if isinstance(id_column, str) else list(id_column)
+    columns = ", ".join(f'"{c}"' for c in ids)
+    if len(ids) == 1:  # one scan (1M alerts in 2,158 files: 0.85 s, against 1.34 s for two)
+        sql = f"SELECT count(*) AS n, count(DISTINCT {columns}) AS d FROM t"
+    else:  # DataFusion's count(DISTINCT (a, b)) ran for minutes
+        sql = f"SELECT (SELECT count(*) FROM t) AS n, (SELECT count(*) FROM (SELECT DISTINCT {columns} FROM t)) AS d"
     result = pa.table(QueryBuilder().register("t", table).execute(sql).read_all())
     return int(result["n"][0].as_py()), int(result["d"][0].as_py())
 
