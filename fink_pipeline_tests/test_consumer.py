@@ -407,6 +407,49 @@ def test_consumer_started_before_the_end_stops_exactly_at_the_end_record(kafka_s
     assert 0 <= returned_at - ended_at[0] < 10
 
 
+class _RecordingConsumer:
+    """A Kafka consumer that records, for each consume() call, how many messages it asked for
+    and how many it got."""
+
+    def __init__(self, consumer) -> None:
+        self._consumer, self.calls = consumer, []
+
+    def consume(self, num_messages=1, timeout=-1):
+        chunk = self._consumer.consume(num_messages=num_messages, timeout=timeout)
+        self.calls.append((num_messages, len(chunk)))
+        return chunk
+
+    def __getattr__(self, name):
+        return getattr(self._consumer, name)
+
+
+def test_consumer_of_a_finished_publication_does_not_wait_for_more_than_it_says(kafka_settings, tmp_path,
+                                                                                 monkeypatch):
+    """Once the end record is read, a fetch asks for the messages it says are left and returns
+    with them: no consume() call asks for more, which would wait out its timeout for messages
+    that cannot come (1 s at the end of every table filled while its topic was written)."""
+    import fink_pipeline.consumer.core as core
+
+    topic = unique_topic()
+    publish_tables(kafka_settings, topic, list(synthetic_alerts(ZTF, 700, "light", seed=8, batch_size=350)))
+    data_consumers = []
+    real = core.kafka_consumer
+
+    def recording(settings, group_id, *args, **kwargs):
+        consumer = real(settings, group_id, *args, **kwargs)
+        if group_id != "g":  # the schema's reader
+            return consumer
+        data_consumers.append(_RecordingConsumer(consumer))
+        return data_consumers[-1]
+
+    monkeypatch.setattr(core, "kafka_consumer", recording)
+    report = consume_topic(kafka_settings, topic, delta_sink(tmp_path / "d"), group_id="g", batch_size=5000)
+    assert report.complete and report.consumed == 700 and read_delta_table(str(tmp_path / "d")).num_rows == 700
+    [consumer] = data_consumers
+    assert sum(got for _, got in consumer.calls) == 700
+    assert all(asked == got for asked, got in consumer.calls), consumer.calls
+
+
 def test_failed_job_stops_the_consumer_with_what_was_published(kafka_settings, tmp_path):
     topic = unique_topic()
     chunks = list(synthetic_alerts(ZTF, 400, "light", seed=6, batch_size=200))
