@@ -263,3 +263,21 @@ def test_the_table_fills_while_the_topic_is_written(spark, archive_root, tmp_pat
     assert 0 <= table_meta["complete_after_topic_seconds"].value < 10
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"row_count_matches_published": True, "candid_unique": True}
+
+
+def test_class_night_chart_drawn_in_a_child_process_equals_the_one_drawn_here(monkeypatch):
+    """The run's chart is drawn by a child Python (off the GIL of the table's consumer): the
+    same PNG bytes as drawn in this process, hostile class names included; a child that
+    cannot start or fails leaves the drawing to this process."""
+    import sys
+
+    from fink_pipeline.orchestration.report import class_night_png, start_class_night_png
+
+    counts = {"SN candidate": {"2024-03-01": 120, "2024-03-02": 7}, 'Early "SN Ia"\n<b>\\': {"2024-03-02": 3},
+              "Unknown": {"2024-03-01": 5000}}
+    here = class_night_png(counts, "t: alerts per class and night")
+    assert here[:8] == b"\x89PNG\r\n\x1a\n"
+    assert start_class_night_png(counts, "t: alerts per class and night")() == here
+    for broken in ("/nonexistent/python", "/bin/false"):  # not started / exits with an error
+        monkeypatch.setattr(sys, "executable", broken)
+        assert start_class_night_png(counts, "t: alerts per class and night")() == here

@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import subprocess
+import sys
 from pathlib import Path
+from typing import Callable
 
 MAX_CLASSES_PLOTTED = 12
 
@@ -57,6 +61,41 @@ def class_night_png(per_class_night: dict[str, dict[str, int]], title: str) -> b
         return buffer.getvalue()
     finally:
         plt.close(fig)
+
+
+def start_class_night_png(per_class_night: dict[str, dict[str, int]], title: str) -> Callable[[], bytes]:
+    """Start drawing `class_night_png` in a child Python process; returns the function that
+    waits for its PNG bytes.
+
+    The chart costs ~1 CPU-s (most of it importing matplotlib). Drawn in the transfer's own
+    process once the topic is published, it took the GIL from the thread still filling the
+    table; the child runs on the core the finished publishing tasks left free. If the child
+    fails, the chart is drawn here (and its error, if any, is raised here)."""
+    try:
+        child = subprocess.Popen([sys.executable, "-c", _DRAW_IN_CHILD], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:  # no interpreter to start: drawn here
+        return lambda: class_night_png(per_class_night, title)
+    try:
+        child.stdin.write(json.dumps({"counts": per_class_night, "title": title}).encode())
+        child.stdin.close()
+    except OSError:  # the child died at once: drawn here below
+        pass
+
+    def result() -> bytes:
+        with child.stdout:
+            png = child.stdout.read()
+        if child.wait() == 0 and png.startswith(b"\x89PNG"):
+            return png
+        return class_night_png(per_class_night, title)
+
+    return result
+
+
+_DRAW_IN_CHILD = ("import json, sys\n"
+                  "from fink_pipeline.orchestration.report import class_night_png\n"
+                  "spec = json.load(sys.stdin)\n"
+                  "sys.stdout.buffer.write(class_night_png(spec['counts'], spec['title']))\n")
 
 
 def save_png(png: bytes, path: Path) -> Path:

@@ -29,7 +29,7 @@ from fink_pipeline.kafka.publish import PublicationTarget, publish_dataframe
 from fink_pipeline.orchestration.constants import OWNERS, TRANSFER_GROUP
 from fink_pipeline.orchestration.partitions import transfer_partitions
 from fink_pipeline.orchestration.report import (
-    class_night_png,
+    start_class_night_png,
     class_night_table,
     archive_files,
     markdown_image,
@@ -346,9 +346,10 @@ def _publication_results(context, selected: set[str], request, plan, report, pub
     """The materializations of selected_alerts and alert_topic (those selected)."""
     per_class = {label: sum(nights.values()) for label, nights in report.per_class_night.items()}
     title = f"{request.topic}: alerts per class and night"
-    png = class_night_png(report.per_class_night, title)
-    plot_path = save_png(png, paths.state_dir() / "reports" / request.topic / "alerts_per_class_night.png")
+    draw = start_class_night_png(report.per_class_night, title)
     files = archive_files(plan.night_paths)
+    png = draw()
+    plot_path = save_png(png, paths.state_dir() / "reports" / request.topic / "alerts_per_class_night.png")
     bytes_on_disk = sum(size for _, size in files)
     # compressed bytes of the column chunks the job reads, from the footers the plan read
     footer = plan.footer_input_bytes()
