@@ -41,7 +41,7 @@ from fink_pipeline.transfer.arrow_content import (
 )
 from fink_pipeline.transfer.content import available_fields, field_type, project, projected_schema, resolve_content
 from fink_pipeline.transfer.plan import plan_transfer
-from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe, read_nights
+from fink_pipeline.transfer.select import RowGroupSplits, build_publication, build_transfer_dataframe, read_nights
 from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 from fink_pipeline_tests.test_publish import new_topic, read_topic, schema_from_topic, ztf_target
@@ -70,6 +70,12 @@ def plan_for(root: str, survey: str = "ztf", **fields):
     return plan_transfer(request, root, nights)
 
 
+def selection_rows(publication):
+    """The publication's rows as a DataFrame (row group splits as their one-column DataFrame)."""
+    rows = publication.rows
+    return rows.to_dataframe() if isinstance(rows, RowGroupSplits) else rows
+
+
 def encoded(table: pa.Table, avro_schema: dict, key: str) -> dict[int, bytes]:
     """Each row's Avro bytes, by alert id."""
     values = encode_batch(table, avro_schema)
@@ -82,7 +88,7 @@ def assert_same_as_spark(spark, plan, min_rows: int = 1) -> int:
     publication = build_publication(spark, plan)
     content = publication.arrow_content
     assert content is not None, "this content should be read with Arrow"
-    selection = publication.rows.toArrow()
+    selection = selection_rows(publication).toArrow()
     got = pa.Table.from_batches(list(content.stream(selection.to_batches(max_chunksize=97))),
                                 schema=content.output_schema)
     assert got.schema.names == expected.schema.names
@@ -218,7 +224,7 @@ def test_content_streams_before_the_selection_ends(spark, ztf_archive):
     # selection batches, not after the whole partition's selection
     publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
     content = publication.arrow_content
-    selection = publication.rows.toArrow().to_batches(max_chunksize=97)
+    selection = selection_rows(publication).toArrow().to_batches(max_chunksize=97)
     consumed = []
 
     def arriving():
@@ -238,7 +244,7 @@ def test_stream_joins_small_content_batches_for_the_encoder(spark, ztf_archive, 
     monkeypatch.setattr(arrow_content, "_MIN_BATCH_ROWS", 300)
     publication = build_publication(spark, plan_for(ztf_archive, content=["light"]))
     content = publication.arrow_content
-    selection = publication.rows.toArrow()
+    selection = selection_rows(publication).toArrow()
     avro_schema = avro_schema_from_arrow(content.output_schema)
     streamed = list(content.stream(selection.to_batches(max_chunksize=97)))
     monkeypatch.setattr(arrow_content, "_MIN_BATCH_ROWS", 1)
@@ -264,7 +270,7 @@ def row_locations(publication) -> pa.Table:
     """The publication's selection as one row per alert (file, row), its row groups expanded
     (file names as plain strings, as Spark's listing gives them)."""
     content = publication.arrow_content
-    table = pa.Table.from_batches([content.expand(b) for b in publication.rows.toArrow().to_batches()])
+    table = pa.Table.from_batches([content.expand(b) for b in selection_rows(publication).toArrow().to_batches()])
     files = table.column(FILE_COLUMN)
     if pa.types.is_dictionary(files.type):
         table = table.set_column(table.schema.get_field_index(FILE_COLUMN), FILE_COLUMN, files.cast(pa.string()))
@@ -308,7 +314,8 @@ def test_unfiltered_transfer_is_classified_by_the_tasks(spark, ztf_archive):
     plan = plan_for(ztf_archive, content=["light"])
     publication = build_publication(spark, plan)
     assert publication.arrow_content.classified == ("finkclass", "tnsclass")
-    assert publication.rows.columns == [ROW_GROUP_COLUMN]
+    assert isinstance(publication.rows, RowGroupSplits)
+    assert selection_rows(publication).columns == [ROW_GROUP_COLUMN]
     listed = read_nights(spark, plan).select(F.col("_metadata.file_path"), F.col("_metadata.row_index")).collect()
     expected = Counter((local_path(uri), row) for uri, row in listed)
     expanded = row_locations(publication)
@@ -334,7 +341,7 @@ def test_whole_nights_publication_needs_no_spark_analysis(spark, ztf_archive, mo
         plan, survey=dataclasses.replace(plan.survey, class_schema=None)))
     assert publication.arrow_content == analysed.arrow_content
     assert publication.arrow_content.output_schema.equals(analysed.arrow_content.output_schema)
-    assert publication.rows.toArrow().equals(analysed.rows.toArrow())
+    assert selection_rows(publication).toArrow().equals(selection_rows(analysed).toArrow())
 
 
 @pytest.mark.parametrize(("groups", "partitions"), [(400, 10), (7, 3), (10, 10), (1000, 7), (23, 1)])
@@ -349,14 +356,38 @@ def test_row_groups_split_as_a_coalesce_of_one_partition_per_group(spark, groups
     split = spark.range(0, groups, 1, numPartitions=partitions)
     assert owners(split) == owners(coalesced)
     assert len(set(owners(split).values())) == split.rdd.getNumPartitions() == min(groups, partitions)
+    # the publisher's RDD of row group ranges (and its DataFrame over Spark Connect) too
+    splits = RowGroupSplits(spark, groups, min(groups, partitions))
+    by_rdd = splits.to_rdd().mapPartitionsWithIndex(lambda p, ranges: [(g, p) for r in ranges for g in r]).collect()
+    assert dict(by_rdd) == owners(splits.to_dataframe().withColumnRenamed(ROW_GROUP_COLUMN, "id")) == owners(split)
+    assert len(by_rdd) == groups
 
 
 def test_whole_nights_publication_in_the_kafka_partitions_number(spark, ztf_archive):
     plan = plan_for(ztf_archive, content=["light"])
     publication = build_publication(spark, plan, max_partitions=3)
     assert len(publication.arrow_content.row_groups) > 3
-    assert publication.spark_partitions == publication.rows.rdd.getNumPartitions() == 3
+    assert publication.spark_partitions == publication.rows.partitions == publication.rows.to_rdd().getNumPartitions() == 3
     assert build_publication(spark, plan).spark_partitions is None  # no bound: the publisher counts
+
+
+@pytest.mark.kafka
+def test_whole_nights_publication_runs_no_spark_sql(spark, kafka_settings, ztf_archive):
+    # every alert of the nights: the tasks get their row groups from an RDD job, so Spark
+    # runs no SQL query before (or for) the publication; the first query of a cold JVM cost
+    # ~2.5 CPU-s and ~2 s before the first task. Every alert is published once.
+    plan = plan_for(ztf_archive, content=["light"])
+    expected = build_transfer_dataframe(spark, plan).select("candid").toArrow().column(0).to_pylist()
+    executions = spark._jsparkSession.sharedState().statusStore()
+    before = executions.executionsCount()
+    publication = build_publication(spark, plan, max_partitions=4)
+    topic = new_topic()
+    report = publish_dataframe(publication.rows, ztf_target(topic, "rdd-1"), kafka_settings,
+                               arrow_content=publication.arrow_content, spark_partitions=publication.spark_partitions)
+    assert executions.executionsCount() == before
+    ids = [int(m.key()) for m in read_topic(kafka_settings, topic)]
+    assert report.total == len(ids) == 1400 and sorted(ids) == sorted(expected)
+    assert report.spark_partitions == 4
 
 
 def test_survey_class_schema_is_what_spark_classify_gives(spark, ztf_archive):
