@@ -347,12 +347,8 @@ def consume_topic(
             consumer.assign([TopicPartition(topic, p, next_offsets[p]) for p in active])
         last_message_at = last_topic_check = time.monotonic()
         while active and status.state != "failed" and not (stop is not None and stop.is_set()):
-            want = batch_size if limit is None else min(batch_size, limit - fetched)
-            if status.state == "finished":
-                # the end record says how many messages are left: the fetch returns once it
-                # holds them instead of waiting out its deadline for more (1 s at the end of
-                # every publication followed while it was written)
-                want = min(want, sum(messages_left(status, p, planned[p]) for p in active))
+            want = _messages_wanted(batch_size if limit is None else min(batch_size, limit - fetched),
+                                    status, active, planned)
             if want <= 0:
                 break
             messages, topic_unknown = fetch_batch(consumer, want, max_batch_bytes, log, topic)
@@ -406,6 +402,16 @@ def consume_topic(
     report.next_offsets = dict(next_offsets)
     report.seconds = time.monotonic() - started
     return report
+
+
+def _messages_wanted(most: int, status: TransferStatus, active: list[int], planned: dict[int, int]) -> int:
+    """How many messages the next fetch asks for (at most `most`): once the end record says how
+    many are left, no more, so that the fetch returns as soon as it holds them instead of
+    waiting out its deadline for more (1 s at the end of every publication followed while it
+    was written)."""
+    if status.state != "finished":
+        return most
+    return min(most, sum(messages_left(status, p, planned[p]) for p in active))
 
 
 def _note(report: ConsumeReport, status: TransferStatus) -> None:

@@ -184,11 +184,7 @@ def publish_dataframe(
     `df` may be the `RowGroupSplits` of a whole-nights publication: an RDD job on a classic
     session (no Spark SQL before the first alert), a DataFrame of row groups over Spark Connect.
     """
-    from fink_pipeline.transfer.select import RowGroupSplits
-
-    if isinstance(df, RowGroupSplits) and is_connect_session(df.session):
-        df = df.to_dataframe()  # Spark Connect has no RDDs
-    session = df.session if isinstance(df, RowGroupSplits) else df.sparkSession
+    df, session = _job_input(df)
     topic, request_id, key_column = target.topic, target.request_id, target.key_column
     options = options or PublishOptions()
     log = log or LOGGER
@@ -260,11 +256,7 @@ def publish_dataframe(
             warm_up.join(_WARM_UP_TIMEOUT_S)
         log.info(f"Starting to send data to topic {topic}")
         try:
-            if isinstance(df, RowGroupSplits):
-                job = df.to_rdd().mapPartitions(functools.partial(publish_row_groups, config=config))
-            else:
-                job = df.mapInArrow(functools.partial(publish_partition, config=config), TASK_SUMMARY_SCHEMA)
-            summaries = [json.loads(summary) for summary in _collect_in_job_group(job, topic)]
+            summaries = [json.loads(summary) for summary in _collect_in_job_group(_publishing_job(df, config), topic)]
             final = read_status(settings, topic, timeout_s=options.admin_timeout_s)
             report = _report_from_status(
                 topic, final, avro_schema, fingerprint, time.monotonic() - started, spark_partitions
@@ -284,6 +276,26 @@ def publish_dataframe(
     log.info(f"{report.total} alerts published in {report.seconds:.1f} s ({report.alerts_per_second:,.0f} alerts/s)")
     log.info("End.")
     return report
+
+
+def _job_input(df: "DataFrame | RowGroupSplits") -> tuple["DataFrame | RowGroupSplits", "SparkSession"]:
+    """What the publishing job runs over, and its session: row group splits stay an RDD's
+    input on a classic session and become a DataFrame over Spark Connect (no RDDs there)."""
+    from fink_pipeline.transfer.select import RowGroupSplits
+
+    if not isinstance(df, RowGroupSplits):
+        return df, df.sparkSession
+    return (df.to_dataframe(), df.session) if is_connect_session(df.session) else (df, df.session)
+
+
+def _publishing_job(df: "DataFrame | RowGroupSplits", config: TaskConfig) -> "DataFrame | RDD":
+    """The job of the publishing tasks: an RDD of row group ranges (no Spark SQL), or the
+    DataFrame's partitions through mapInArrow; each task yields its summary line."""
+    from fink_pipeline.transfer.select import RowGroupSplits
+
+    if isinstance(df, RowGroupSplits):
+        return df.to_rdd().mapPartitions(functools.partial(publish_row_groups, config=config))
+    return df.mapInArrow(functools.partial(publish_partition, config=config), TASK_SUMMARY_SCHEMA)
 
 
 def _add_task_summaries(report: PublishReport, summaries: list[dict]) -> None:
