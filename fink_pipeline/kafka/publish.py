@@ -459,8 +459,9 @@ def _connect_session_warm(session: "SparkSession") -> bool:
 
 def _collect_in_job_group(job: "DataFrame | RDD", topic: str) -> list[str]:
     """Run the publishing job (its tasks' summary lines); if it fails, wait for its cancelled
-    tasks to stop before raising, so that none of them still produces when the caller re-runs it: if they do not
-    stop within `_CANCEL_TIMEOUT_S`, raise an error that says so instead of the job's.
+    tasks to stop before raising, so that none of them still produces when the caller re-runs
+    it: if they do not stop within `_CANCEL_TIMEOUT_S`, raise an error that says so instead of
+    the job's.
     Over Spark Connect (no SparkContext, no status tracker) the job is tagged and interrupted
     on failure, then the driver waits `_CONNECT_SETTLE_S`, the time a failed attempt takes to
     settle and a cancelled Python worker to be killed."""

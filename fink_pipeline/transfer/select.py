@@ -37,6 +37,7 @@ from fink_pipeline.transfer.crossmatch.spark_step import crossmatch_dataframe
 from fink_pipeline.transfer.plan import AppliedSelection, TransferPlan
 
 if TYPE_CHECKING:
+    from pyspark import RDD
     from pyspark.sql import DataFrame, SparkSession
 
 LOGGER = logging.getLogger("fink_pipeline.job")
@@ -132,9 +133,10 @@ class RowGroupSplits:
         return range(partition * self.count // self.partitions, (partition + 1) * self.count // self.partitions)
 
     def resplit(self, partitions: int) -> "RowGroupSplits":
+        """The same row groups in `partitions` Spark partitions."""
         return RowGroupSplits(self.session, self.count, partitions)
 
-    def to_rdd(self):
+    def to_rdd(self) -> "RDD":
         """One element per Spark partition: its range of row groups (a list of `partitions`
         elements is sliced one element per partition, in order)."""
         splits = [self.groups_of(p) for p in range(self.partitions)]
