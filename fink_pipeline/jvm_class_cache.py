@@ -46,7 +46,8 @@ def archive_path() -> Path | None:
     except ImportError:
         return None
     stat = java.stat()
-    identity = f"{java}:{stat.st_size}:{stat.st_mtime_ns}:{pyspark.__file__}:{pyspark.__version__}"
+    identity = (f"{java}:{stat.st_size}:{stat.st_mtime_ns}:{pyspark.__file__}:{pyspark.__version__}:"
+                f"{_spark_jars(Path(pyspark.__file__).parent)}")
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     return paths.cache_dir() / "jvm" / f"spark-{pyspark.__version__}-{digest}.jsa"
 
@@ -66,8 +67,24 @@ def driver_java_options(options: str) -> str:
         return options
     recording = archive.with_name(f"{archive.stem}.recording-{os.getpid()}-{time.monotonic_ns()}.jsa")
     # warnings about classes that cannot be archived (signed jars, old class versions) would
-    # flood the run's log: only errors
-    return f"{options} -XX:ArchiveClassesAtExit={recording} -Xlog:cds=error -Xlog:cds+dynamic=error".strip()
+    # flood the run's log: only errors, on stderr (stdout is the command's output)
+    return (f"{options} -XX:ArchiveClassesAtExit={recording} -Xlog:cds=error:stderr "
+            "-Xlog:cds+dynamic=error:stderr").strip()
+
+
+def _spark_jars(pyspark_dir: Path) -> str:
+    """The jars of Spark's class path as the JVM checks an archive against them: names in the
+    directory's own order (the order a `jars/*` class path expands to), sizes and modification
+    times. A virtualenv re-created at the same path has the same pyspark but new jar files,
+    listed in another order: the JVM refuses an archive of the old ones."""
+    home = os.environ.get("SPARK_HOME")
+    jars = Path(home) / "jars" if home else pyspark_dir / "jars"
+    try:
+        with os.scandir(jars) as entries:
+            listing = [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.name.endswith(".jar")]
+    except OSError:
+        return ""
+    return hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
 
 
 def _promote_recordings(archive: Path) -> bool:

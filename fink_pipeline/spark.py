@@ -43,8 +43,11 @@ LOCAL_DEFAULT_CONF: dict[str, str] = {
     # Arrow holds little, and G1 (or a young generation sized for the 2g heap) kept ~130 MiB more
     # resident for nothing (1M alerts, measured: 475 -> 428 -> 349 MiB, same CPU).
     # `build_spark_session` adds the class-data-sharing archive (fink_pipeline.jvm_class_cache).
+    # The JVM prints its warnings (an archive it cannot map...) on stdout by default, where the
+    # command prints what scripts read (topic names): -Xlog sends them to stderr instead.
     "spark.sql.codegen.maxFields": "1000",
-    "spark.driver.extraJavaOptions": "-XX:-DontCompileHugeMethods -XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmn48m",
+    "spark.driver.extraJavaOptions": ("-Xlog:disable -Xlog:all=warning:stderr -XX:-DontCompileHugeMethods "
+                                      "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmn48m"),
     # Int.MaxValue turns off the byte limit of the Arrow batches sent to Python workers,
     # which Spark otherwise checks by sizing every vector after every row (~20 % of the
     # JVM's time on a light packet); maxRecordsPerBatch still bounds them.

@@ -111,3 +111,62 @@ def test_a_real_jvm_records_then_maps_spark_classes(cache, monkeypatch):
                      if " org.apache.spark." in line and "$$Lambda" not in line]
     shared = [line for line in spark_classes if "shared objects file (top)" in line]
     assert spark_classes and len(shared) >= 0.9 * len(spark_classes), spark_classes[:5]
+
+
+def _launcher_jars(home: Path) -> Path:
+    """A Spark home holding only Spark's launcher jar (a JVM on it starts in a fraction of a
+    second), as a pip install lays it out: <home>/jars/*.jar."""
+    import shutil
+
+    import pyspark
+
+    jars = home / "jars"
+    jars.mkdir(parents=True)
+    for jar in (Path(pyspark.__file__).parent / "jars").glob("spark-launcher*.jar"):
+        shutil.copy(jar, jars)
+    return jars
+
+
+def _launcher_jvm(options: str, jars: Path) -> subprocess.CompletedProcess:
+    java = jvm_class_cache._java_binary()
+    return subprocess.run([str(java), *options.split(), "-cp", f"{jars}/*", "org.apache.spark.launcher.Main"],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_key_changes_when_spark_jars_are_installed_again(cache, monkeypatch, tmp_path):
+    # a virtualenv re-created at the same path has the same pyspark version and path but new
+    # jar files: the JVM refuses an archive of the old ones (it checks the class path), so the
+    # key must change and a new archive be recorded
+    home = tmp_path / "spark"
+    _launcher_jars(home)
+    monkeypatch.setenv("SPARK_HOME", str(home))
+    first = jvm_class_cache.archive_path()
+    assert jvm_class_cache.archive_path() == first
+    import shutil
+
+    shutil.rmtree(home)
+    time.sleep(0.01)
+    _launcher_jars(home)
+    assert jvm_class_cache.archive_path() != first
+
+
+def test_jvm_warnings_go_to_stderr_not_to_the_commands_output(cache, monkeypatch, tmp_path):
+    # an archive the JVM cannot map (recorded on another class path) makes it warn at start;
+    # JVM warnings go to stdout by default, where a command prints what scripts read (topic
+    # names): the local session's options send them to stderr
+    from fink_pipeline.spark import LOCAL_DEFAULT_CONF
+
+    recorded_on, mapped_on = _launcher_jars(tmp_path / "a"), _launcher_jars(tmp_path / "b")
+    archive = tmp_path / "a.jsa"
+    _launcher_jvm(f"-XX:ArchiveClassesAtExit={archive} -Xlog:disable", recorded_on)
+    assert archive.stat().st_size > 0
+    default = _launcher_jvm(f"-XX:SharedArchiveFile={archive}", mapped_on)
+    assert "Unable to use shared archive" in default.stdout  # what the options must prevent
+    ours = _launcher_jvm(f"{LOCAL_DEFAULT_CONF['spark.driver.extraJavaOptions']} -XX:SharedArchiveFile={archive}",
+                         mapped_on)
+    assert ours.stdout == "" and "Unable to use shared archive" in ours.stderr
+    # a JVM recording an archive (its CDS messages kept to errors) prints nothing there either
+    recording = jvm_class_cache.driver_java_options(LOCAL_DEFAULT_CONF["spark.driver.extraJavaOptions"])
+    assert "ArchiveClassesAtExit" in recording
+    assert _launcher_jvm(recording, mapped_on).stdout == ""
+    assert len(list((cache / "jvm").glob("*.recording-*.jsa"))) == 1
