@@ -31,6 +31,11 @@ from fink_pipeline import paths
 # writing, which -Xshare:auto would then ignore).
 _SETTLED_S = 30.0
 _JVM_CACHE_OPTIONS = ("-XX:SharedArchiveFile", "-XX:ArchiveClassesAtExit", "-Xshare")
+# The JVM prints its warnings (an archive it cannot map...) on stdout by default, where a command
+# prints what scripts read (topic names): these options send them to stderr, and leave the
+# user's own -Xlog outputs (files) as they are. Local sessions start with them
+# (`spark.LOCAL_DEFAULT_CONF`); the archive's options bring them along otherwise.
+JVM_WARNINGS_TO_STDERR = "-Xlog:all=off:stdout -Xlog:all=warning:stderr"
 
 
 def archive_path() -> Path | None:
@@ -54,21 +59,23 @@ def archive_path() -> Path | None:
 
 def driver_java_options(options: str) -> str:
     """`options` (spark.driver.extraJavaOptions) plus the archive to map, or to record when
-    there is none yet. Options that already choose a class-sharing mode are left as they are."""
+    there is none yet, and the JVM's warnings sent to stderr (`JVM_WARNINGS_TO_STDERR`). Options
+    that already choose a class-sharing mode are left as they are."""
     archive = archive_path()
     # Spark splits these options on whitespace: a cache path with a space gets no archive
     if archive is None or any(flag in options for flag in _JVM_CACHE_OPTIONS) or any(c.isspace() for c in str(archive)):
         return options
+    routed = options if JVM_WARNINGS_TO_STDERR in options else f"{options} {JVM_WARNINGS_TO_STDERR}"
     try:
         if _promote_recordings(archive) or archive.exists():
-            return f"{options} -XX:SharedArchiveFile={archive}".strip()
+            return f"{routed} -XX:SharedArchiveFile={archive}".strip()
         archive.parent.mkdir(parents=True, exist_ok=True)
     except OSError:  # a cache folder that cannot be written: the JVM starts as it always did
         return options
     recording = archive.with_name(f"{archive.stem}.recording-{os.getpid()}-{time.monotonic_ns()}.jsa")
     # warnings about classes that cannot be archived (signed jars, old class versions) would
     # flood the run's log: only errors, on stderr (stdout is the command's output)
-    return (f"{options} -XX:ArchiveClassesAtExit={recording} -Xlog:cds=error:stderr "
+    return (f"{routed} -XX:ArchiveClassesAtExit={recording} -Xlog:cds=error:stderr "
             "-Xlog:cds+dynamic=error:stderr").strip()
 
 
@@ -81,9 +88,10 @@ def _spark_jars(pyspark_dir: Path) -> str:
     jars = Path(home) / "jars" if home else pyspark_dir / "jars"
     try:
         with os.scandir(jars) as entries:
-            listing = [(e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries if e.name.endswith(".jar")]
+            stats = [(e.name, e.stat()) for e in entries if e.name.endswith(".jar")]
     except OSError:
         return ""
+    listing = [(name, stat.st_size, stat.st_mtime_ns) for name, stat in stats]
     return hashlib.sha256(repr(listing).encode()).hexdigest()[:16]
 
 

@@ -6,6 +6,8 @@ import os
 import sys
 from typing import TYPE_CHECKING, Mapping
 
+from fink_pipeline.jvm_class_cache import JVM_WARNINGS_TO_STDERR
+
 if TYPE_CHECKING:
     import pyarrow as pa
     from pyspark.sql import SparkSession
@@ -43,10 +45,9 @@ LOCAL_DEFAULT_CONF: dict[str, str] = {
     # Arrow holds little, and G1 (or a young generation sized for the 2g heap) kept ~130 MiB more
     # resident for nothing (1M alerts, measured: 475 -> 428 -> 349 MiB, same CPU).
     # `build_spark_session` adds the class-data-sharing archive (fink_pipeline.jvm_class_cache).
-    # The JVM prints its warnings (an archive it cannot map...) on stdout by default, where the
-    # command prints what scripts read (topic names): -Xlog sends them to stderr instead.
+    # The JVM's warnings go to stderr, not to the command's output (JVM_WARNINGS_TO_STDERR).
     "spark.sql.codegen.maxFields": "1000",
-    "spark.driver.extraJavaOptions": ("-Xlog:disable -Xlog:all=warning:stderr -XX:-DontCompileHugeMethods "
+    "spark.driver.extraJavaOptions": (f"{JVM_WARNINGS_TO_STDERR} -XX:-DontCompileHugeMethods "
                                       "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Xmn48m"),
     # Int.MaxValue turns off the byte limit of the Arrow batches sent to Python workers,
     # which Spark otherwise checks by sizing every vector after every row (~20 % of the

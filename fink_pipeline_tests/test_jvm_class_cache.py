@@ -170,3 +170,18 @@ def test_jvm_warnings_go_to_stderr_not_to_the_commands_output(cache, monkeypatch
     assert "ArchiveClassesAtExit" in recording
     assert _launcher_jvm(recording, mapped_on).stdout == ""
     assert len(list((cache / "jvm").glob("*.recording-*.jsa"))) == 1
+
+
+def test_users_own_java_options_keep_the_commands_output_clean(cache, tmp_path):
+    # a user's spark.driver.extraJavaOptions replace the local defaults: the archive's options
+    # bring the warnings' routing along, and the user's own log file stays
+    recorded_on, mapped_on = _launcher_jars(tmp_path / "a"), _launcher_jars(tmp_path / "b")
+    archive = jvm_class_cache.archive_path()
+    archive.parent.mkdir(parents=True)
+    _launcher_jvm(f"-XX:ArchiveClassesAtExit={archive} -Xlog:disable", recorded_on)  # another class path
+    gc_log = tmp_path / "gc.log"
+    options = jvm_class_cache.driver_java_options(f"-Xmx256m -Xlog:gc:file={gc_log}")
+    assert _flag(options, "SharedArchiveFile") == str(archive)
+    mapped = _launcher_jvm(options, mapped_on)
+    assert mapped.stdout == "" and "Unable to use shared archive" in mapped.stderr
+    assert gc_log.exists()
