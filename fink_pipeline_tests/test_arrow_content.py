@@ -36,12 +36,13 @@ from fink_pipeline.transfer.arrow_content import (
     FILE_COLUMN,
     ROW_COLUMN,
     ROW_GROUP_COLUMN,
+    RowGroupSplits,
     local_path,
     spark_timestamp_strings,
 )
 from fink_pipeline.transfer.content import available_fields, field_type, project, projected_schema, resolve_content
 from fink_pipeline.transfer.plan import plan_transfer
-from fink_pipeline.transfer.select import RowGroupSplits, build_publication, build_transfer_dataframe, read_nights
+from fink_pipeline.transfer.select import build_publication, build_transfer_dataframe, read_nights
 from fink_pipeline.transfer.request import TransferRequest
 from fink_pipeline_tests.reliability_plugin import count_lost_and_duplicates
 from fink_pipeline_tests.test_publish import new_topic, read_topic, schema_from_topic, ztf_target

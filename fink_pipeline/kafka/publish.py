@@ -89,12 +89,11 @@ from fink_pipeline.kafka.status import StatusWriter, TransferStatus, publication
 from fink_pipeline.kafka.topics import ensure_topic
 from fink_pipeline.kafka.wire import owned_kafka_partitions, schema_message_value, schema_topic, status_topic
 from fink_pipeline.spark import is_connect_session, spark_to_arrow_schema
+from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN, RowGroupSplits
 
 if TYPE_CHECKING:
     from pyspark import RDD
     from pyspark.sql import DataFrame, SparkSession
-
-    from fink_pipeline.transfer.select import RowGroupSplits
 
 LOGGER = logging.getLogger("fink_pipeline.publish")
 # How long the driver waits for the tasks of a failed, cancelled publishing job to stop: longer
@@ -281,8 +280,6 @@ def publish_dataframe(
 def _job_input(df: "DataFrame | RowGroupSplits") -> tuple["DataFrame | RowGroupSplits", "SparkSession"]:
     """What the publishing job runs over, and its session: row group splits stay an RDD's
     input on a classic session and become a DataFrame over Spark Connect (no RDDs there)."""
-    from fink_pipeline.transfer.select import RowGroupSplits
-
     if not isinstance(df, RowGroupSplits):
         return df, df.sparkSession
     return (df.to_dataframe(), df.session) if is_connect_session(df.session) else (df, df.session)
@@ -291,8 +288,6 @@ def _job_input(df: "DataFrame | RowGroupSplits") -> tuple["DataFrame | RowGroupS
 def _publishing_job(df: "DataFrame | RowGroupSplits", config: TaskConfig) -> "DataFrame | RDD":
     """The job of the publishing tasks: an RDD of row group ranges (no Spark SQL), or the
     DataFrame's partitions through mapInArrow; each task yields its summary line."""
-    from fink_pipeline.transfer.select import RowGroupSplits
-
     if isinstance(df, RowGroupSplits):
         return df.to_rdd().mapPartitions(functools.partial(publish_row_groups, config=config))
     return df.mapInArrow(functools.partial(publish_partition, config=config), TASK_SUMMARY_SCHEMA)
@@ -368,8 +363,6 @@ def _owner_partitions(df: "DataFrame | RowGroupSplits", kafka_partitions: int, k
     their message key; selection rows that locate the content in the archive go by blocks of
     `_CONNECT_BLOCK_ROWS` rows of a file, so that a task decodes the row groups of its own
     blocks only (by single rows, every task would decode every row group)."""
-    from fink_pipeline.transfer.select import RowGroupSplits
-
     if isinstance(df, RowGroupSplits):
         df = df if df.partitions <= kafka_partitions else df.resplit(kafka_partitions)
         return df, df.partitions
@@ -382,8 +375,6 @@ def _owner_partitions(df: "DataFrame | RowGroupSplits", kafka_partitions: int, k
             spark_partitions = df.rdd.getNumPartitions()
         return df, spark_partitions
     from pyspark.sql import functions as F
-
-    from fink_pipeline.transfer.arrow_content import FILE_COLUMN, ROW_COLUMN
 
     if FILE_COLUMN in df.columns and ROW_COLUMN in df.columns:
         keys = [F.col(FILE_COLUMN), F.floor(F.col(ROW_COLUMN) / _CONNECT_BLOCK_ROWS)]

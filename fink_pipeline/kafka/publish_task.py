@@ -29,6 +29,7 @@ from fink_pipeline.kafka.options import PublishOptions
 from fink_pipeline.kafka.readback import PublicationConflict, read_existing
 from fink_pipeline.kafka.settings import KafkaSettings
 from fink_pipeline.kafka.wire import hold_back_last, kafka_partition_of, owned_kafka_partitions, status_topic
+from fink_pipeline.transfer.arrow_content import ROW_GROUP_COLUMN
 
 if TYPE_CHECKING:
     from fink_pipeline.kafka.status import ProgressRecord
@@ -271,18 +272,14 @@ class SparkPartitionPublisher:
 
 def warm_worker(items: Iterator[Any]) -> Iterator[Any]:
     """A warm-up task (an RDD partition, or `mapInArrow` over Spark Connect): run in a Python
-    worker, it imports this module (by unpickling this function) and the Arrow content reader
-    before any publishing task."""
-    import fink_pipeline.transfer.arrow_content  # noqa: F401
-
+    worker, it imports this module (by unpickling this function), and with it the Arrow
+    content reader, before any publishing task."""
     yield from items
 
 
 def publish_row_groups(splits: Iterator[range], config: TaskConfig) -> Iterator[str]:
-    """Executor side of an RDD of row group ranges (`transfer.select.RowGroupSplits`, one
+    """Executor side of an RDD of row group ranges (`transfer.arrow_content.RowGroupSplits`, one
     range per partition): `publish_partition` of those row groups, its summary line."""
-    from fink_pipeline.transfer.arrow_content import ROW_GROUP_COLUMN
-
     groups = [group for split in splits for group in split]
     batch = pa.RecordBatch.from_arrays([pa.array(groups, pa.int64())], [ROW_GROUP_COLUMN])
     for summary in publish_partition(iter([batch]), config):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 import urllib.parse
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,6 +26,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from fink_pipeline.surveys.base import schema_field_type
+
+if TYPE_CHECKING:
+    from pyspark import RDD
+    from pyspark.sql import DataFrame, SparkSession
 
 # Columns of the selection rows that locate an alert in the archive.
 FILE_COLUMN = "_fink_archive_file"
@@ -202,6 +206,40 @@ class ArrowContent:
             else:
                 column = pc.struct_field(column, part)  # a null parent gives a null child
         return column
+
+
+@dataclass(frozen=True)
+class RowGroupSplits:
+    """Row groups 0..count-1 of a whole-nights publication (`ArrowContent.row_groups`), in
+    `partitions` Spark partitions of consecutive groups, split as
+    `spark.range(count, numPartitions=partitions)` splits its ids.
+
+    The publisher runs them as an RDD on a classic session: no Spark SQL, whose first query
+    cost a cold JVM ~2.5 CPU-s and ~2 s before the first publishing task (measured, issue 17).
+    Spark Connect has no RDDs: there they are `to_dataframe()`."""
+
+    session: "SparkSession"
+    count: int
+    partitions: int
+
+    def groups_of(self, partition: int) -> range:
+        """The row groups of Spark partition `partition` (spark.range's integer split)."""
+        return range(partition * self.count // self.partitions, (partition + 1) * self.count // self.partitions)
+
+    def resplit(self, partitions: int) -> "RowGroupSplits":
+        """The same row groups in `partitions` Spark partitions."""
+        return RowGroupSplits(self.session, self.count, partitions)
+
+    def to_rdd(self) -> "RDD":
+        """One element per Spark partition: its range of row groups (a list of `partitions`
+        elements is sliced one element per partition, in order)."""
+        splits = [self.groups_of(p) for p in range(self.partitions)]
+        return self.session.sparkContext.parallelize(splits, self.partitions)
+
+    def to_dataframe(self) -> "DataFrame":
+        """The row groups as a DataFrame of one column, `ROW_GROUP_COLUMN`."""
+        ids = self.session.range(0, self.count, 1, numPartitions=self.partitions)
+        return ids.withColumnRenamed("id", ROW_GROUP_COLUMN)
 
 
 class _ArchiveFile:

@@ -26,8 +26,8 @@ from fink_pipeline.surveys.base import Survey
 from fink_pipeline.transfer.arrow_content import (
     FILE_COLUMN,
     ROW_COLUMN,
-    ROW_GROUP_COLUMN,
     ArrowContent,
+    RowGroupSplits,
     file_paths,
     is_arrow_readable_archive,
 )
@@ -37,7 +37,6 @@ from fink_pipeline.transfer.crossmatch.spark_step import crossmatch_dataframe
 from fink_pipeline.transfer.plan import AppliedSelection, TransferPlan
 
 if TYPE_CHECKING:
-    from pyspark import RDD
     from pyspark.sql import DataFrame, SparkSession
 
 LOGGER = logging.getLogger("fink_pipeline.job")
@@ -112,40 +111,6 @@ def build_transfer_dataframe(
     """The whole selection: read -> classify -> classes -> catalogue -> conditions -> filter -> content."""
     log = log or LOGGER
     return _limit(project(_select(spark, plan, log, locate=False), plan.content), plan, log)
-
-
-@dataclass(frozen=True)
-class RowGroupSplits:
-    """Row groups 0..count-1 of a whole-nights publication (`ArrowContent.row_groups`), in
-    `partitions` Spark partitions of consecutive groups, split as
-    `spark.range(count, numPartitions=partitions)` splits its ids.
-
-    The publisher runs them as an RDD on a classic session: no Spark SQL, whose first query
-    cost a cold JVM ~2.5 CPU-s and ~2 s before the first publishing task (measured, issue 17).
-    Spark Connect has no RDDs: there they are `to_dataframe()`."""
-
-    session: "SparkSession"
-    count: int
-    partitions: int
-
-    def groups_of(self, partition: int) -> range:
-        """The row groups of Spark partition `partition` (spark.range's integer split)."""
-        return range(partition * self.count // self.partitions, (partition + 1) * self.count // self.partitions)
-
-    def resplit(self, partitions: int) -> "RowGroupSplits":
-        """The same row groups in `partitions` Spark partitions."""
-        return RowGroupSplits(self.session, self.count, partitions)
-
-    def to_rdd(self) -> "RDD":
-        """One element per Spark partition: its range of row groups (a list of `partitions`
-        elements is sliced one element per partition, in order)."""
-        splits = [self.groups_of(p) for p in range(self.partitions)]
-        return self.session.sparkContext.parallelize(splits, self.partitions)
-
-    def to_dataframe(self) -> "DataFrame":
-        """The row groups as a DataFrame of one column, `ROW_GROUP_COLUMN`."""
-        ids = self.session.range(0, self.count, 1, numPartitions=self.partitions)
-        return ids.withColumnRenamed("id", ROW_GROUP_COLUMN)
 
 
 @dataclass
