@@ -6,6 +6,10 @@ whole process tree (command + consumer processes), sampled with psutil every 50 
     .venv/bin/python bench/consumer_memory.py --large 300000 # quicker
     .venv/bin/python bench/consumer_memory.py --packet full --small 5000 --large 50000
 
+Before it, the larger run's peak RSS in each quarter of its duration: memory that grows with
+what has been consumed shows as rising quarters; a working set that has reached its plateau,
+as equal ones (the smaller topic may end before the plateau: each consumer reads a few batches).
+
 Last line: `peak RSS ratio (large/small): X` (flat means within 1.2).
 """
 
@@ -27,10 +31,12 @@ sys.path.insert(0, str(REPO))
 
 def peak_tree_rss(cmd: list[str], interval: float = 0.05) -> tuple[int, float, int, list[int]]:
     """(max summed RSS of the process tree in bytes, wall seconds, exit code, each process's
-    own peak RSS, command first) of `cmd`."""
+    own peak RSS, command first) of `cmd`; `peak_tree_rss.samples` holds (seconds since the
+    start, summed RSS) of every sample."""
     process = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     peak = 0
     own: dict[int, int] = {}
+    samples: list[tuple[float, int]] = []
     stderr: list[str] = []
     reader = threading.Thread(target=lambda: stderr.extend(process.stderr), daemon=True)
     reader.start()
@@ -42,6 +48,7 @@ def peak_tree_rss(cmd: list[str], interval: float = 0.05) -> tuple[int, float, i
         except psutil.Error:
             sizes = {}  # a process ended between listing and reading: next sample
         peak = max(peak, sum(sizes.values()))
+        samples.append((time.monotonic() - started, sum(sizes.values())))
         for pid, rss in sizes.items():
             own[pid] = max(own.get(pid, 0), rss)
         time.sleep(interval)
@@ -50,7 +57,17 @@ def peak_tree_rss(cmd: list[str], interval: float = 0.05) -> tuple[int, float, i
     if process.returncode != 0:
         print("".join(stderr)[-3000:], file=sys.stderr)
     per_process = [own.pop(process.pid, 0), *sorted(own.values(), reverse=True)]
+    peak_tree_rss.samples = samples
     return peak, seconds, process.returncode, per_process
+
+
+def quarter_peaks(samples: list[tuple[float, int]], seconds: float) -> list[int]:
+    """The peak summed RSS in each quarter of a run of `seconds` (0 for a quarter without a sample)."""
+    peaks = [0, 0, 0, 0]
+    for at, rss in samples:
+        quarter = min(3, int(4 * at / seconds)) if seconds > 0 else 0
+        peaks[quarter] = max(peaks[quarter], rss)
+    return peaks
 
 
 def main() -> None:
@@ -82,10 +99,14 @@ def main() -> None:
             if code != 0:
                 raise SystemExit(f"fink_datatransfer failed with exit code {code}")
             peaks[label] = peak
+            if label == "large":
+                quarters = quarter_peaks(peak_tree_rss.samples, seconds)
             print(f"{label}: {n:,} alerts in {seconds:.1f} s ({n / seconds:,.0f} alerts/s), "
                   f"peak RSS of the consumer tree {peak / 2**20:,.0f} MiB (each process's own peak: command "
                   f"{per_process[0] / 2**20:,.0f}, then {', '.join(f'{r / 2**20:,.0f}' for r in per_process[1:])} MiB)",
                   flush=True)
+    print("large: peak RSS per quarter of the run: "
+          + " / ".join(f"{q / 2**20:,.0f}" for q in quarters) + " MiB", flush=True)
     ratio = peaks["large"] / peaks["small"]
     print(f"peak RSS ratio (large/small): {ratio:.2f}")
 
