@@ -557,7 +557,8 @@ def _nested_type(dtype: pa.DataType, path: Sequence[str]) -> pa.DataType:
 
 
 def _slice_rows(group: pq.RowGroupMetaData, leaves: Sequence[int]) -> int:
-    """Rows per decoded slice of a row group, so that a slice of the `leaves` columns is ~32 MB."""
+    """Rows per decoded slice of a row group, so that a slice of the `leaves` columns holds about
+    `_SLICE_BYTES` (at least 256 rows)."""
     size = sum(group.column(i).total_uncompressed_size for i in leaves)
     per_row = max(1, size // max(1, group.num_rows))
     return int(max(256, min(group.num_rows, _SLICE_BYTES // per_row)))
