@@ -29,12 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def peak_tree_rss(cmd: list[str], interval: float = 0.05) -> tuple[int, float, int, list[int]]:
+def peak_tree_rss(cmd: list[str], interval: float = 0.05
+                  ) -> tuple[int, float, int, list[int], list[tuple[float, int]]]:
     """(max summed RSS of the process tree in bytes, wall seconds, exit code, each process's
-    own peak RSS, command first) of `cmd`; `peak_tree_rss.samples` holds (seconds since the
-    start, summed RSS) of every sample."""
+    own peak RSS, command first, and every sample: seconds since the start, summed RSS) of `cmd`."""
     process = psutil.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    peak = 0
     own: dict[int, int] = {}
     samples: list[tuple[float, int]] = []
     stderr: list[str] = []
@@ -47,7 +46,6 @@ def peak_tree_rss(cmd: list[str], interval: float = 0.05) -> tuple[int, float, i
             sizes = {p.pid: p.memory_info().rss for p in tree if p.is_running()}
         except psutil.Error:
             sizes = {}  # a process ended between listing and reading: next sample
-        peak = max(peak, sum(sizes.values()))
         samples.append((time.monotonic() - started, sum(sizes.values())))
         for pid, rss in sizes.items():
             own[pid] = max(own.get(pid, 0), rss)
@@ -57,8 +55,8 @@ def peak_tree_rss(cmd: list[str], interval: float = 0.05) -> tuple[int, float, i
     if process.returncode != 0:
         print("".join(stderr)[-3000:], file=sys.stderr)
     per_process = [own.pop(process.pid, 0), *sorted(own.values(), reverse=True)]
-    peak_tree_rss.samples = samples
-    return peak, seconds, process.returncode, per_process
+    peak = max((rss for _, rss in samples), default=0)
+    return peak, seconds, process.returncode, per_process, samples
 
 
 def quarter_peaks(samples: list[tuple[float, int]], seconds: float) -> list[int]:
@@ -95,18 +93,17 @@ def main() -> None:
             cmd = [str(REPO / ".venv" / "bin" / "fink_datatransfer"), "-topic", topic, "-outdir",
                    str(Path(tmp) / label), "-servers", broker.address, "-nconsumers", str(args.nconsumers),
                    "-format", args.format]
-            peak, seconds, code, per_process = peak_tree_rss(cmd)
+            peak, seconds, code, per_process, samples = peak_tree_rss(cmd)
             if code != 0:
                 raise SystemExit(f"fink_datatransfer failed with exit code {code}")
             peaks[label] = peak
-            if label == "large":
-                quarters = quarter_peaks(peak_tree_rss.samples, seconds)
             print(f"{label}: {n:,} alerts in {seconds:.1f} s ({n / seconds:,.0f} alerts/s), "
                   f"peak RSS of the consumer tree {peak / 2**20:,.0f} MiB (each process's own peak: command "
                   f"{per_process[0] / 2**20:,.0f}, then {', '.join(f'{r / 2**20:,.0f}' for r in per_process[1:])} MiB)",
                   flush=True)
+    # samples and seconds are the large run's: it is the loop's last
     print("large: peak RSS per quarter of the run: "
-          + " / ".join(f"{q / 2**20:,.0f}" for q in quarters) + " MiB", flush=True)
+          + " / ".join(f"{q / 2**20:,.0f}" for q in quarter_peaks(samples, seconds)) + " MiB", flush=True)
     ratio = peaks["large"] / peaks["small"]
     print(f"peak RSS ratio (large/small): {ratio:.2f}")
 
